@@ -1,0 +1,3 @@
+from callserver.cli import main
+
+raise SystemExit(main())

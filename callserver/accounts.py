@@ -1,0 +1,121 @@
+"""Operators and owners: accounts, passwords (argon2) and login sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callserver.errors import AlreadyExists, InvalidInput
+from callserver.store.models import AuthSession, Site, User
+
+ROLES = ("operator", "owner")
+_hasher = PasswordHasher()
+# Verifying against this keeps a login for an unknown e-mail as slow as one with a wrong password.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A logged-in user as the web layer needs it."""
+
+    id: int
+    email: str
+    name: str
+    role: str
+    site_ids: tuple[int, ...]  # empty: every site
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email.split("@", 1)[0]
+
+    def works_for(self, site_id: int) -> bool:
+        return not self.site_ids or site_id in self.site_ids
+
+
+def _account(user: User) -> Account:
+    return Account(user.id, user.email, user.name, user.role, tuple(s.id for s in user.sites))
+
+
+async def create_user(
+    session: AsyncSession,
+    email: str,
+    password: str,
+    role: str,
+    sites: list[Site] | None = None,
+    name: str = "",
+) -> Account:
+    email = email.strip().lower()
+    if role not in ROLES:
+        raise InvalidInput(f"Role must be one of {', '.join(ROLES)}, not {role!r}.")
+    if "@" not in email:
+        raise InvalidInput(f"Not an e-mail address: {email!r}.")
+    if len(password) < 8:
+        raise InvalidInput("The password needs at least 8 characters.")
+    user = User(
+        email=email,
+        name=name,
+        password_hash=_hasher.hash(password),
+        role=role,
+        created_at=datetime.now(UTC),
+        sites=list(sites or []),
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as e:
+        raise AlreadyExists(f"A user with the e-mail {email} already exists.") from e
+    return _account(user)
+
+
+async def authenticate(session: AsyncSession, email: str, password: str) -> Account | None:
+    """The account for these credentials, or None (unknown, disabled or wrong password)."""
+    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is None or user.disabled:
+        return None
+    return _account(user)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def open_session(session: AsyncSession, account: Account, days: int) -> str:
+    """Start a login session; returns the cookie value."""
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    session.add(
+        AuthSession(
+            token_hash=_hash_token(token),
+            user_id=account.id,
+            created_at=now,
+            expires_at=now + timedelta(days=days),
+        )
+    )
+    return token
+
+
+async def account_for_session(session: AsyncSession, token: str) -> Account | None:
+    row = await session.scalar(
+        select(User)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(AuthSession.token_hash == _hash_token(token), AuthSession.expires_at > datetime.now(UTC))
+    )
+    if row is None or row.disabled:
+        return None
+    return _account(row)
+
+
+async def close_session(session: AsyncSession, token: str) -> None:
+    await session.execute(delete(AuthSession).where(AuthSession.token_hash == _hash_token(token)))

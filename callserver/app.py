@@ -1,0 +1,70 @@
+"""The app factory: one `create_app(settings)` for production, the demo and the tests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from callserver.calls.records import CallRecords
+from callserver.calls.switchboard import Switchboard
+from callserver.media.transcoding_bridge import TranscodingEngine
+from callserver.settings import Settings
+from callserver.signaling.operator_socket import operator_socket
+from callserver.signaling.widget_socket import widget_socket
+from callserver.store.database import Database
+from callserver.web import auth, softphone, widget
+from callserver.web.keys import DATABASE, MEDIA, RECORDS, SETTINGS, SWITCHBOARD, TEMPLATES
+
+log = logging.getLogger(__name__)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    database = Database(app[SETTINGS].effective_database_url)
+    await database.upgrade()
+    app[DATABASE] = database
+    records = CallRecords(database)
+    dropped = await records.end_leftovers()
+    if dropped:
+        log.warning("ended %d call(s) left open by a previous run as dropped", dropped)
+    app[RECORDS] = records
+    yield
+    await database.close()
+
+
+async def _calls(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    media = TranscodingEngine(settings.ice_servers)
+    app[MEDIA] = media
+    switchboard = Switchboard(app[RECORDS], media, settings.presence_grace)
+    app[SWITCHBOARD] = switchboard
+    yield
+    # Calls first (they write their records), then the media they used.
+    await switchboard.close()
+    await media.close()
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the callserver application; long-lived resources open and close with it."""
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[TEMPLATES] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "web" / "templates"),
+        autoescape=True,
+    )
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_calls)
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/ws/widget", widget_socket)
+    app.router.add_get("/ws/operator", operator_socket)
+    widget.add_routes(app)
+    auth.add_routes(app, "operator")
+    softphone.add_routes(app)
+    return app

@@ -1,0 +1,1 @@
+"""Calls: their states, their records, how operators are rung and how a call is answered."""

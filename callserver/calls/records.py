@@ -1,0 +1,131 @@
+"""Call records: written before a call is answered, updated at every step, never left open."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from callserver import events
+from callserver.calls.states import CallState, EndReason
+from callserver.store.database import Database
+from callserver.store.models import Call, CallEvent, Visitor
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class VisitorContext:
+    """What the widget and the request say about the shopper who calls."""
+
+    token: str
+    page: str | None = None
+    title: str | None = None
+    referrer: str | None = None
+    country: str | None = None
+    device: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # utm, search, cart value, product …
+
+
+class CallRecords:
+    """Reads and writes call records; every method is one transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def open(self, site_id: int, visitor: VisitorContext) -> str:
+        """Write a new call in state `ringing` and return its id."""
+        call_id = uuid.uuid4().hex
+        at = now()
+        async with self._db.session() as session:
+            row = await session.scalar(
+                select(Visitor).where(Visitor.site_id == site_id, Visitor.token == visitor.token)
+            )
+            if row is None:
+                row = Visitor(site_id=site_id, token=visitor.token, created_at=at, last_seen_at=at)
+                session.add(row)
+            row.last_seen_at = at
+            for name in ("name", "email", "phone", "country", "device"):
+                value = getattr(visitor, name)
+                if value:
+                    setattr(row, name, value)
+            await session.flush()
+            session.add(
+                Call(
+                    id=call_id,
+                    site_id=site_id,
+                    visitor_id=row.id,
+                    state=CallState.RINGING,
+                    created_at=at,
+                    page=visitor.page,
+                    title=visitor.title,
+                    referrer=visitor.referrer,
+                    context=visitor.extra,
+                )
+            )
+            session.add(CallEvent(call_id=call_id, at=at, name=events.CALL_RINGING, detail={}))
+        return call_id
+
+    async def event(self, call_id: str, name: str, operator_id: int | None = None, **detail: Any) -> None:
+        async with self._db.session() as session:
+            session.add(
+                CallEvent(call_id=call_id, at=now(), name=name, operator_id=operator_id, detail=detail)
+            )
+
+    async def answered(self, call_id: str, operator_id: int) -> None:
+        at = now()
+        async with self._db.session() as session:
+            await session.execute(
+                update(Call)
+                .where(Call.id == call_id)
+                .values(state=CallState.ANSWERED, operator_id=operator_id, answered_at=at)
+            )
+            session.add(CallEvent(call_id=call_id, at=at, name=events.CALL_ANSWERED, operator_id=operator_id))
+
+    async def ended(
+        self, call_id: str, reason: EndReason, quality: dict[str, Any] | None = None, **detail: Any
+    ) -> None:
+        at = now()
+        async with self._db.session() as session:
+            await session.execute(
+                update(Call)
+                .where(Call.id == call_id, Call.state != CallState.ENDED)
+                .values(state=CallState.ENDED, end_reason=reason, ended_at=at, quality=quality)
+            )
+            session.add(
+                CallEvent(call_id=call_id, at=at, name=events.CALL_ENDED, detail={"reason": reason, **detail})
+            )
+
+    async def end_leftovers(self) -> int:
+        """End as `dropped` every call a previous run left ringing or answered; returns how many."""
+        at = now()
+        async with self._db.session() as session:
+            ids = list(
+                await session.scalars(
+                    select(Call.id).where(Call.state.in_([CallState.RINGING, CallState.ANSWERED]))
+                )
+            )
+            if not ids:
+                return 0
+            await session.execute(
+                update(Call)
+                .where(Call.id.in_(ids))
+                .values(state=CallState.ENDED, end_reason=EndReason.DROPPED, ended_at=at)
+            )
+            session.add_all(
+                CallEvent(call_id=i, at=at, name=events.CALL_ENDED, detail={"reason": EndReason.DROPPED})
+                for i in ids
+            )
+        return len(ids)
+
+    async def get(self, call_id: str) -> Call | None:
+        async with self._db.session() as session:
+            return await session.get(Call, call_id)

@@ -1,0 +1,62 @@
+"""Which operators ring for a call: presence, busy state and the site's ring strategy."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callserver.accounts import Account
+from callserver.calls.states import Presence, RingStrategy
+
+
+class OperatorChannel(Protocol):
+    """One open softphone of an operator; the socket adapter turns these calls into wire messages."""
+
+    async def incoming(self, call: dict[str, object]) -> None: ...
+    async def withdrawn(self, call_id: str, reason: str) -> None: ...
+    async def answer(self, call_id: str, sdp: str) -> None: ...
+    async def connected(self, call_id: str) -> None: ...
+    async def ended(self, call_id: str, reason: str) -> None: ...
+    async def presence(self, status: Presence) -> None: ...
+
+
+@dataclass(eq=False)
+class Seat:
+    """An operator as routing sees them: presence, open softphones, and whether they are in a call."""
+
+    account: Account
+    presence: Presence = Presence.OFFLINE
+    channels: list[OperatorChannel] = field(default_factory=list)
+    idle_since: float = 0.0
+    call_id: str | None = None
+
+    @property
+    def free(self) -> bool:
+        return self.presence is Presence.ONLINE and bool(self.channels) and self.call_id is None
+
+
+class Router:
+    """Orders the free operators of a site by its ring strategy."""
+
+    def __init__(self) -> None:
+        self._last_rung: dict[int, int] = {}  # site id → operator id rung last (round-robin)
+
+    def next_to_ring(
+        self, site_id: int, strategy: RingStrategy, seats: Iterable[Seat], tried: set[int]
+    ) -> list[Seat]:
+        """The operators to ring now: one for longest-idle and round-robin, all for ring-all."""
+        free = [s for s in seats if s.free and s.account.works_for(site_id) and s.account.id not in tried]
+        if not free:
+            return []
+        if strategy is RingStrategy.RING_ALL:
+            return free
+        if strategy is RingStrategy.ROUND_ROBIN:
+            free.sort(key=lambda s: s.account.id)
+            last = self._last_rung.get(site_id, -1)
+            after = [s for s in free if s.account.id > last]
+            chosen = next(itertools.chain(after, free))
+            self._last_rung[site_id] = chosen.account.id
+            return [chosen]
+        return [min(free, key=lambda s: (s.idle_since, s.account.id))]

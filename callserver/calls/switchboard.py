@@ -1,0 +1,386 @@
+"""The live side of calls: ringing operators, answering, bridging, holding and hanging up.
+
+The switchboard owns every call in progress and every operator's seat in this process. It speaks to
+the sockets through the small channel protocols and to audio through `MediaEngine`, so it imports
+neither aiohttp nor aiortc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from callserver import events
+from callserver.accounts import Account
+from callserver.calls.records import CallRecords, VisitorContext
+from callserver.calls.routing import OperatorChannel, Router, Seat
+from callserver.calls.states import CallState, EndReason, Presence, RingStrategy
+from callserver.errors import (
+    BadOffer,
+    CallNotRinging,
+    NotOnline,
+    NotYourCall,
+    OperatorBusy,
+    UnknownCall,
+)
+from callserver.media.engine import CallMedia, MediaEngine
+
+log = logging.getLogger(__name__)
+
+
+class ShopperChannel(Protocol):
+    """The widget's socket as the switchboard sees it."""
+
+    async def ringing(self, call_id: str) -> None: ...
+    async def connected(self, call_id: str, operator_name: str) -> None: ...
+    async def ended(self, call_id: str, reason: EndReason) -> None: ...
+
+
+@dataclass(frozen=True)
+class SiteRouting:
+    """The parts of a site that decide how its calls ring."""
+
+    id: int
+    name: str
+    strategy: RingStrategy
+    ring_timeout: float
+
+
+@dataclass(eq=False)
+class LiveCall:
+    id: str
+    site: SiteRouting
+    view: dict[str, Any]  # what operators see of the call while it rings
+    shopper: ShopperChannel
+    media: CallMedia
+    state: CallState = CallState.RINGING
+    operator: Seat | None = None
+    ringing: set[Seat] = field(default_factory=set)
+    declined: set[int] = field(default_factory=set)
+    ring_over: asyncio.Event = field(default_factory=asyncio.Event)
+    ring_task: asyncio.Task[None] | None = None
+    held: bool = False
+
+
+class Switchboard:
+    """Every call in progress and every operator's seat in this process."""
+
+    def __init__(
+        self,
+        records: CallRecords,
+        media: MediaEngine,
+        presence_grace: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._records = records
+        self._media = media
+        self._router = Router()
+        self._presence_grace = presence_grace
+        self._clock = clock
+        self._seats: dict[int, Seat] = {}
+        self._calls: dict[str, LiveCall] = {}
+        self._offline_timers: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # Operators ---------------------------------------------------------------------------------
+
+    def seat(self, account: Account) -> Seat:
+        seat = self._seats.get(account.id)
+        if seat is None:
+            seat = self._seats[account.id] = Seat(account=account, idle_since=self._clock())
+        return seat
+
+    def operator_joined(self, account: Account, channel: OperatorChannel) -> Callable[[], None]:
+        """Register an open softphone; returns the function that unregisters it."""
+        seat = self.seat(account)
+        seat.channels.append(channel)
+        timer = self._offline_timers.pop(account.id, None)
+        if timer:
+            timer.cancel()
+
+        def leave() -> None:
+            if channel in seat.channels:
+                seat.channels.remove(channel)
+            if not seat.channels:
+                self._stop_ringing(seat)
+                # A reload or a short network drop should not take the operator offline.
+                loop = asyncio.get_running_loop()
+                self._offline_timers[account.id] = loop.call_later(
+                    self._presence_grace, self._went_away, account.id
+                )
+
+        return leave
+
+    def _went_away(self, operator_id: int) -> None:
+        self._offline_timers.pop(operator_id, None)
+        seat = self._seats.get(operator_id)
+        if seat and not seat.channels:
+            seat.presence = Presence.OFFLINE
+            log.info("operator %s is offline: softphone gone", seat.account.email)
+
+    async def set_presence(self, operator_id: int, status: Presence) -> None:
+        seat = self._seats[operator_id]
+        seat.presence = status
+        if status is Presence.ONLINE:
+            seat.idle_since = max(seat.idle_since, self._clock()) if seat.call_id is None else seat.idle_since
+        else:
+            self._stop_ringing(seat)
+        for channel in list(seat.channels):
+            await channel.presence(status)
+
+    def presence_of(self, operator_id: int) -> Presence:
+        seat = self._seats.get(operator_id)
+        return seat.presence if seat else Presence.OFFLINE
+
+    def operators_online(self, site_id: int) -> int:
+        return sum(
+            1
+            for s in self._seats.values()
+            if s.presence is Presence.ONLINE and s.channels and s.account.works_for(site_id)
+        )
+
+    def ringing_for(self, operator_id: int) -> list[dict[str, Any]]:
+        """The calls ringing this operator right now (for a softphone that just connected)."""
+        return [c.view for c in self._calls.values() if any(s.account.id == operator_id for s in c.ringing)]
+
+    def active_call_of(self, operator_id: int) -> str | None:
+        seat = self._seats.get(operator_id)
+        return seat.call_id if seat else None
+
+    def _stop_ringing(self, seat: Seat) -> None:
+        """Take an operator who went away or offline out of every call ringing them."""
+        for call in self._calls.values():
+            if seat in call.ringing:
+                call.ringing.discard(seat)
+                if not call.ringing:
+                    call.ring_over.set()
+
+    # Shopper side ------------------------------------------------------------------------------
+
+    async def start_call(
+        self, site: SiteRouting, visitor: VisitorContext, offer_sdp: str, shopper: ShopperChannel
+    ) -> tuple[str, str]:
+        """Record the call as ringing, then answer the shopper's offer; returns (call id, answer SDP)."""
+        self._media.check_offer(offer_sdp)
+        call_id = await self._records.open(site.id, visitor)
+        media = self._media.open_call(call_id, lambda leg: self._leg_failed(call_id, leg))
+        call = LiveCall(
+            id=call_id,
+            site=site,
+            shopper=shopper,
+            media=media,
+            view={
+                "id": call_id,
+                "site": site.name,
+                "page": visitor.page,
+                "title": visitor.title,
+                "referrer": visitor.referrer,
+                "ringing_since": datetime.now(UTC).isoformat(),
+                "visitor": {
+                    "token": visitor.token,
+                    "country": visitor.country,
+                    "device": visitor.device,
+                    "name": visitor.name,
+                    "email": visitor.email,
+                    "phone": visitor.phone,
+                },
+                "context": visitor.extra,
+            },
+        )
+        self._calls[call_id] = call
+        try:
+            answer = await media.answer_shopper(offer_sdp)
+        except Exception as e:
+            await self._end(call, EndReason.FAILED, error=str(e))
+            raise BadOffer(f"The call's offer could not be answered: {e}") from e
+        return call_id, answer
+
+    def ring(self, call_id: str) -> None:
+        """Start ringing operators (after the shopper has the answer)."""
+        call = self._calls.get(call_id)
+        if call is not None and call.ring_task is None:
+            call.ring_task = self._spawn(self._ring(call))
+
+    async def shopper_hangup(self, call_id: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        reason = EndReason.ABANDONED if call.state is CallState.RINGING else EndReason.COMPLETED
+        await self._end(call, reason, by="shopper")
+
+    # Operator side -----------------------------------------------------------------------------
+
+    def _call_for(self, call_id: str) -> LiveCall:
+        call = self._calls.get(call_id)
+        if call is None:
+            raise UnknownCall(f"There is no call {call_id!r} in progress.")
+        return call
+
+    async def accept(self, operator_id: int, call_id: str, offer_sdp: str) -> str:
+        """The operator answers: their leg is terminated and bridged; returns the answer SDP."""
+        call = self._call_for(call_id)
+        seat = self._seats.get(operator_id)
+        if seat is None or seat.presence is not Presence.ONLINE:
+            raise NotOnline("Set yourself online to answer calls.")
+        if call.state is not CallState.RINGING or call.operator is not None:
+            raise CallNotRinging(f'Cannot answer call {call_id} in state "{call.state}".')
+        if seat.call_id is not None:
+            raise OperatorBusy("Hang up your current call before answering another.")
+        if seat not in call.ringing:
+            raise NotYourCall("This call is not ringing for you.")
+        self._media.check_offer(offer_sdp)
+        call.operator = seat
+        seat.call_id = call.id
+        others = call.ringing - {seat}
+        call.ringing.clear()
+        call.ring_over.set()
+        for other in others:
+            await self._tell(other, "withdrawn", call.id, "answered_elsewhere")
+        try:
+            answer = await call.media.answer_operator(offer_sdp)
+        except Exception as e:
+            await self._end(call, EndReason.FAILED, error=str(e))
+            raise BadOffer(f"Your offer could not be answered: {e}") from e
+        call.state = CallState.ANSWERED
+        await self._records.answered(call.id, operator_id)
+        call.media.connect()
+        await self._records.event(call.id, events.CALL_CONNECTED, operator_id)
+        await call.shopper.connected(call.id, seat.account.display_name)
+        return answer
+
+    async def operator_connected(self, operator_id: int, call_id: str) -> None:
+        """Tell the operator's softphones the call is bridged (after they have the answer)."""
+        call = self._calls.get(call_id)
+        if call and call.operator and call.operator.account.id == operator_id:
+            await self._tell(call.operator, "connected", call_id)
+
+    async def decline(self, operator_id: int, call_id: str) -> None:
+        call = self._call_for(call_id)
+        seat = self._seats.get(operator_id)
+        if seat is None or seat not in call.ringing:
+            raise NotYourCall("This call is not ringing for you.")
+        call.ringing.discard(seat)
+        call.declined.add(operator_id)
+        await self._records.event(call.id, events.CALL_DECLINED, operator_id)
+        await self._tell(seat, "withdrawn", call.id, "declined")
+        if not call.ringing:
+            call.ring_over.set()
+
+    def _own_call(self, operator_id: int, call_id: str) -> LiveCall:
+        call = self._call_for(call_id)
+        if call.operator is None or call.operator.account.id != operator_id:
+            raise NotYourCall("This call is not yours.")
+        return call
+
+    async def hangup(self, operator_id: int, call_id: str) -> None:
+        await self._end(self._own_call(operator_id, call_id), EndReason.COMPLETED, by="operator")
+
+    async def hold(self, operator_id: int, call_id: str, on: bool) -> None:
+        call = self._own_call(operator_id, call_id)
+        if call.state is not CallState.ANSWERED or call.held == on:
+            return
+        call.held = on
+        call.media.hold(on)
+        await self._records.event(call.id, events.CALL_HELD if on else events.CALL_RESUMED, operator_id)
+
+    # Ringing and ending ------------------------------------------------------------------------
+
+    async def _ring(self, call: LiveCall) -> None:
+        tried: set[int] = set()
+        await call.shopper.ringing(call.id)
+        while call.state is CallState.RINGING and call.operator is None:
+            batch = self._router.next_to_ring(call.site.id, call.site.strategy, self._seats.values(), tried)
+            if not batch:
+                everyone_declined = bool(tried) and tried <= call.declined
+                await self._end(call, EndReason.DECLINED if everyone_declined else EndReason.MISSED)
+                return
+            call.ring_over.clear()
+            call.ringing = set(batch)
+            for seat in batch:
+                tried.add(seat.account.id)
+                await self._records.event(call.id, events.CALL_RANG, seat.account.id)
+                for channel in list(seat.channels):
+                    await channel.incoming(call.view)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.ring_over.wait(), call.site.ring_timeout)
+            if call.operator is not None:
+                return
+            for seat in list(call.ringing):
+                await self._records.event(call.id, events.CALL_RING_TIMEOUT, seat.account.id)
+                await self._tell(seat, "withdrawn", call.id, "timeout")
+            call.ringing.clear()
+
+    def _leg_failed(self, call_id: str, leg: str) -> None:
+        call = self._calls.get(call_id)
+        if call is not None:
+            self._spawn(self._end(call, EndReason.FAILED, failed_leg=leg))
+
+    async def _end(self, call: LiveCall, reason: EndReason, **detail: Any) -> None:
+        """End a call once: free the operator, close the media, write the record, tell both sides."""
+        if call.state is CallState.ENDED:
+            return
+        was_answered = call.state is CallState.ANSWERED
+        call.state = CallState.ENDED
+        self._calls.pop(call.id, None)
+        current = asyncio.current_task()
+        if call.ring_task is not None and call.ring_task is not current:
+            call.ring_task.cancel()
+        for seat in list(call.ringing):
+            await self._tell(seat, "withdrawn", call.id, reason)
+        call.ringing.clear()
+        quality: dict[str, Any] | None = None
+        if was_answered:
+            try:
+                quality = await call.media.quality()
+            except Exception:
+                log.exception("could not read the quality figures of call %s", call.id)
+        await call.media.close()
+        try:
+            await self._records.ended(call.id, reason, quality, **detail)
+        finally:
+            operator = call.operator
+            if operator is not None:
+                operator.call_id = None
+                operator.idle_since = self._clock()
+                await self._tell(operator, "ended", call.id, reason)
+            with contextlib.suppress(Exception):
+                await call.shopper.ended(call.id, reason)
+        log.info("call %s ended: %s %s", call.id, reason, detail or "")
+
+    async def _tell(self, seat: Seat, what: str, call_id: str, *args: Any) -> None:
+        for channel in list(seat.channels):
+            try:
+                await getattr(channel, what)(call_id, *args)
+            except Exception:
+                log.warning("could not tell operator %s that %s %s", seat.account.email, call_id, what)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("switchboard task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """End every call in progress as `dropped` (the server is going away); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for call in list(self._calls.values()):
+            await self._end(call, EndReason.DROPPED)
+        for timer in self._offline_timers.values():
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,160 @@
+"""The `callserver` command: serve, demo, site add, user add, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from callserver import accounts, sites
+from callserver.errors import CallserverError
+from callserver.settings import ConfigError, Settings, load_settings
+from callserver.store.database import Database
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        getattr(args, "config", None), host=getattr(args, "host", None), port=getattr(args, "port", None)
+    )
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if args.json else text)
+
+
+async def _with_database(settings: Settings, work: Any) -> Any:
+    database = Database(settings.effective_database_url)
+    try:
+        await database.upgrade()
+        async with database.session() as session:
+            return await work(session)
+    finally:
+        await database.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from callserver.app import create_app
+    from callserver.running import run, serve_apps
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def ready() -> None:
+        print(f"callserver listening on http://{settings.host}:{settings.port}", flush=True)
+
+    run(serve_apps([(create_app(settings), settings.host, settings.port)], ready))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from callserver.demo import run_demo
+
+    return run_demo(_settings(args), shop_port=args.shop_port)
+
+
+def cmd_site_add(args: argparse.Namespace) -> int:
+    async def work(session: Any) -> sites.NewSite:
+        return await sites.create_site(
+            session, args.name, args.origin, notify_email=args.notify_email, records_calls=args.record_calls
+        )
+
+    site = asyncio.run(_with_database(_settings(args), work))
+    _print(
+        args,
+        {"key": site.key, "secret": site.secret},
+        f"Site {site.name!r} created.\n"
+        f"  site key (public, for the widget):     {site.key}\n"
+        f"  site secret (private, for orders API): {site.secret}\n"
+        f"Embed on every page of the shop:\n"
+        f'  <script src="{_settings(args).base_url}/widget.js" data-site="{site.key}" async></script>',
+    )
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    async def work(session: Any) -> accounts.Account:
+        linked = [await sites.site_by_key(session, key) for key in args.site or []]
+        return await accounts.create_user(session, args.email, args.password, args.role, linked, args.name)
+
+    account = asyncio.run(_with_database(_settings(args), work))
+    where = f"sites {', '.join(args.site)}" if args.site else "every site"
+    _print(
+        args,
+        {"id": account.id, "email": account.email},
+        f"{account.role.capitalize()} {account.email} created (id {account.id}), working for {where}.",
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def upgrade() -> None:
+        database = Database(settings.effective_database_url)
+        try:
+            await database.upgrade()
+        finally:
+            await database.close()
+
+    asyncio.run(upgrade())
+    print("Database schema is up to date.")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="callserver", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, parent: Any = commands) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        sub.add_argument("--config", type=Path, help="TOML configuration file")
+        return sub
+
+    serve = command("serve", "Run the server.")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    demo = command("demo", "Run everything on this machine with a demo shop, operator and owner.")
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--shop-port", type=int, default=8081, help="port of the demo shop (default 8081)")
+    demo.set_defaults(run=cmd_demo)
+
+    site = commands.add_parser("site", help="Manage sites.").add_subparsers(dest="action", required=True)
+    site_add = command("add", "Add a site (a shop); prints its key and secret.", site)
+    site_add.add_argument("--name", required=True)
+    site_add.add_argument("--origin", action="append", required=True, help="allowed page origin (repeatable)")
+    site_add.add_argument("--notify-email", help="where left messages are mailed")
+    site_add.add_argument("--record-calls", action="store_true", help="record this site's calls")
+    site_add.add_argument("--json", action="store_true", help="print one JSON object")
+    site_add.set_defaults(run=cmd_site_add)
+
+    user = commands.add_parser("user", help="Manage users.").add_subparsers(dest="action", required=True)
+    user_add = command("add", "Add an operator or an owner.", user)
+    user_add.add_argument("--email", required=True)
+    user_add.add_argument("--password", required=True)
+    user_add.add_argument("--role", required=True, choices=accounts.ROLES)
+    user_add.add_argument("--name", default="")
+    user_add.add_argument("--site", action="append", help="site key the user works for (repeatable)")
+    user_add.add_argument("--json", action="store_true", help="print one JSON object")
+    user_add.set_defaults(run=cmd_user_add)
+
+    db = commands.add_parser("db", help="Database maintenance.").add_subparsers(dest="action", required=True)
+    command("upgrade", "Apply schema migrations.", db).set_defaults(run=cmd_db_upgrade)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except (CallserverError, ConfigError) as e:
+        print(f"callserver: {e}", file=sys.stderr)
+        return 2
+    return result

@@ -1,0 +1,11 @@
+"""Dotted names of everything that happens to a call, kept in one place (timeline, logs, listeners)."""
+
+CALL_RINGING = "call.ringing"
+CALL_RANG = "call.rang"  # one operator was rung (detail: operator)
+CALL_RING_TIMEOUT = "call.ring_timeout"
+CALL_DECLINED = "call.declined"
+CALL_ANSWERED = "call.answered"
+CALL_CONNECTED = "call.connected"
+CALL_HELD = "call.held"
+CALL_RESUMED = "call.resumed"
+CALL_ENDED = "call.ended"

@@ -1,0 +1,1 @@
+"""Call audio: the engine interface the switchboard uses, and its aiortc implementations."""

@@ -1,0 +1,40 @@
+"""The small interface between calls and their audio, so that the media engine can be replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+LegFailed = Callable[[str], None]
+"""Called with "shopper" or "operator" when that leg's connection fails or closes by itself."""
+
+
+class CallMedia(Protocol):
+    """The two legs of one call and the bridge between them."""
+
+    async def answer_shopper(self, offer_sdp: str) -> str:
+        """Terminate the shopper's leg; it hears the waiting tone until `connect()`."""
+
+    async def answer_operator(self, offer_sdp: str) -> str:
+        """Terminate the operator's leg."""
+
+    def connect(self) -> None:
+        """Bridge the legs: each hears the other from now on."""
+
+    def hold(self, on: bool) -> None:
+        """On hold the shopper hears the hold tone and the operator hears silence."""
+
+    async def quality(self) -> dict[str, Any]:
+        """Loss, jitter, RTT and whether media was relayed, per leg."""
+
+    async def close(self) -> None:
+        """Hang up both legs; safe to call twice."""
+
+
+class MediaEngine(Protocol):
+    def check_offer(self, sdp: str) -> None:
+        """Raise BadOffer unless `sdp` is an offer with audio this engine can answer."""
+
+    def open_call(self, call_id: str, on_leg_failed: LegFailed) -> CallMedia: ...
+
+    async def close(self) -> None: ...

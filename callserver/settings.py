@@ -1,0 +1,116 @@
+"""Configuration from a TOML file and `CALLSERVER_*` environment variables (the environment wins)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "CALLSERVER_"
+
+
+class ConfigError(Exception):
+    """The configuration file or environment holds a value callserver cannot use."""
+
+
+class IceServer(BaseModel):
+    """One STUN or TURN server handed to both browsers and to aiortc."""
+
+    model_config = ConfigDict(frozen=True)
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Settings(BaseModel):
+    """Everything a callserver process needs to know; the defaults run on one machine alone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The address browsers use to reach this server (links in mail, the embed snippet).
+    public_url: str = ""
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    # Host-only by default: aiortc would otherwise fall back to Google's public STUN server.
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    ring_timeout: float = 30.0
+    # Seconds an operator whose softphone went away stays "online" before being taken offline.
+    presence_grace: float = 20.0
+    session_days: int = 14
+    secure_cookies: bool = False
+    max_frame_bytes: int = 64 * 1024
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_tls: bool = False
+    mail_from: str = "callserver@localhost"
+    log_level: str = "INFO"
+
+    @field_validator("ring_timeout", "presence_grace")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or SQLite in `var_dir`."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.var_dir / 'callserver.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+_JSON_LIKE = {"ice_servers"}
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    import json
+
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if name in _JSON_LIKE:
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not valid JSON: {e}") from e
+        elif raw.lower() in {"true", "false"} and Settings.model_fields[name].annotation is bool:
+            values[name] = raw.lower() == "true"
+        else:
+            values[name] = raw
+    return values
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read `config_file` (TOML), then `CALLSERVER_*` variables, then `overrides`."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values.update(tomllib.loads(config_file.read_text()))
+        except OSError as e:
+            raise ConfigError(f"Cannot read config file {config_file}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"Config file {config_file} is not valid TOML: {e}") from e
+    values.update(_from_environment(os.environ if environ is None else environ))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        raise ConfigError(f"Invalid configuration: {e}") from e

@@ -1,0 +1,141 @@
+"""Wire messages (docs/signaling.md), validated into typed objects at the edge of the server."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+MAX_SDP = 20_000
+MAX_TEXT = 2_000
+
+
+class Incoming(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+
+class Ping(Incoming):
+    type: Literal["ping"]
+
+
+class Utm(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    source: str | None = Field(None, max_length=200)
+    medium: str | None = Field(None, max_length=200)
+    campaign: str | None = Field(None, max_length=200)
+    term: str | None = Field(None, max_length=200)
+    content: str | None = Field(None, max_length=200)
+
+
+class VisitorIdentity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str | None = Field(None, max_length=200)
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, max_length=50)
+
+
+class CallContext(BaseModel):
+    """What the widget knows of the shopper's visit when they call."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    page: str | None = Field(None, max_length=MAX_TEXT)
+    title: str | None = Field(None, max_length=500)
+    referrer: str | None = Field(None, max_length=MAX_TEXT)
+    utm: Utm | None = None
+    search: str | None = Field(None, max_length=500)
+    cart_value: float | None = Field(None, ge=0)
+    currency: str | None = Field(None, max_length=3)
+    product_price: float | None = Field(None, ge=0)
+    sku: str | None = Field(None, max_length=200)
+    visitor: VisitorIdentity | None = None
+
+
+class CallOffer(Incoming):
+    type: Literal["call.offer"]
+    sdp: str = Field(max_length=MAX_SDP)
+    context: CallContext = CallContext()
+
+
+class ShopperHangup(Incoming):
+    type: Literal["call.hangup"]
+
+
+WidgetMessage = Annotated[CallOffer | ShopperHangup | Ping, Field(discriminator="type")]
+
+
+class PresenceSet(Incoming):
+    type: Literal["presence.set"]
+    status: Literal["online", "away", "offline"]
+
+
+class CallAccept(Incoming):
+    type: Literal["call.accept"]
+    call_id: str = Field(max_length=64)
+    sdp: str = Field(max_length=MAX_SDP)
+
+
+class CallDecline(Incoming):
+    type: Literal["call.decline"]
+    call_id: str = Field(max_length=64)
+
+
+class OperatorHangup(Incoming):
+    type: Literal["call.hangup"]
+    call_id: str = Field(max_length=64)
+
+
+class CallHold(Incoming):
+    type: Literal["call.hold"]
+    call_id: str = Field(max_length=64)
+    on: bool
+
+
+OperatorMessage = Annotated[
+    PresenceSet | CallAccept | CallDecline | OperatorHangup | CallHold | Ping, Field(discriminator="type")
+]
+
+_widget_messages: TypeAdapter[WidgetMessage] = TypeAdapter(WidgetMessage)
+_operator_messages: TypeAdapter[OperatorMessage] = TypeAdapter(OperatorMessage)
+
+
+class BadMessage(Exception):
+    """A frame that is not a message we accept; `code` is `bad_json` or `bad_message`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _decode(adapter: TypeAdapter[Any], text: str) -> Any:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadMessage("bad_json", f"The message is not valid JSON: {e.msg}.") from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise BadMessage("bad_message", "A message is a JSON object with a string `type`.")
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'type'}: {err['msg']}" for err in e.errors()[:3]
+        )
+        raise BadMessage("bad_message", f"Invalid {raw['type']!r} message: {problems}.") from e
+
+
+def decode_widget(text: str) -> WidgetMessage:
+    result: WidgetMessage = _decode(_widget_messages, text)
+    return result
+
+
+def decode_operator(text: str) -> OperatorMessage:
+    result: OperatorMessage = _decode(_operator_messages, text)
+    return result
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}

@@ -1,0 +1,1 @@
+"""Persistent records: SQLAlchemy models, the database handle and its migrations."""

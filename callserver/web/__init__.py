@@ -1,0 +1,1 @@
+"""HTTP: the app factory's pages, sockets and endpoints."""

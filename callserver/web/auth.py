@@ -1,0 +1,98 @@
+"""Login and logout for operators and owners: a server-side session in an HttpOnly cookie."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from callserver import accounts
+from callserver.accounts import Account
+from callserver.web.keys import DATABASE, SETTINGS, TEMPLATES
+
+COOKIE = "callserver_session"
+
+
+async def current_account(request: web.Request) -> Account | None:
+    """The logged-in account of this request, or None."""
+    token = request.cookies.get(COOKIE)
+    if not token or len(token) > 100:
+        return None
+    async with request.app[DATABASE].session() as session:
+        return await accounts.account_for_session(session, token)
+
+
+def _safe_next(value: str | None, default: str) -> str:
+    # Only paths on this server: an open redirect would let phishing pages borrow our login.
+    if not value or not value.startswith("/") or value.startswith("//") or urlsplit(value).netloc:
+        return default
+    return value
+
+
+def _render_login(
+    request: web.Request, area: str, error: str | None = None, status: int = 200
+) -> web.Response:
+    template = request.app[TEMPLATES].get_template("login.html")
+    html = template.render(
+        area=area,
+        title="Operator sign-in" if area == "operator" else "Owner sign-in",
+        action=f"/{area}/login",
+        next=_safe_next(request.query.get("next"), f"/{area}/"),
+        error=error,
+    )
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+def login_page(area: str) -> Handler:
+    async def show(request: web.Request) -> web.StreamResponse:
+        if await current_account(request):
+            raise web.HTTPFound(f"/{area}/")
+        return _render_login(request, area)
+
+    return show
+
+
+def login_submit(area: str) -> Handler:
+    async def submit(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        email, password = str(form.get("email", "")), str(form.get("password", ""))
+        settings = request.app[SETTINGS]
+        async with request.app[DATABASE].session() as session:
+            account = await accounts.authenticate(session, email, password)
+            if account is None:
+                return _render_login(request, area, "Wrong e-mail or password.", status=401)
+            token = await accounts.open_session(session, account, settings.session_days)
+        target = _safe_next(str(form.get("next", "")), f"/{area}/")
+        response = web.HTTPFound(target)
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=settings.session_days * 86400,
+            httponly=True,
+            samesite="Lax",
+            secure=settings.secure_cookies,
+            path="/",
+        )
+        return response
+
+    return submit
+
+
+def logout(area: str) -> Handler:
+    async def submit(request: web.Request) -> web.StreamResponse:
+        token = request.cookies.get(COOKIE)
+        if token:
+            async with request.app[DATABASE].session() as session:
+                await accounts.close_session(session, token)
+        response = web.HTTPFound(f"/{area}/login")
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    return submit
+
+
+def add_routes(app: web.Application, area: str) -> None:
+    app.router.add_get(f"/{area}/login", login_page(area))
+    app.router.add_post(f"/{area}/login", login_submit(area))
+    app.router.add_post(f"/{area}/logout", logout(area))

@@ -1,0 +1,46 @@
+"""The operator's softphone page (`/operator/`), its files and its configuration."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from callserver.assets import asset_dir
+from callserver.web.auth import current_account
+from callserver.web.keys import SETTINGS
+
+
+async def softphone_page(request: web.Request) -> web.StreamResponse:
+    if await current_account(request) is None:
+        raise web.HTTPFound("/operator/login")
+    return web.FileResponse(
+        asset_dir("operator_softphone") / "index.html",
+        headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
+    )
+
+
+async def softphone_config(request: web.Request) -> web.Response:
+    account = await current_account(request)
+    if account is None:
+        raise web.HTTPUnauthorized(
+            text='{"error": {"code": "login_required", "message": "Sign in first."}}',
+            content_type="application/json",
+        )
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {
+            "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ice_servers],
+            "operator": {"id": account.id, "email": account.email, "name": account.display_name},
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _to_softphone(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/operator/")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/operator", _to_softphone)
+    app.router.add_get("/operator/", softphone_page)
+    app.router.add_get("/operator/config", softphone_config)
+    app.router.add_static("/operator/static/", asset_dir("operator_softphone"), append_version=False)

@@ -1,0 +1,585 @@
+/* callserver operator softphone.
+ *
+ * Speaks the operator side of docs/signaling.md over /ws/operator and answers calls with the
+ * operator's microphone. Everything that comes from the network is shown with textContent:
+ * shoppers can put HTML in their page titles, URLs and names.
+ */
+(() => {
+  'use strict';
+
+  const RECONNECT_DELAYS_MS = [1000, 2000, 5000];
+  const PING_EVERY_MS = 25000;
+  const ICE_GATHERING_WAIT_MS = 2000;
+  const RING_EVERY_MS = 3000; // ~1 s of tone, ~2 s of silence
+  const ENDED_NOTICE_MS = 4000;
+  const ALERT_MS = 10000;
+
+  const $ = (id) => document.getElementById(id);
+  const presenceSelect = $('presence');
+  const banner = $('banner');
+  const alertBox = $('alert');
+  const incomingList = $('incoming');
+  const noCalls = $('no-calls');
+  const activeSection = $('active');
+  const activeStatus = $('active-status');
+  const activeTimer = $('active-timer');
+  const muteButton = $('mute');
+  const holdButton = $('hold');
+  const hangupButton = $('hangup');
+  const visitorEmpty = $('visitor-empty');
+  const visitorFields = $('visitor-fields');
+  const operatorName = $('operator-name');
+  const remoteAudio = $('remote-audio');
+
+  let socket = null;
+  let reconnectAttempt = 0;
+  let pingTimer = null;
+  let confirmedPresence = 'offline';
+
+  const ringing = new Map(); // call id → { call, element, since, notification }
+  let selectedId = null; // the ringing call whose visitor is shown
+  let active = null; // the call being answered or held: { id, call, pc, stream, accepted, connected, held, ... }
+  let activeNoticeTimer = null;
+
+  // ---- small helpers -------------------------------------------------------------------------
+
+  /** Builds an element; strings among the children become text nodes, never markup. */
+  function el(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+    for (const child of children) {
+      if (child === null || child === undefined || child === '') continue;
+      node.append(typeof child === 'string' ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  /** A link for http(s) URLs only (no javascript: or data: from a shopper), plain text otherwise. */
+  function safeLink(value) {
+    const text = String(value);
+    let url;
+    try { url = new URL(text); } catch (e) { return document.createTextNode(text); }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return document.createTextNode(text);
+    return el('a', { href: url.href, target: '_blank', rel: 'noopener noreferrer' }, text);
+  }
+
+  function clock(ms) {
+    const seconds = Math.max(0, Math.floor(ms / 1000));
+    const minutes = Math.floor(seconds / 60);
+    const rest = String(seconds % 60).padStart(2, '0');
+    return minutes >= 60
+      ? `${Math.floor(minutes / 60)}:${String(minutes % 60).padStart(2, '0')}:${rest}`
+      : `${minutes}:${rest}`;
+  }
+
+  let alertTimer = null;
+  function showAlert(message) {
+    alertBox.textContent = message;
+    clearTimeout(alertTimer);
+    alertTimer = setTimeout(() => { alertBox.textContent = ''; }, ALERT_MS);
+  }
+
+  // ---- settings from /operator/config --------------------------------------------------------
+
+  let configRequest = null;
+
+  /** Resolves to the ICE servers; asked once, asked again after a failure. */
+  function loadConfig() {
+    if (!configRequest) {
+      configRequest = fetch('/operator/config', { credentials: 'same-origin' })
+        .then(async (res) => {
+          if (res.status === 401) location.href = '/operator/login';
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          const body = await res.json();
+          if (body.operator) showOperator(body.operator);
+          return Array.isArray(body.ice_servers) ? body.ice_servers : [];
+        })
+        .catch((error) => {
+          configRequest = null;
+          throw error;
+        });
+    }
+    return configRequest;
+  }
+
+  function showOperator(operator) {
+    operatorName.textContent = String(operator.name || operator.email || '');
+  }
+
+  // ---- the signaling socket ------------------------------------------------------------------
+
+  function connect() {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = socket = new WebSocket(`${scheme}//${location.host}/ws/operator`);
+    ws.onopen = () => {
+      reconnectAttempt = 0;
+      banner.hidden = true;
+      pingTimer = setInterval(() => send({ type: 'ping' }), PING_EVERY_MS);
+    };
+    ws.onmessage = (event) => onFrame(event.data);
+    ws.onclose = (event) => {
+      clearInterval(pingTimer);
+      socket = null;
+      presenceSelect.disabled = true;
+      if (event.code === 4401) {
+        location.href = '/operator/login';
+        return;
+      }
+      banner.hidden = false;
+      const delay = RECONNECT_DELAYS_MS[Math.min(reconnectAttempt, RECONNECT_DELAYS_MS.length - 1)];
+      reconnectAttempt += 1;
+      setTimeout(connect, delay);
+    };
+  }
+
+  /** Sends one frame; false when the socket is down. */
+  function send(frame) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function onFrame(data) {
+    let frame;
+    try { frame = JSON.parse(data); } catch (e) { return; }
+    if (!frame || typeof frame !== 'object') return;
+    switch (frame.type) {
+      case 'hello':
+        if (frame.operator) showOperator(frame.operator);
+        setPresence(frame.presence);
+        replaceIncoming(Array.isArray(frame.incoming) ? frame.incoming : []);
+        break;
+      case 'presence':
+        setPresence(frame.status);
+        break;
+      case 'call.incoming':
+        if (frame.call && frame.call.id !== undefined) addIncoming(frame.call, true);
+        break;
+      case 'call.withdrawn':
+        if (active && active.id === frame.call_id && !active.accepted) {
+          finishActive(`Call withdrawn (${frame.reason || 'no longer ringing'})`);
+        }
+        removeIncoming(frame.call_id);
+        break;
+      case 'call.answer':
+        if (active && active.id === frame.call_id && active.pc) {
+          active.answered = true;
+          activeStatus.textContent = 'Connecting audio…';
+          active.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch((error) => {
+            showAlert(`The call's audio could not be set up: ${error.message}`);
+            hangup();
+          });
+        }
+        break;
+      case 'call.connected':
+        if (active && active.id === frame.call_id) callConnected();
+        break;
+      case 'call.ended':
+        if (active && active.id === frame.call_id) finishActive(`Call ended (${frame.reason || 'unknown'})`);
+        removeIncoming(frame.call_id);
+        break;
+      case 'error':
+        showAlert(String(frame.message || frame.code || 'Something went wrong.'));
+        // The server refused our call.accept: nothing else will come for this call.
+        if (active && active.accepted && !active.answered && !active.connected) {
+          finishActive('Could not take the call');
+        }
+        break;
+      default: // pong, and frames a newer server may add
+    }
+  }
+
+  // ---- presence ------------------------------------------------------------------------------
+
+  function setPresence(status) {
+    if (!['online', 'away', 'offline'].includes(status)) return;
+    confirmedPresence = status;
+    presenceSelect.value = status;
+    presenceSelect.disabled = false;
+  }
+
+  presenceSelect.addEventListener('change', () => {
+    if (!send({ type: 'presence.set', status: presenceSelect.value })) {
+      presenceSelect.value = confirmedPresence;
+      showAlert('Not connected to the server: status not changed.');
+    }
+  });
+
+  // ---- incoming calls ------------------------------------------------------------------------
+
+  function replaceIncoming(calls) {
+    const ids = new Set(calls.map((call) => call.id));
+    for (const id of Array.from(ringing.keys())) if (!ids.has(id)) removeIncoming(id);
+    for (const call of calls) if (!ringing.has(call.id)) addIncoming(call, false);
+  }
+
+  function addIncoming(call, notify) {
+    if (ringing.has(call.id) || (active && active.id === call.id)) return;
+    const parsed = Date.parse(call.ringing_since);
+    const since = Number.isNaN(parsed) ? Date.now() : Math.min(parsed, Date.now());
+    const visitor = call.visitor || {};
+    const waiting = el('span', { class: 'waiting' }, `waiting ${clock(Date.now() - since)}`);
+    const answerButton = el('button', { type: 'button', class: 'answer', 'data-testid': 'op-answer' }, 'Answer');
+    const declineButton = el('button', { type: 'button', class: 'decline', 'data-testid': 'op-decline' }, 'Decline');
+    const where = [visitor.country, visitor.device].filter(Boolean).map(String).join(' · ');
+    const element = el('li', { class: 'incoming', 'data-testid': 'op-incoming', tabindex: '0' },
+      el('div', { class: 'incoming-head' },
+        el('span', { class: 'incoming-site' }, String(call.site || 'Unknown site')), waiting),
+      el('p', { class: 'incoming-page' },
+        call.title ? el('strong', {}, String(call.title)) : null,
+        call.title && call.page ? ' — ' : null,
+        call.page ? safeLink(call.page) : null),
+      call.referrer ? el('p', { class: 'meta' }, 'From ', safeLink(call.referrer)) : null,
+      where ? el('p', { class: 'meta' }, where) : null,
+      el('div', { class: 'incoming-actions' }, answerButton, declineButton));
+    element.dataset.callId = String(call.id);
+    answerButton.setAttribute('aria-label', `Answer call from ${call.site || 'visitor'}`);
+    declineButton.setAttribute('aria-label', `Decline call from ${call.site || 'visitor'}`);
+    answerButton.disabled = Boolean(active);
+
+    answerButton.addEventListener('click', (event) => { event.stopPropagation(); answer(call.id); });
+    declineButton.addEventListener('click', (event) => { event.stopPropagation(); decline(call.id); });
+    element.addEventListener('click', () => select(call.id));
+    element.addEventListener('keydown', (event) => {
+      if (event.target === element && (event.key === 'Enter' || event.key === ' ')) {
+        event.preventDefault();
+        select(call.id);
+      }
+    });
+
+    const entry = { call, element, waiting, since, notification: null };
+    ringing.set(call.id, entry);
+    incomingList.append(element);
+    if (notify) entry.notification = desktopNotification(call);
+    if (selectedId === null && !active) select(call.id);
+    updateRinging();
+  }
+
+  function removeIncoming(id) {
+    const entry = ringing.get(id);
+    if (!entry) return;
+    ringing.delete(id);
+    entry.element.remove();
+    if (entry.notification) entry.notification.close();
+    if (selectedId === id) {
+      selectedId = null;
+      const next = ringing.keys().next();
+      if (!next.done && !active) select(next.value);
+      else renderVisitor();
+    }
+    updateRinging();
+  }
+
+  function select(id) {
+    selectedId = ringing.has(id) ? id : null;
+    for (const [callId, entry] of ringing) entry.element.classList.toggle('selected', callId === selectedId);
+    renderVisitor();
+  }
+
+  function decline(id) {
+    if (!send({ type: 'call.decline', call_id: id })) {
+      showAlert('Not connected to the server: the call could not be declined.');
+      return;
+    }
+    removeIncoming(id);
+  }
+
+  function updateRinging() {
+    noCalls.hidden = ringing.size > 0;
+    for (const entry of ringing.values()) {
+      entry.element.querySelector('.answer').disabled = Boolean(active);
+    }
+    if (ringing.size > 0) startRinging();
+    else stopRinging();
+  }
+
+  // ---- ringing: sound, title, desktop notification --------------------------------------------
+
+  let audioContext = null;
+  let ringTimer = null;
+  let titleTimer = null;
+  let notificationAsked = false;
+  const normalTitle = document.title;
+
+  // Browsers only let a page make sound after the user has touched it, so the AudioContext is
+  // created (or resumed) on an interaction; that is also a polite moment to ask for notifications.
+  function onUserInteraction() {
+    try {
+      const AudioContextClass = window.AudioContext || window.webkitAudioContext;
+      if (!audioContext && AudioContextClass) audioContext = new AudioContextClass();
+      if (audioContext && audioContext.state === 'suspended') audioContext.resume().catch(() => {});
+    } catch (e) { /* no sound then; the title and list still show the call */ }
+    if ('Notification' in window && Notification.permission === 'default' && !notificationAsked) {
+      notificationAsked = true;
+      try {
+        const request = Notification.requestPermission();
+        if (request && request.catch) request.catch(() => {});
+      } catch (e) { /* not supported here */ }
+    }
+  }
+  document.addEventListener('pointerdown', onUserInteraction, true);
+  document.addEventListener('keydown', onUserInteraction, true);
+
+  function beep() {
+    if (!audioContext || audioContext.state !== 'running' || active) return; // never over a call
+    const start = audioContext.currentTime;
+    const oscillator = audioContext.createOscillator();
+    const gain = audioContext.createGain();
+    for (let step = 0; step < 4; step += 1) { // two tones, alternating every quarter second
+      oscillator.frequency.setValueAtTime(step % 2 ? 660 : 880, start + step * 0.25);
+    }
+    gain.gain.setValueAtTime(0, start);
+    gain.gain.linearRampToValueAtTime(0.2, start + 0.02);
+    gain.gain.setValueAtTime(0.2, start + 0.97);
+    gain.gain.linearRampToValueAtTime(0, start + 1);
+    oscillator.connect(gain).connect(audioContext.destination);
+    oscillator.start(start);
+    oscillator.stop(start + 1.05);
+  }
+
+  function startRinging() {
+    if (ringTimer) return;
+    try { beep(); } catch (e) { /* sound is a courtesy */ }
+    ringTimer = setInterval(() => { try { beep(); } catch (e) { /* ditto */ } }, RING_EVERY_MS);
+    let flash = false;
+    titleTimer = setInterval(() => {
+      flash = !flash;
+      document.title = flash ? '☎ Incoming call' : normalTitle;
+    }, 1000);
+  }
+
+  function stopRinging() {
+    clearInterval(ringTimer);
+    clearInterval(titleTimer);
+    ringTimer = titleTimer = null;
+    document.title = normalTitle;
+  }
+
+  function desktopNotification(call) {
+    if (!('Notification' in window) || Notification.permission !== 'granted') return null;
+    try {
+      const notification = new Notification('Incoming call', {
+        body: [call.site, call.title || call.page].filter(Boolean).map(String).join(' — '),
+        tag: `call-${call.id}`,
+      });
+      notification.onclick = () => { window.focus(); notification.close(); };
+      return notification;
+    } catch (e) {
+      return null; // e.g. Chrome on Android only allows notifications from a service worker
+    }
+  }
+
+  // ---- answering and the active call ---------------------------------------------------------
+
+  async function answer(id) {
+    const entry = ringing.get(id);
+    if (!entry || active) return;
+    clearTimeout(activeNoticeTimer);
+    const current = active = { id, call: entry.call, accepted: false, answered: false, connected: false, held: false };
+    removeIncoming(id);
+    showActive('Answering…');
+    renderVisitor();
+
+    let iceServers = [];
+    try {
+      iceServers = await loadConfig();
+    } catch (error) {
+      showAlert(`Could not load the softphone settings (${error.message}); trying without TURN.`);
+    }
+    try {
+      current.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (error) {
+      if (active !== current) return;
+      const blocked = error && (error.name === 'NotAllowedError' || error.name === 'NotFoundError');
+      showAlert(blocked
+        ? 'Microphone access was blocked. Allow it for this page to answer calls.'
+        : `The microphone could not be started (${error && error.message}).`);
+      finishActive('Could not take the call');
+      addIncoming(current.call, false); // still ringing for us unless withdrawn meanwhile
+      return;
+    }
+    if (active !== current) {
+      current.stream.getTracks().forEach((track) => track.stop());
+      return;
+    }
+
+    try {
+      const pc = current.pc = new RTCPeerConnection({ iceServers });
+      pc.addEventListener('track', (event) => {
+        remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
+        remoteAudio.play().catch(() => {});
+      });
+      pc.addEventListener('connectionstatechange', () => {
+        if (pc.connectionState === 'failed' && active === current) {
+          showAlert("The call's audio connection failed.");
+          hangup();
+        }
+      });
+      for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
+      await pc.setLocalDescription(await pc.createOffer());
+      // The server takes no trickled candidates, so the offer carries them all.
+      await iceGathered(pc, ICE_GATHERING_WAIT_MS);
+    } catch (error) {
+      if (active !== current) return;
+      showAlert(`The call could not be set up: ${error.message}`);
+      send({ type: 'call.decline', call_id: id });
+      finishActive('Could not take the call');
+      return;
+    }
+    if (active !== current) return;
+    if (!send({ type: 'call.accept', call_id: id, sdp: current.pc.localDescription.sdp })) {
+      showAlert('Not connected to the server: the call could not be answered.');
+      finishActive('Could not take the call');
+      return;
+    }
+    current.accepted = true;
+    activeStatus.textContent = 'Connecting…';
+  }
+
+  function iceGathered(pc, timeoutMs) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+      const timer = setTimeout(done, timeoutMs);
+      function done() {
+        clearTimeout(timer);
+        pc.removeEventListener('icegatheringstatechange', check);
+        resolve();
+      }
+      pc.addEventListener('icegatheringstatechange', check);
+    });
+  }
+
+  function showActive(status) {
+    activeSection.hidden = false;
+    activeStatus.textContent = status;
+    activeTimer.hidden = true;
+    activeTimer.textContent = clock(0);
+    setPressed(muteButton, false, 'Mute');
+    setPressed(holdButton, false, 'Hold');
+    muteButton.disabled = holdButton.disabled = true;
+    hangupButton.disabled = false;
+  }
+
+  function callConnected() {
+    active.answered = true;
+    active.connected = true;
+    active.connectedAt = Date.now();
+    activeStatus.textContent = `In call — ${active.call.site || 'visitor'}`;
+    activeTimer.hidden = false;
+    muteButton.disabled = holdButton.disabled = false;
+  }
+
+  function setPressed(button, pressed, label) {
+    button.setAttribute('aria-pressed', String(pressed));
+    button.textContent = label;
+  }
+
+  muteButton.addEventListener('click', () => {
+    if (!active || !active.stream) return;
+    const muted = muteButton.getAttribute('aria-pressed') !== 'true';
+    active.stream.getAudioTracks().forEach((track) => { track.enabled = !muted; });
+    setPressed(muteButton, muted, muted ? 'Unmute' : 'Mute');
+  });
+
+  holdButton.addEventListener('click', () => {
+    if (!active || !active.connected) return;
+    const on = !active.held;
+    if (!send({ type: 'call.hold', call_id: active.id, on })) {
+      showAlert('Not connected to the server: hold not changed.');
+      return;
+    }
+    active.held = on;
+    setPressed(holdButton, on, on ? 'Resume' : 'Hold');
+    activeStatus.textContent = on ? 'On hold' : `In call — ${active.call.site || 'visitor'}`;
+  });
+
+  hangupButton.addEventListener('click', hangup);
+
+  function hangup() {
+    if (!active) return;
+    // Before call.accept went out, the server still thinks the call rings here: decline it.
+    send(active.accepted ? { type: 'call.hangup', call_id: active.id } : { type: 'call.decline', call_id: active.id });
+    finishActive('Call ended');
+  }
+
+  /** Releases the active call's microphone and connection, once, and says how it ended. */
+  function finishActive(message) {
+    const current = active;
+    if (!current) return;
+    active = null;
+    if (current.pc) current.pc.close();
+    if (current.stream) current.stream.getTracks().forEach((track) => track.stop());
+    remoteAudio.srcObject = null;
+    activeStatus.textContent = message;
+    muteButton.disabled = holdButton.disabled = hangupButton.disabled = true;
+    clearTimeout(activeNoticeTimer);
+    activeNoticeTimer = setTimeout(() => { if (!active) activeSection.hidden = true; }, ENDED_NOTICE_MS);
+    updateRinging();
+    if (selectedId === null && ringing.size > 0) select(ringing.keys().next().value);
+    else renderVisitor();
+  }
+
+  // ---- visitor info --------------------------------------------------------------------------
+
+  const LABELS = {
+    site: 'Site', title: 'Page title', page: 'Page', referrer: 'Referrer', search: 'Search',
+    cart_value: 'Cart value', currency: 'Currency', product_price: 'Product price', sku: 'SKU',
+    country: 'Country', device: 'Device', name: 'Name', email: 'Email', phone: 'Phone',
+  };
+  const HIDDEN_KEYS = new Set(['id', 'token', 'sdp', 'ringing_since']);
+
+  /** The call's fields as [label, text] rows, for whatever fields the server sends. */
+  function visitorRows(call) {
+    const rows = [];
+    const seen = new Set();
+    (function walk(value, path) {
+      const key = path[path.length - 1];
+      if (value === null || value === undefined || value === '' || HIDDEN_KEYS.has(key) || rows.length >= 50) return;
+      if (Array.isArray(value)) value = value.filter((item) => typeof item !== 'object').join(', ');
+      if (typeof value === 'object') {
+        if (path.length < 4) for (const [name, inner] of Object.entries(value)) walk(inner, path.concat(name));
+        return;
+      }
+      const label = labelFor(path);
+      const text = String(value);
+      if (seen.has(`${label}\n${text}`)) return; // e.g. page both on the call and in its context
+      seen.add(`${label}\n${text}`);
+      rows.push([label, text]);
+    })(call, []);
+    return rows;
+  }
+
+  function labelFor(path) {
+    const parts = path.filter((part) => part !== 'context' && part !== 'visitor');
+    const last = parts.length ? parts[parts.length - 1] : path[path.length - 1];
+    if (parts.length === 2 && parts[0] === 'utm') return `UTM ${last}`;
+    if (parts.length === 1 && LABELS[last]) return LABELS[last];
+    const words = parts.join(' ').replace(/[_.]+/g, ' ').trim();
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  function renderVisitor() {
+    const entry = active || ringing.get(selectedId);
+    visitorFields.replaceChildren();
+    visitorEmpty.hidden = Boolean(entry);
+    if (!entry) return;
+    for (const [label, text] of visitorRows(entry.call)) {
+      const isUrl = /^https?:\/\//i.test(text);
+      visitorFields.append(el('dt', {}, label), el('dd', {}, isUrl ? safeLink(text) : text));
+    }
+  }
+
+  // ---- clocks --------------------------------------------------------------------------------
+
+  setInterval(() => {
+    const now = Date.now();
+    for (const entry of ringing.values()) entry.waiting.textContent = `waiting ${clock(now - entry.since)}`;
+    if (active && active.connected) activeTimer.textContent = clock(now - active.connectedAt);
+  }, 1000);
+
+  // ---- start ---------------------------------------------------------------------------------
+
+  loadConfig().catch((error) => showAlert(`Could not load the softphone settings (${error.message}).`));
+  connect();
+})();

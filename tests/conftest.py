@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Playwright, async_playwright
+
+from tests.browsers import tone_file
+from tests.stack import Stack, running_stack, settings_for
+
+
+@pytest.fixture(scope="session")
+def tones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("tones")
+    return {
+        "shopper": tone_file(folder / "shopper-440.wav", 440),
+        "operator": tone_file(folder / "operator-1000.wav", 1000),
+    }
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(settings_for(tmp_path, ring_timeout=30)) as running:
+        yield running
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Playwright]:
+    async with async_playwright() as p:
+        yield p

@@ -1,0 +1,83 @@
+"""A real callserver (and a demo shop on a second origin) started inside a test, on loopback."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from callserver import accounts, sites
+from callserver.app import create_app
+from callserver.demo import shop_app
+from callserver.settings import Settings
+from callserver.store.database import Database
+from callserver.web.keys import DATABASE, RECORDS, SWITCHBOARD
+
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Stack:
+    app: web.Application
+    url: str
+    shop_url: str
+    site: sites.NewSite
+    settings: Settings
+
+    @property
+    def database(self) -> Database:
+        return self.app[DATABASE]
+
+    @property
+    def switchboard(self) -> Any:
+        return self.app[SWITCHBOARD]
+
+    async def add_user(self, email: str, role: str = "operator", name: str = "") -> accounts.Account:
+        async with self.database.session() as session:
+            return await accounts.create_user(session, email, PASSWORD, role, name=name)
+
+    async def add_site(self, name: str, origins: list[str]) -> sites.NewSite:
+        async with self.database.session() as session:
+            return await sites.create_site(session, name, origins)
+
+    async def call(self, call_id: str) -> Any:
+        return await self.app[RECORDS].get(call_id)
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(var_dir=tmp_path / "var", **overrides)
+
+
+@asynccontextmanager
+async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """Server on one port, the demo shop (embedding the widget) on another: two origins."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    shop_port = free_port()
+    shop_url = f"http://127.0.0.1:{shop_port}"
+    async with app[DATABASE].session() as session:
+        site = await sites.create_site(session, "Test shop", [shop_url])
+    shop_runner = web.AppRunner(shop_app(url, site.key), access_log=None)
+    await shop_runner.setup()
+    await web.TCPSite(shop_runner, "127.0.0.1", shop_port).start()
+    try:
+        yield Stack(app=app, url=url, shop_url=shop_url, site=site, settings=settings)
+    finally:
+        await shop_runner.cleanup()
+        await runner.cleanup()

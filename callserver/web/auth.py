@@ -74,7 +74,7 @@ def login_submit(area: str) -> Handler:
             secure=settings.secure_cookies,
             path="/",
         )
-        return response
+        raise response
 
     return submit
 
@@ -87,7 +87,7 @@ def logout(area: str) -> Handler:
                 await accounts.close_session(session, token)
         response = web.HTTPFound(f"/{area}/login")
         response.del_cookie(COOKIE, path="/")
-        return response
+        raise response
 
     return submit
 

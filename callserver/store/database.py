@@ -55,7 +55,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+    # "heads": work on separate features may add migrations side by side before they are merged.
+    command.upgrade(alembic_config(connection), "heads")
 
 
 def _ensure_sqlite_folder(url: str) -> None:

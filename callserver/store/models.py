@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -13,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -156,4 +158,94 @@ class CallEvent(Base):
     at: Mapped[datetime]
     name: Mapped[str] = mapped_column(String(40))
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Chat(Base):
+    """A text conversation in the widget; a call that falls back becomes a chat (`call_id`)."""
+
+    __tablename__ = "chats"
+    __table_args__ = (Index("ix_chats_site_created", "site_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    visitor_id: Mapped[int | None] = mapped_column(ForeignKey("visitors.id", ondelete="SET NULL"), index=True)
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(20))  # waiting, open, closed
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    page: Mapped[str | None] = mapped_column(Text)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    sender: Mapped[str] = mapped_column(String(10))  # visitor, operator, system
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None]
+
+
+class LeftMessage(Base):
+    """What a shopper left in the offline form when nobody could talk."""
+
+    __tablename__ = "left_messages"
+    __table_args__ = (Index("ix_left_messages_site_created", "site_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    visitor_id: Mapped[int | None] = mapped_column(ForeignKey("visitors.id", ondelete="SET NULL"), index=True)
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="new")  # new, handled
+    mailed_at: Mapped[datetime | None]
+    page: Mapped[str | None] = mapped_column(Text)
+
+
+class Order(Base):
+    """An order the shop reported, and the conversation it is attributed to (if any)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("site_id", "order_id"),
+        Index("ix_orders_site_created", "site_id", "created_at"),
+        Index("ix_orders_conversation", "channel", "conversation_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    order_id: Mapped[str] = mapped_column(String(100))
+    total: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    visitor_token: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(20))  # api, shopify, woocommerce
+    channel: Mapped[str | None] = mapped_column(String(10))  # call, chat, message
+    conversation_id: Mapped[str | None] = mapped_column(String(32))
+    attributed_by: Mapped[str | None] = mapped_column(String(10))  # token, email, phone, manual
+
+
+class AuditEntry(Base):
+    """Things done to people's data that must be answerable later (erasure, manual attribution)."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -99,9 +99,9 @@ async def launch(playwright: Playwright, microphone: Path | None) -> BrowserCont
     return context
 
 
-async def hears(page: Page, hz: float, timeout: float = 15.0, tolerance: float = 40.0) -> float:
+async def hears(page: Page, hz: float, within: float = 15.0, tolerance: float = 40.0) -> float:
     """Wait until the page's received audio is dominated by `hz`; returns the frequency heard."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = await page.evaluate("window.__dominantFrequency()")

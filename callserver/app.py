@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jinja2
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
@@ -17,7 +18,7 @@ from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import widget_socket
 from callserver.store.database import Database
 from callserver.web import auth, softphone, widget
-from callserver.web.keys import DATABASE, MEDIA, RECORDS, SETTINGS, SWITCHBOARD, TEMPLATES
+from callserver.web.keys import DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,19 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     await media.close()
 
 
+async def _track_sockets(request: web.Request, response: web.StreamResponse) -> None:
+    if isinstance(response, web.WebSocketResponse):
+        request.app[SOCKETS].add(response)
+
+
+async def _going_away(app: web.Application) -> None:
+    """Before connections close: end the calls as `dropped`, then tell every socket why it closes."""
+    await app[SWITCHBOARD].close()
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server_shutdown")
+
+
 async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -61,6 +75,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_calls)
+    app[SOCKETS] = weakref.WeakSet()
+    app.on_response_prepare.append(_track_sockets)
+    app.on_shutdown.append(_going_away)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/ws/widget", widget_socket)
     app.router.add_get("/ws/operator", operator_socket)

@@ -332,8 +332,7 @@ class Switchboard:
         current = asyncio.current_task()
         if call.ring_task is not None and call.ring_task is not current:
             call.ring_task.cancel()
-        for seat in list(call.ringing):
-            await self._tell(seat, "withdrawn", call.id, reason)
+        still_ringing = list(call.ringing)
         call.ringing.clear()
         quality: dict[str, Any] | None = None
         if was_answered:
@@ -345,6 +344,9 @@ class Switchboard:
         try:
             await self._records.ended(call.id, reason, quality, **detail)
         finally:
+            # Told only once the record is written: whoever reacts reads the final state.
+            for seat in still_ringing:
+                await self._tell(seat, "withdrawn", call.id, reason)
             operator = call.operator
             if operator is not None:
                 operator.call_id = None

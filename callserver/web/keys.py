@@ -1,5 +1,7 @@
 """Typed application state (aiohttp `AppKey`s): one place to see what a running app holds."""
 
+from weakref import WeakSet
+
 from aiohttp import web
 from jinja2 import Environment
 
@@ -15,3 +17,5 @@ RECORDS = web.AppKey("records", CallRecords)
 MEDIA = web.AppKey("media", MediaEngine)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 TEMPLATES = web.AppKey("templates", Environment)
+# Open sockets, closed with a reason when the server shuts down.
+SOCKETS = web.AppKey("sockets", WeakSet[web.WebSocketResponse])

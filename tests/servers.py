@@ -1,0 +1,52 @@
+"""Real servers that larger installs use (PostgreSQL), started by the tests on loopback and stopped after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.stack import free_port
+
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/15/bin"))
+
+
+def _as_postgres(*command: str) -> list[str]:
+    # PostgreSQL refuses to run as root; CI and developers' machines run the tests as root.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+
+
+def _pg_tool(name: str) -> str:
+    found = shutil.which(name) or (str(PG_BIN / name) if (PG_BIN / name).exists() else None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is missing: `make test` installs the postgresql package")
+    return found
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1; yields its SQLAlchemy URL (asyncpg)."""
+    folder = Path(tempfile.mkdtemp(prefix="callserver-pg-"))
+    data, sockets = folder / "data", folder / "run"
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        shutil.chown(sockets, "postgres")
+    port = free_port()
+    run = lambda *c: subprocess.run(_as_postgres(*c), check=True, capture_output=True)  # noqa: E731
+    run(_pg_tool("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(
+        _pg_tool("pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
+        "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "start",
+    )  # fmt: skip
+    try:
+        run(_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "callserver")
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/callserver"
+    finally:
+        run(_pg_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

@@ -36,6 +36,8 @@ async def test_shopper_and_operator_hear_each_other_and_either_can_hang_up(
 
     for hangs_up in ("shopper", "operator"):
         call_id = await place_call(shop, operator)
+        # While it rings, the shopper hears the 425 Hz ring-back tone from the server.
+        await hears(shop, 425)
         row = operator.get_by_test_id("op-incoming")
         await expect(row).to_contain_text("oak-table")
         await row.get_by_test_id("op-answer").click()

@@ -17,7 +17,7 @@ from callserver.settings import Settings
 from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import widget_socket
 from callserver.store.database import Database
-from callserver.web import auth, softphone, widget
+from callserver.web import api, auth, hooks, softphone, widget
 from callserver.web.keys import DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -84,4 +84,6 @@ def create_app(settings: Settings) -> web.Application:
     widget.add_routes(app)
     auth.add_routes(app, "operator")
     softphone.add_routes(app)
+    api.add_routes(app)
+    hooks.add_routes(app)
     return app

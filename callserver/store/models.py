@@ -225,6 +225,8 @@ class Order(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
     order_id: Mapped[str] = mapped_column(String(100))
+    # What the shop shows people ("#1001"); `order_id` is the platform's stable id (migration 0003_orders).
+    number: Mapped[str | None] = mapped_column(String(100))
     total: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     currency: Mapped[str] = mapped_column(String(3))
     visitor_token: Mapped[str | None] = mapped_column(String(64))
@@ -249,3 +251,16 @@ class AuditEntry(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WebhookDelivery(Base):
+    """A platform's webhook delivery already handled, so a redelivery changes nothing (0003_orders)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("site_id", "source", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(20))  # shopify, woocommerce
+    delivery_id: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime]

@@ -1,0 +1,1 @@
+"""Orders the shops report and the conversations they are attributed to (no web framework here)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,14 @@ class Stack:
 
     async def call(self, call_id: str) -> Any:
         return await self.app[RECORDS].get(call_id)
+
+    async def ended_call(self, call_id: str, within: float = 10.0) -> Any:
+        """The call's record once it has ended (the browser may show the end before the server wrote it)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while (record := await self.call(call_id)).state != "ended":
+            assert asyncio.get_running_loop().time() < deadline, f"call {call_id} is still {record.state}"
+            await asyncio.sleep(0.05)
+        return record
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:

@@ -54,8 +54,8 @@ async def test_shopper_and_operator_hear_each_other_and_either_can_hang_up(
             await operator.get_by_test_id("op-hangup").click()
         await expect(shop.get_by_test_id("cb-status")).to_contain_text("Call ended", timeout=10_000)
 
-        record = await stack.call(call_id)
-        assert record.state == "ended" and record.end_reason == "completed"
+        record = await stack.ended_call(call_id)
+        assert record.end_reason == "completed"
         assert record.operator_id == operator_account.id
         assert record.page.endswith("/products/oak-table?utm_source=newsletter")
         assert record.context["utm"] == {"source": "newsletter"}

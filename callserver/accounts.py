@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callserver.errors import AlreadyExists, InvalidInput
+from callserver.errors import AlreadyExists, InvalidInput, NotFound
 from callserver.store.models import AuthSession, Site, User
 
 ROLES = ("operator", "owner")
@@ -119,3 +119,24 @@ async def account_for_session(session: AsyncSession, token: str) -> Account | No
 
 async def close_session(session: AsyncSession, token: str) -> None:
     await session.execute(delete(AuthSession).where(AuthSession.token_hash == _hash_token(token)))
+
+
+async def set_password(session: AsyncSession, user_id: int, password: str) -> None:
+    """Give a user a new password and sign them out everywhere (a reset is often after a leak)."""
+    if len(password) < 8:
+        raise InvalidInput("The password needs at least 8 characters.")
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user has the id {user_id}.")
+    user.password_hash = _hasher.hash(password)
+    await session.execute(delete(AuthSession).where(AuthSession.user_id == user_id))
+
+
+async def set_disabled(session: AsyncSession, user_id: int, disabled: bool) -> None:
+    """Disable (or enable again) a user; a disabled user's sessions end at once."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user has the id {user_id}.")
+    user.disabled = disabled
+    if disabled:
+        await session.execute(delete(AuthSession).where(AuthSession.user_id == user_id))

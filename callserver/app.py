@@ -12,6 +12,7 @@ from aiohttp import WSCloseCode, web
 
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
+from callserver.dashboard import views as dashboard
 from callserver.media.transcoding_bridge import TranscodingEngine
 from callserver.settings import Settings
 from callserver.signaling.operator_socket import operator_socket
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     widget.add_routes(app)
     auth.add_routes(app, "operator")
     softphone.add_routes(app)
+    dashboard.setup(app)
     api.add_routes(app)
     hooks.add_routes(app)
     return app

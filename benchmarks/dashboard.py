@@ -1,0 +1,264 @@
+"""How fast the owner dashboard answers over a big SQLite store.
+
+Fills a SQLite database with a year of traffic (1,000,000 calls by default, plus chats, left
+messages and orders) using plain `executemany` in a few transactions, then starts the real app and
+times whole HTTP requests (aiohttp client, signed in as an owner) for: the first log page, a
+filtered log page, a deep page (keyset cursor half-way through the year) and the overview (the
+default 30 days). Prints a table and a JSON line.
+
+    .venv/bin/python -m benchmarks.dashboard [--calls 1000000] [--requests 100] [--rebuild]
+
+The database is kept in var/bench/ and reused when it already holds the requested number of calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select, text
+
+from callserver import accounts
+from callserver.app import create_app
+from callserver.dashboard.queries import Cursor
+from callserver.settings import Settings
+from callserver.store.database import Database
+from callserver.store.models import User
+from callserver.web.keys import DATABASE
+
+OWNER = "owner@bench.example"
+PASSWORD = "benchmark password"
+OPERATORS = 8
+STAMP = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores datetimes in SQLite
+END_REASONS = ["completed"] * 70 + ["missed"] * 15 + ["abandoned"] * 10 + ["declined"] * 5
+
+
+def _stamp(value: datetime) -> str:
+    return value.strftime(STAMP)
+
+
+def _calls(
+    count: int, start: datetime, span: timedelta, operators: list[int], visitors: int
+) -> Iterator[tuple]:  # type: ignore[type-arg]
+    rng = random.Random(1)
+    step = span / count
+    for i in range(count):
+        created = start + step * i
+        reason = END_REASONS[i % len(END_REASONS)]
+        answered = reason == "completed"
+        answered_at = created + timedelta(seconds=rng.randint(3, 40)) if answered else None
+        ended_at = (answered_at or created) + timedelta(seconds=rng.randint(20, 600) if answered else 30)
+        yield (
+            uuid.UUID(int=rng.getrandbits(128)).hex,
+            1,
+            rng.randint(1, visitors),
+            "ended",
+            reason,
+            rng.choice(operators) if answered else None,
+            _stamp(created),
+            _stamp(answered_at) if answered_at else None,
+            _stamp(ended_at),
+            f"https://shop.example/products/item-{rng.randint(1, 5000)}",
+            "Product",
+            "https://search.example/",
+            '{"utm": {"source": "newsletter"}, "cart_value": 120.0}',
+            None,
+            None,
+        )
+
+
+def build(path: Path, calls: int, now: datetime) -> None:
+    """Create the schema with the real migrations, then bulk-load the rows with sqlite3."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    async def schema() -> None:
+        database = Database(f"sqlite+aiosqlite:///{path}")
+        await database.upgrade()
+        async with database.session() as session:
+            from callserver import sites
+
+            await sites.create_site(session, "Bench shop", ["https://shop.example"])
+            await accounts.create_user(session, OWNER, PASSWORD, "owner")
+            for i in range(OPERATORS):
+                await accounts.create_user(
+                    session, f"op{i}@bench.example", PASSWORD, "operator", name=f"Op {i}"
+                )
+        await database.close()
+
+    asyncio.run(schema())
+    started = time.perf_counter()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=OFF")
+    operators = [row[0] for row in db.execute("SELECT id FROM users WHERE role = 'operator'")]
+    year = timedelta(days=365)
+    start = now - year
+    visitors = max(1, calls // 4)
+    with db:
+        db.executemany(
+            "INSERT INTO visitors (id, site_id, token, created_at, last_seen_at) VALUES (?, 1, ?, ?, ?)",
+            ((i, uuid.uuid4().hex, _stamp(start), _stamp(start)) for i in range(1, visitors + 1)),
+        )
+    batch = 200_000
+    rows = _calls(calls, start, year, operators, visitors)
+    sold: list[tuple[str, str]] = []  # (call id, created_at) of the calls that get an order
+    while True:
+        chunk = [r for _, r in zip(range(batch), rows, strict=False)]
+        if not chunk:
+            break
+        sold += [(r[0], r[6]) for r in chunk[:: max(1, calls // 30_000)]]
+        with db:
+            db.executemany(
+                "INSERT INTO calls (id, site_id, visitor_id, state, end_reason, operator_id, created_at,"
+                " answered_at, ended_at, page, title, referrer, context, quality, recording_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                chunk,
+            )
+        print(f"  {db.total_changes:,} rows written", file=sys.stderr)
+    rng = random.Random(2)
+    chats = calls // 10
+    with db:
+        db.executemany(
+            "INSERT INTO chats (id, site_id, visitor_id, state, operator_id, created_at, context)"
+            " VALUES (?, 1, ?, 'closed', ?, ?, '{}')",
+            (
+                (
+                    uuid.uuid4().hex,
+                    rng.randint(1, visitors),
+                    rng.choice(operators),
+                    _stamp(start + year * (i / chats)),
+                )
+                for i in range(chats)
+            ),
+        )
+        messages = calls // 50
+        db.executemany(
+            "INSERT INTO left_messages (id, site_id, created_at, name, email, body, status)"
+            " VALUES (?, 1, ?, 'Shopper', 'shopper@mail.example', 'Please call me back', 'new')",
+            ((uuid.uuid4().hex, _stamp(start + year * (i / messages))) for i in range(messages)),
+        )
+        # Orders: one per sampled call (attributed), and as many again unattributed.
+        orders = []
+        for n, (call_id, created) in enumerate(sold):
+            orders.append(
+                (f"A{n}", f"{rng.uniform(10, 900):.2f}", created, created, "call", call_id, "token")
+            )
+            orders.append((f"U{n}", f"{rng.uniform(10, 900):.2f}", created, created, None, None, None))
+        db.executemany(
+            "INSERT INTO orders (site_id, order_id, total, currency, created_at, received_at, source,"
+            " channel, conversation_id, attributed_by) VALUES (1, ?, ?, 'EUR', ?, ?, 'api', ?, ?, ?)",
+            orders,
+        )
+    db.close()
+    print(f"  filled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def _count(path: Path) -> int:
+    if not path.exists():
+        return -1
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM calls").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+    finally:
+        db.close()
+
+
+async def measure(path: Path, requests: int) -> dict[str, dict[str, float]]:
+    settings = Settings(var_dir=path.parent, database_url=f"sqlite+aiosqlite:///{path}")
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with app[DATABASE].session() as session:
+        operator = await session.scalar(select(User.id).where(User.role == "operator"))
+        # A cursor half-way through the calls: the page a deep "Older »" walk would reach.
+        middle = (
+            await session.execute(
+                text(
+                    "SELECT created_at, id FROM calls ORDER BY created_at"
+                    " LIMIT 1 OFFSET (SELECT count(*) / 2 FROM calls)"
+                )
+            )
+        ).one()
+    deep = Cursor(datetime.strptime(middle[0], STAMP).replace(tzinfo=UTC), middle[1]).encode()
+    pages = {
+        "log (first page)": "/dashboard/calls",
+        "log filtered": f"/dashboard/calls?channel=call&end_reason=completed&operator={operator}",
+        "log deep page": f"/dashboard/calls?after={deep}",
+        "overview (30 days)": "/dashboard/",
+    }
+    results: dict[str, dict[str, float]] = {}
+    jar = aiohttp.CookieJar(unsafe=True)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookie_jar=jar) as client:
+            async with client.post(
+                "/dashboard/login", data={"email": OWNER, "password": PASSWORD}
+            ) as response:
+                assert response.status == 200, response.status
+            # The overview's first visit counts the settled days and keeps them (dashboard/daily.py).
+            async with app[DATABASE].session() as session:
+                await session.execute(text("DELETE FROM dashboard_call_days"))
+            started = time.perf_counter()
+            async with client.get(pages["overview (30 days)"]) as response:
+                await response.read()
+            cold_ms = round((time.perf_counter() - started) * 1000, 1)
+            for name, url in pages.items():
+                for _ in range(3):  # warm the caches
+                    async with client.get(url) as response:
+                        assert response.status == 200, (url, response.status)
+                        body = await response.text()
+                assert "data-testid" in body
+                timings = []
+                for _ in range(requests):
+                    started = time.perf_counter()
+                    async with client.get(url) as response:
+                        await response.read()
+                    timings.append((time.perf_counter() - started) * 1000)
+                cuts = statistics.quantiles(timings, n=100)
+                results[name] = {"p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1), "n": requests}
+    finally:
+        await runner.cleanup()
+    results["overview, first visit"] = {"p50_ms": cold_ms, "p95_ms": cold_ms, "n": 1}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--db", type=Path, default=Path("var/bench/dashboard.db"))
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    if args.rebuild or _count(args.db) != args.calls:
+        print(f"filling {args.db} with {args.calls:,} calls …", file=sys.stderr)
+        build(args.db, args.calls, datetime.now(UTC))
+    results = asyncio.run(measure(args.db, args.requests))
+    header = f"{'page':<22}{'p50 ms':>10}{'p95 ms':>10}"
+    print(f"\n{header}   ({args.calls:,} calls, SQLite, {args.requests} requests)")
+    for name, figures in results.items():
+        print(f"{name:<22}{figures['p50_ms']:>10.1f}{figures['p95_ms']:>10.1f}")
+    print(json.dumps({"calls": args.calls, "database": "sqlite", "pages": results}))
+
+
+if __name__ == "__main__":
+    main()

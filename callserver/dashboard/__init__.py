@@ -1,0 +1,1 @@
+"""The owner dashboard: call and chat logs, recordings, revenue, operators and sites."""

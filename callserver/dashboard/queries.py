@@ -1,0 +1,730 @@
+"""Reporting queries for the owner dashboard: the conversation log, a call's file, the overview.
+
+Every query is scoped to a list of site ids the caller may see; the views work that list out from
+the logged-in owner. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Subquery,
+    and_,
+    case,
+    distinct,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callserver import events
+from callserver.dashboard import daily
+from callserver.dashboard.daily import CallDay
+from callserver.errors import InvalidInput
+from callserver.store.models import (
+    Call,
+    CallEvent,
+    Chat,
+    ChatMessage,
+    LeftMessage,
+    Order,
+    Site,
+    User,
+    Visitor,
+)
+
+CHANNELS = ("call", "chat", "message")
+PAGE_SIZE = 50
+
+
+# ---------------------------------------------------------------------------------------------- scope
+
+
+async def visible_site_ids(session: AsyncSession, linked: Sequence[int]) -> list[int]:
+    """The sites an owner sees: the ones linked to them, or every site when they are linked to none."""
+    if linked:
+        return sorted(linked)
+    return list(await session.scalars(select(Site.id).order_by(Site.id)))
+
+
+def in_sites(column: Any, site_ids: Sequence[int]) -> ColumnElement[bool]:
+    # One site (the usual case) as equality: SQLite then walks (site_id, created_at) in order.
+    if not site_ids:
+        return false()
+    if len(site_ids) == 1:
+        return column == site_ids[0]  # type: ignore[no-any-return]
+    return column.in_(site_ids)  # type: ignore[no-any-return]
+
+
+def seconds_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
+    """`later - earlier` in seconds, in the SQL of the dialect at hand."""
+    if dialect == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return func.extract("epoch", later - earlier)
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+# ------------------------------------------------------------------------------------------------ log
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a log page ends: the (created_at, id) of its last row (keyset pagination)."""
+
+    created_at: datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = f"{self.created_at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+            stamp, row_id = raw.split("|", 1)
+            created_at = datetime.fromisoformat(stamp)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput("This page link is damaged; start again from the first page.") from e
+        if created_at.tzinfo is None or len(row_id) > 64:
+            raise InvalidInput("This page link is damaged; start again from the first page.")
+        return cls(created_at.astimezone(UTC), row_id)
+
+
+@dataclass(frozen=True)
+class LogFilters:
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    site_id: int | None = None
+    operator_id: int | None = None
+    state: str | None = None  # a call state: ringing, answered, ended
+    end_reason: str | None = None
+    channel: str | None = None  # call, chat, message
+    orders: str | None = None  # with, without
+
+    @property
+    def only_calls(self) -> bool:
+        # States and end reasons are those of calls: chats and messages have none of them.
+        return bool(self.state or self.end_reason)
+
+
+@dataclass
+class LogRow:
+    channel: str
+    id: str
+    site_id: int
+    created_at: datetime
+    state: str
+    end_reason: str | None
+    operator: str | None
+    visitor: str | None
+    page: str | None
+    answered_at: datetime | None
+    ended_at: datetime | None
+    revenue: list[tuple[str, Decimal]] = field(default_factory=list)
+
+    @property
+    def talk_seconds(self) -> float | None:
+        if self.channel != "call" or self.answered_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.answered_at).total_seconds()
+
+
+@dataclass
+class LogPage:
+    rows: list[LogRow]
+    next_cursor: Cursor | None
+
+
+def _branch(
+    channel: str,
+    site_ids: Sequence[int],
+    filters: LogFilters,
+    cursor: Cursor | None,
+    limit: int,
+) -> Subquery | None:
+    """One table's share of a log page, newest first, already cut to `limit` rows."""
+    if filters.channel and filters.channel != channel:
+        return None
+    if filters.only_calls and channel != "call":
+        return None
+    if filters.operator_id is not None and channel == "message":
+        return None
+    table: Any
+    if channel == "call":
+        table = Call
+        columns = [
+            Call.state.label("state"),
+            Call.end_reason.label("end_reason"),
+            Call.operator_id.label("operator_id"),
+            Call.answered_at.label("answered_at"),
+            Call.ended_at.label("ended_at"),
+            null().label("name"),
+        ]
+    elif channel == "chat":
+        table = Chat
+        columns = [
+            Chat.state.label("state"),
+            null().label("end_reason"),
+            Chat.operator_id.label("operator_id"),
+            null().label("answered_at"),
+            Chat.closed_at.label("ended_at"),
+            null().label("name"),
+        ]
+    else:
+        table = LeftMessage
+        columns = [
+            LeftMessage.status.label("state"),
+            null().label("end_reason"),
+            null().label("operator_id"),
+            null().label("answered_at"),
+            null().label("ended_at"),
+            LeftMessage.name.label("name"),
+        ]
+    stmt = select(
+        literal(channel, String).label("channel"),
+        table.id.label("id"),
+        table.site_id.label("site_id"),
+        table.created_at.label("created_at"),
+        table.visitor_id.label("visitor_id"),
+        table.page.label("page"),
+        *columns,
+    )
+    site_filter = [filters.site_id] if filters.site_id is not None else site_ids
+    if filters.site_id is not None and filters.site_id not in site_ids:
+        site_filter = []
+    conditions: list[ColumnElement[bool]] = [in_sites(table.site_id, site_filter)]
+    if filters.start is not None:
+        conditions.append(table.created_at >= filters.start)
+    if filters.end is not None:
+        conditions.append(table.created_at < filters.end)
+    if filters.operator_id is not None:
+        conditions.append(table.operator_id == filters.operator_id)
+    if filters.state:
+        conditions.append(Call.state == filters.state)
+    if filters.end_reason:
+        conditions.append(Call.end_reason == filters.end_reason)
+    if filters.orders in ("with", "without"):
+        sold = exists().where(Order.channel == channel, Order.conversation_id == table.id)
+        conditions.append(sold if filters.orders == "with" else not_(sold))
+    if cursor is not None:
+        # `<=` first so the database can range-scan (site_id, created_at); ties broken by id.
+        conditions.append(table.created_at <= cursor.created_at)
+        conditions.append(or_(table.created_at < cursor.created_at, table.id < cursor.id))
+    ordered = table.created_at.desc(), table.id.desc()
+    return stmt.where(*conditions).order_by(*ordered).limit(limit).subquery()
+
+
+async def conversation_log(
+    session: AsyncSession,
+    site_ids: Sequence[int],
+    filters: LogFilters,
+    cursor: Cursor | None = None,
+    limit: int = PAGE_SIZE,
+) -> LogPage:
+    """One page of calls, chats and left messages, newest first, after `cursor`."""
+    branches = [b for c in CHANNELS if (b := _branch(c, site_ids, filters, cursor, limit + 1)) is not None]
+    if not branches:
+        return LogPage([], None)
+    # Each branch is cut to one page on its own index before the merge, so a page costs the same
+    # on the millionth call as on the first.
+    merged = branches[0] if len(branches) == 1 else union_all(*(select(b) for b in branches)).subquery()
+    rows = (
+        await session.execute(
+            select(merged).order_by(merged.c.created_at.desc(), merged.c.id.desc()).limit(limit + 1)
+        )
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    operators = await _operator_names(session, {r.operator_id for r in rows if r.operator_id})
+    visitors = await _visitor_names(session, {r.visitor_id for r in rows if r.visitor_id})
+    revenue = await revenue_by_conversation(session, [r.id for r in rows])
+    page = [
+        LogRow(
+            channel=r.channel,
+            id=r.id,
+            site_id=r.site_id,
+            created_at=_aware(r.created_at),
+            state=r.state,
+            end_reason=r.end_reason,
+            operator=operators.get(r.operator_id) if r.operator_id else None,
+            visitor=r.name or (visitors.get(r.visitor_id) if r.visitor_id else None),
+            page=r.page,
+            answered_at=_aware(r.answered_at) if r.answered_at else None,
+            ended_at=_aware(r.ended_at) if r.ended_at else None,
+            revenue=revenue.get((r.channel, r.id), []),
+        )
+        for r in rows
+    ]
+    last = page[-1] if page and more else None
+    return LogPage(page, Cursor(last.created_at, last.id) if last else None)
+
+
+def _aware(value: Any) -> datetime:
+    # Columns of a UNION come back through the first branch's type; make sure they are UTC-aware.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _operator_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(User.id, User.name, User.email).where(User.id.in_(ids)))
+    return {r.id: r.name or r.email for r in rows}
+
+
+async def _visitor_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Visitor.id, Visitor.name, Visitor.email, Visitor.phone).where(Visitor.id.in_(ids))
+    )
+    return {r.id: r.name or r.email or r.phone or "" for r in rows}
+
+
+async def revenue_by_conversation(
+    session: AsyncSession, conversation_ids: Sequence[str]
+) -> dict[tuple[str, str], list[tuple[str, Decimal]]]:
+    """Attributed order totals per (channel, conversation id), one amount per currency."""
+    if not conversation_ids:
+        return {}
+    rows = await session.execute(
+        select(Order.channel, Order.conversation_id, Order.currency, func.sum(Order.total))
+        # Both columns of ix_orders_conversation constrained, so each id is one index probe.
+        .where(Order.channel.in_(CHANNELS), Order.conversation_id.in_(conversation_ids))
+        .group_by(Order.channel, Order.conversation_id, Order.currency)
+    )
+    result: dict[tuple[str, str], list[tuple[str, Decimal]]] = defaultdict(list)
+    for channel, conversation_id, currency, total in rows:
+        result[(str(channel), str(conversation_id))].append((currency, Decimal(total)))
+    return result
+
+
+async def operators_of(session: AsyncSession, site_ids: Sequence[int]) -> list[User]:
+    """Operators who work for any of these sites (an operator linked to no site works for all)."""
+    users = await session.scalars(select(User).where(User.role == "operator").order_by(User.name, User.email))
+    return [u for u in users if not u.sites or any(s.id in site_ids for s in u.sites)]
+
+
+# ------------------------------------------------------------------------------------------ one call
+
+
+@dataclass
+class CallFile:
+    call: Call
+    site: Site
+    events: list[tuple[CallEvent, str | None]]  # event and the operator's name
+    chat: Chat | None
+    transcript: list[ChatMessage]
+    orders: list[Order]
+
+
+async def call_file(session: AsyncSession, site_ids: Sequence[int], call_id: str) -> CallFile | None:
+    """Everything about one call, or None when it does not exist or belongs to a site not in scope."""
+    call = await session.get(Call, call_id)
+    if call is None or call.site_id not in site_ids:
+        return None
+    site = await session.get(Site, call.site_id)
+    assert site is not None
+    rows = await session.execute(
+        select(CallEvent, User.name, User.email)
+        .outerjoin(User, User.id == CallEvent.operator_id)
+        .where(CallEvent.call_id == call_id)
+        .order_by(CallEvent.at, CallEvent.id)
+    )
+    timeline: list[tuple[CallEvent, str | None]] = [(event, name or email) for event, name, email in rows]
+    chat = await session.scalar(
+        select(Chat).where(Chat.call_id == call_id).order_by(Chat.created_at).limit(1)
+    )
+    transcript: list[ChatMessage] = []
+    if chat is not None:
+        transcript = list(
+            await session.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.chat_id == chat.id)
+                .order_by(ChatMessage.at, ChatMessage.id)
+            )
+        )
+    orders = list(
+        await session.scalars(
+            select(Order)
+            .where(Order.channel == "call", Order.conversation_id == call_id, Order.site_id == call.site_id)
+            .order_by(Order.created_at)
+        )
+    )
+    return CallFile(call, site, timeline, chat, transcript, orders)
+
+
+# ------------------------------------------------------------------------------------------ overview
+
+
+@dataclass
+class Day:
+    day: date
+    calls: int = 0
+    chats: int = 0
+    messages: int = 0
+
+
+@dataclass
+class Overview:
+    start: date
+    end: date  # inclusive
+    days: list[Day]
+    calls: int
+    answered: int
+    missed: int
+    abandoned: int
+    mean_answer_seconds: float | None
+    talk_seconds: float
+    chats: int
+    messages: int
+    revenue_by_channel: dict[str, list[tuple[str, Decimal]]]
+    revenue_by_operator: list[tuple[str, list[tuple[str, Decimal]]]]
+    converted: int  # conversations with at least one attributed order
+
+    @property
+    def answer_rate(self) -> float | None:
+        return self.answered / self.calls if self.calls else None
+
+    @property
+    def conversations(self) -> int:
+        return self.calls + self.chats + self.messages
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return self.converted / self.conversations if self.conversations else None
+
+
+def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """[start 00:00, end+1 00:00) in UTC."""
+    return (
+        datetime(start.year, start.month, start.day, tzinfo=UTC),
+        datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1),
+    )
+
+
+async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, end: date) -> Overview:
+    """Calls, chats, answer figures and attributed revenue for the days start..end (UTC)."""
+    since, until = day_bounds(start, end)
+    days = {start + timedelta(days=i): Day(start + timedelta(days=i)) for i in range((end - start).days + 1)}
+
+    totals = CallDay()
+    for day, figures in (await daily.call_days(session, site_ids, start, end)).items():
+        if day in days:
+            days[day].calls = figures.calls
+        totals.add(figures)
+
+    chats = messages = 0
+    for table, attr in ((Chat, "chats"), (LeftMessage, "messages")):
+        rows = await session.execute(
+            select(func.date(table.created_at), func.count())
+            .where(in_sites(table.site_id, site_ids), table.created_at >= since, table.created_at < until)
+            .group_by(func.date(table.created_at))
+        )
+        for day_value, count in rows:
+            d = days.get(_as_date(day_value))
+            if d is not None:
+                setattr(d, attr, count)
+            if attr == "chats":
+                chats += count
+            else:
+                messages += count
+
+    revenue_by_channel: dict[str, list[tuple[str, Decimal]]] = {c: [] for c in CHANNELS}
+    rows = await session.execute(
+        select(Order.channel, Order.currency, func.sum(Order.total))
+        .where(
+            in_sites(Order.site_id, site_ids),
+            Order.created_at >= since,
+            Order.created_at < until,
+            Order.channel.is_not(None),
+        )
+        .group_by(Order.channel, Order.currency)
+        .order_by(Order.channel, Order.currency)
+    )
+    for channel, currency, total in rows:
+        revenue_by_channel.setdefault(channel, []).append((currency, Decimal(total)))
+
+    by_operator: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    operator_tables: tuple[tuple[Any, str], ...] = ((Call, "call"), (Chat, "chat"))
+    for table, channel in operator_tables:
+        rows = await session.execute(
+            select(table.operator_id, Order.currency, func.sum(Order.total))
+            .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
+            .where(
+                in_sites(Order.site_id, site_ids),
+                Order.created_at >= since,
+                Order.created_at < until,
+                table.operator_id.is_not(None),
+            )
+            .group_by(table.operator_id, Order.currency)
+        )
+        for operator_id, currency, total in rows:
+            by_operator[operator_id][currency] += Decimal(total)
+    names = await _operator_names(session, set(by_operator))
+    revenue_by_operator = sorted(
+        ((names.get(op, f"#{op}"), sorted(amounts.items())) for op, amounts in by_operator.items()),
+        key=lambda item: -sum(a for _c, a in item[1]),
+    )
+
+    converted = 0
+    conversation_tables: tuple[tuple[Any, str], ...] = (
+        (Call, "call"),
+        (Chat, "chat"),
+        (LeftMessage, "message"),
+    )
+    for table, channel in conversation_tables:
+        converted += int(
+            await session.scalar(
+                select(func.count(distinct(Order.conversation_id)))
+                .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
+                .where(
+                    in_sites(table.site_id, site_ids),
+                    table.created_at >= since,
+                    table.created_at < until,
+                    # Redundant (an order comes after its conversation), but it lets the database
+                    # start from the period's orders rather than from every attributed order.
+                    in_sites(Order.site_id, site_ids),
+                    Order.created_at >= since,
+                )
+            )
+            or 0
+        )
+
+    return Overview(
+        start=start,
+        end=end,
+        days=list(days.values()),
+        calls=totals.calls,
+        answered=totals.answered,
+        missed=totals.missed,
+        abandoned=totals.abandoned,
+        mean_answer_seconds=totals.wait_seconds / totals.answered if totals.answered else None,
+        talk_seconds=totals.talk_seconds,
+        chats=chats,
+        messages=messages,
+        revenue_by_channel=revenue_by_channel,
+        revenue_by_operator=revenue_by_operator,
+        converted=converted,
+    )
+
+
+# ------------------------------------------------------------------------------------ operators
+
+
+@dataclass
+class OperatorActivity:
+    id: int
+    name: str
+    email: str
+    disabled: bool
+    rung: int = 0
+    answered: int = 0
+    missed: int = 0  # rung, and the ring timed out
+    declined: int = 0
+    talk_seconds: float = 0.0
+
+
+async def operator_activity(
+    session: AsyncSession, site_ids: Sequence[int], start: date, end: date
+) -> list[OperatorActivity]:
+    """Per operator: calls rung, answered, missed (ring timed out) and declined; talk time."""
+    since, until = day_bounds(start, end)
+    dialect = _dialect(session)
+    people = {
+        u.id: OperatorActivity(u.id, u.name or u.email, u.email, u.disabled)
+        for u in await operators_of(session, site_ids)
+    }
+    in_range = and_(in_sites(Call.site_id, site_ids), Call.created_at >= since, Call.created_at < until)
+    rows = await session.execute(
+        select(CallEvent.operator_id, CallEvent.name, func.count())
+        .join(Call, Call.id == CallEvent.call_id)
+        .where(
+            in_range,
+            CallEvent.operator_id.is_not(None),
+            CallEvent.name.in_([events.CALL_RANG, events.CALL_RING_TIMEOUT, events.CALL_DECLINED]),
+        )
+        .group_by(CallEvent.operator_id, CallEvent.name)
+    )
+    field_of = {
+        events.CALL_RANG: "rung",
+        events.CALL_RING_TIMEOUT: "missed",
+        events.CALL_DECLINED: "declined",
+    }
+    for event_operator, name, count in rows:
+        person = people.get(event_operator or 0)
+        if person is not None:
+            setattr(person, field_of[name], count)
+    answered_rows = await session.execute(
+        select(
+            Call.operator_id,
+            func.count(),
+            func.sum(
+                case((Call.ended_at.is_not(None), seconds_between(Call.ended_at, Call.answered_at, dialect)))
+            ),
+        )
+        .where(in_range, Call.answered_at.is_not(None), Call.operator_id.is_not(None))
+        .group_by(Call.operator_id)
+    )
+    for operator_id, count, talk in answered_rows:
+        person = people.get(operator_id or 0)
+        if person is not None:
+            person.answered = count
+            person.talk_seconds = float(talk or 0)
+    return sorted(people.values(), key=lambda p: (-p.answered, p.name))
+
+
+# ------------------------------------------------------------------------------------------ exports
+
+
+CALL_COLUMNS = [
+    "id",
+    "site",
+    "created_at",
+    "state",
+    "end_reason",
+    "operator",
+    "answered_at",
+    "ended_at",
+    "talk_seconds",
+    "page",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "search",
+    "cart_value",
+    "has_recording",
+]
+
+
+async def export_calls(
+    session: AsyncSession, site_ids: Sequence[int], start: datetime | None, end: datetime | None
+) -> AsyncIterator[list[str]]:
+    """Rows of the calls CSV (header first), streamed from the database in chunks."""
+    yield CALL_COLUMNS
+    stmt = (
+        select(Call, Site.name, User.name, User.email)
+        .join(Site, Site.id == Call.site_id)
+        .outerjoin(User, User.id == Call.operator_id)
+        .where(in_sites(Call.site_id, site_ids))
+        .order_by(Call.created_at, Call.id)
+        .execution_options(yield_per=1000)
+    )
+    if start is not None:
+        stmt = stmt.where(Call.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(Call.created_at < end)
+    result = await session.stream(stmt)
+    async for call, site_name, op_name, op_email in result:
+        utm = call.context.get("utm") or {}
+        talk = (
+            f"{(call.ended_at - call.answered_at).total_seconds():.1f}"
+            if call.answered_at and call.ended_at
+            else ""
+        )
+        yield [
+            call.id,
+            site_name,
+            call.created_at.isoformat(),
+            call.state,
+            call.end_reason or "",
+            op_name or op_email or "",
+            call.answered_at.isoformat() if call.answered_at else "",
+            call.ended_at.isoformat() if call.ended_at else "",
+            talk,
+            call.page or "",
+            call.referrer or "",
+            str(utm.get("source") or ""),
+            str(utm.get("medium") or ""),
+            str(utm.get("campaign") or ""),
+            str(call.context.get("search") or ""),
+            str(call.context.get("cart_value") or ""),
+            "yes" if call.recording_path else "no",
+        ]
+
+
+ORDER_COLUMNS = [
+    "order_id",
+    "site",
+    "created_at",
+    "total",
+    "currency",
+    "source",
+    "channel",
+    "conversation_id",
+    "attributed_by",
+]
+
+
+async def export_orders(
+    session: AsyncSession, site_ids: Sequence[int], start: datetime | None, end: datetime | None
+) -> AsyncIterator[list[str]]:
+    """Rows of the orders CSV (header first), with their attribution."""
+    yield ORDER_COLUMNS
+    stmt = (
+        select(Order, Site.name)
+        .join(Site, Site.id == Order.site_id)
+        .where(in_sites(Order.site_id, site_ids))
+        .order_by(Order.created_at, Order.id)
+        .execution_options(yield_per=1000)
+    )
+    if start is not None:
+        stmt = stmt.where(Order.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(Order.created_at < end)
+    result = await session.stream(stmt)
+    async for order, site_name in result:
+        yield [
+            order.order_id,
+            site_name,
+            order.created_at.isoformat(),
+            f"{order.total:.2f}",
+            order.currency,
+            order.source,
+            order.channel or "",
+            order.conversation_id or "",
+            order.attributed_by or "",
+        ]
+
+
+# --------------------------------------------------------------------------------- left messages
+
+
+async def left_messages(
+    session: AsyncSession, site_ids: Sequence[int], status: str | None, limit: int = 200
+) -> list[LeftMessage]:
+    stmt = select(LeftMessage).where(in_sites(LeftMessage.site_id, site_ids))
+    if status:
+        stmt = stmt.where(LeftMessage.status == status)
+    return list(await session.scalars(stmt.order_by(LeftMessage.created_at.desc()).limit(limit)))

@@ -10,11 +10,15 @@ from pathlib import Path
 import jinja2
 from aiohttp import WSCloseCode, web
 
+from callserver.calls.recordings import CallRecordings
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
 from callserver.dashboard import views as dashboard
+from callserver.media.engine import MediaEngine
+from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.transcoding_bridge import TranscodingEngine
 from callserver.settings import Settings
+from callserver.signaling.chat_service import setup_chat
 from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import widget_socket
 from callserver.store.database import Database
@@ -39,7 +43,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _calls(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    media = TranscodingEngine(settings.ice_servers)
+    media: MediaEngine
+    if settings.media_engine == "transcoding":
+        media = TranscodingEngine(settings.ice_servers)
+    else:
+        recordings = CallRecordings(app[DATABASE], settings.recordings_dir, settings.var_dir)
+        media = ForwardingEngine(settings.ice_servers, recordings, settings.keep_leg_recordings)
     app[MEDIA] = media
     switchboard = Switchboard(app[RECORDS], media, settings.presence_grace)
     app[SWITCHBOARD] = switchboard
@@ -76,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_calls)
+    setup_chat(app)  # after the calls: the chat desk shares the switchboard's operators
     app[SOCKETS] = weakref.WeakSet()
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)

@@ -9,3 +9,5 @@ CALL_CONNECTED = "call.connected"
 CALL_HELD = "call.held"
 CALL_RESUMED = "call.resumed"
 CALL_ENDED = "call.ended"
+CALL_TRANSFER_RANG = "call.transfer_rang"  # an operator was rung to take over an answered call
+CALL_TRANSFERRED = "call.transferred"  # their leg replaced the first operator's

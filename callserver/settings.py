@@ -6,7 +6,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,9 +40,16 @@ class Settings(BaseModel):
     database_url: str = ""
     # Host-only by default: aiortc would otherwise fall back to Google's public STUN server.
     ice_servers: list[IceServer] = Field(default_factory=list)
+    # "forwarding" relays Opus between the legs below aiortc and records without re-encoding;
+    # "transcoding" decodes and re-encodes each leg (the plain aiortc bridge, the benchmark's baseline).
+    media_engine: Literal["forwarding", "transcoding"] = "forwarding"
+    # Keep each leg's Ogg/Opus file next to the mixed playback file (otherwise deleted once mixed).
+    keep_leg_recordings: bool = False
     ring_timeout: float = 30.0
     # Seconds an operator whose softphone went away stays "online" before being taken offline.
     presence_grace: float = 20.0
+    # How many chats one operator handles at once; beyond that new chats wait in the queue.
+    max_chats: int = Field(5, ge=1)
     session_days: int = 14
     secure_cookies: bool = False
     max_frame_bytes: int = 64 * 1024
@@ -65,6 +72,10 @@ class Settings(BaseModel):
     def effective_database_url(self) -> str:
         """The configured database, or SQLite in `var_dir`."""
         return self.database_url or f"sqlite+aiosqlite:///{self.var_dir / 'callserver.db'}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.var_dir / "recordings"
 
     @property
     def base_url(self) -> str:

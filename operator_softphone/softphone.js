@@ -1,8 +1,8 @@
 /* callserver operator softphone.
  *
  * Speaks the operator side of docs/signaling.md over /ws/operator and answers calls with the
- * operator's microphone. Everything that comes from the network is shown with textContent:
- * shoppers can put HTML in their page titles, URLs and names.
+ * operator's microphone, and handles several text chats at once. Everything that comes from the
+ * network is shown with textContent: shoppers can put HTML in their page titles, URLs, names and messages.
  */
 (() => {
   'use strict';
@@ -30,6 +30,28 @@
   const visitorFields = $('visitor-fields');
   const operatorName = $('operator-name');
   const remoteAudio = $('remote-audio');
+  const callTransferTo = $('call-transfer-to');
+  const callTransferButton = $('call-transfer');
+  const chatList = $('chat-list');
+  const chatCount = $('chat-count');
+  const noChats = $('no-chats');
+  const queueBox = $('queue-box');
+  const queueList = $('queue');
+  const chatPane = $('chat-pane');
+  const chatHead = $('chat-head');
+  const chatLog = $('chat-log');
+  const chatPreview = $('chat-preview');
+  const chatForm = $('chat-form');
+  const chatInput = $('chat-input');
+  const cannedSelect = $('canned');
+  const offerCallButton = $('offer-call');
+  const chatTransferTo = $('chat-transfer-to');
+  const chatTransferButton = $('chat-transfer');
+  const chatCloseButton = $('chat-close');
+  const cannedList = $('canned-list');
+  const cannedForm = $('canned-form');
+  const leftList = $('left-messages');
+  const noMessages = $('no-messages');
 
   let socket = null;
   let reconnectAttempt = 0;
@@ -148,6 +170,64 @@
         if (frame.operator) showOperator(frame.operator);
         setPresence(frame.presence);
         replaceIncoming(Array.isArray(frame.incoming) ? frame.incoming : []);
+        replaceChats(frame);
+        break;
+      case 'chat.assigned':
+        addChat(frame.chat, frame.messages || [], true);
+        if (frame.preview) showPreview(frame.chat.id, frame.preview);
+        break;
+      case 'chat.message':
+        addMessage(frame.chat_id, frame.message, true);
+        break;
+      case 'chat.ack': {
+        const entry = chats.get(frame.chat_id);
+        if (entry && entry.pending.has(frame.client_id)) entry.pending.get(frame.client_id).remove();
+        if (entry) entry.pending.delete(frame.client_id);
+        addMessage(frame.chat_id, frame.message, false);
+        break;
+      }
+      case 'chat.status': {
+        const entry = chats.get(frame.chat_id);
+        for (const id of frame.ids || []) {
+          const message = entry && entry.messages.get(id);
+          if (message) { message.status = frame.status; if (selectedChat === frame.chat_id) renderChat(); }
+        }
+        break;
+      }
+      case 'chat.typing':
+        showPreview(frame.chat_id, String(frame.text || ''));
+        break;
+      case 'chat.queue':
+        renderQueue(Array.isArray(frame.chats) ? frame.chats : []);
+        break;
+      case 'chat.closed':
+        removeChat(frame.chat_id, frame.reason);
+        break;
+      case 'operators':
+        colleagues = Array.isArray(frame.operators) ? frame.operators : [];
+        renderColleagues();
+        break;
+      case 'canned':
+        canned = Array.isArray(frame.replies) ? frame.replies : [];
+        renderCanned();
+        break;
+      case 'message.new':
+        if (frame.message) addLeftMessage(frame.message, true);
+        break;
+      case 'message.handled': {
+        const item = leftList.querySelector(`[data-message-id="${CSS.escape(String(frame.id))}"]`);
+        if (item) item.remove();
+        noMessages.hidden = leftList.children.length > 0;
+        break;
+      }
+      case 'call.transferred':
+        if (active && active.id === frame.call_id) {
+          finishActive(`Call passed to ${(frame.to && frame.to.name) || 'a colleague'}`);
+        }
+        break;
+      case 'call.transfer_failed':
+        showAlert(`The transfer was not taken (${frame.reason || 'no answer'}); the call is still yours.`);
+        callTransferButton.disabled = false;
         break;
       case 'presence':
         setPresence(frame.status);
@@ -225,6 +305,7 @@
     const element = el('li', { class: 'incoming', 'data-testid': 'op-incoming', tabindex: '0' },
       el('div', { class: 'incoming-head' },
         el('span', { class: 'incoming-site' }, String(call.site || 'Unknown site')), waiting),
+      call.transfer_from ? el('p', { class: 'meta' }, `Transfer from ${call.transfer_from.name}`) : null,
       el('p', { class: 'incoming-page' },
         call.title ? el('strong', {}, String(call.title)) : null,
         call.title && call.page ? ' — ' : null,
@@ -457,7 +538,7 @@
     activeTimer.textContent = clock(0);
     setPressed(muteButton, false, 'Mute');
     setPressed(holdButton, false, 'Hold');
-    muteButton.disabled = holdButton.disabled = true;
+    muteButton.disabled = holdButton.disabled = callTransferButton.disabled = true;
     hangupButton.disabled = false;
   }
 
@@ -468,6 +549,7 @@
     activeStatus.textContent = `In call — ${active.call.site || 'visitor'}`;
     activeTimer.hidden = false;
     muteButton.disabled = holdButton.disabled = false;
+    callTransferButton.disabled = false;
   }
 
   function setPressed(button, pressed, label) {
@@ -496,6 +578,14 @@
 
   hangupButton.addEventListener('click', hangup);
 
+  callTransferButton.addEventListener('click', () => {
+    if (!active || !active.connected || !callTransferTo.value) return;
+    if (send({ type: 'call.transfer', call_id: active.id, operator_id: Number(callTransferTo.value) })) {
+      callTransferButton.disabled = true;
+      activeStatus.textContent = 'Transferring…';
+    }
+  });
+
   function hangup() {
     if (!active) return;
     // Before call.accept went out, the server still thinks the call rings here: decline it.
@@ -512,7 +602,7 @@
     if (current.stream) current.stream.getTracks().forEach((track) => track.stop());
     remoteAudio.srcObject = null;
     activeStatus.textContent = message;
-    muteButton.disabled = holdButton.disabled = hangupButton.disabled = true;
+    muteButton.disabled = holdButton.disabled = hangupButton.disabled = callTransferButton.disabled = true;
     clearTimeout(activeNoticeTimer);
     activeNoticeTimer = setTimeout(() => { if (!active) activeSection.hidden = true; }, ENDED_NOTICE_MS);
     updateRinging();
@@ -567,6 +657,305 @@
     for (const [label, text] of visitorRows(entry.call)) {
       const isUrl = /^https?:\/\//i.test(text);
       visitorFields.append(el('dt', {}, label), el('dd', {}, isUrl ? safeLink(text) : text));
+    }
+  }
+
+  // ---- chats ---------------------------------------------------------------------------------
+
+  const chats = new Map(); // chat id → { chat, messages: Map(id → message), pending, tab, unread, preview }
+  let selectedChat = null;
+  let colleagues = [];
+  let canned = [];
+  let clientIds = 0;
+  let lastTypingSent = 0;
+  const FALLBACK_TEXT = {
+    microphone_denied: 'microphone blocked', microphone_failed: 'microphone failed', no_webrtc: 'no WebRTC',
+    ice_failed: 'call could not connect', no_answer: 'no answer', all_busy: 'everyone busy',
+    declined: 'declined', failed: 'call interrupted',
+  };
+
+  function replaceChats(frame) {
+    for (const id of Array.from(chats.keys())) removeChat(id, null);
+    for (const item of frame.chats || []) addChat(item.chat, item.messages || [], false);
+    renderQueue(frame.queue || []);
+    colleagues = frame.operators || [];
+    renderColleagues();
+    canned = frame.canned || [];
+    renderCanned();
+    leftList.replaceChildren();
+    for (const message of (frame.left_messages || []).slice().reverse()) addLeftMessage(message, false);
+    noMessages.hidden = leftList.children.length > 0;
+  }
+
+  function addChat(chat, messages, notify) {
+    if (!chat || chat.id === undefined) return;
+    const tab = el('button', { type: 'button', 'aria-pressed': 'false' }, visitorLabel(chat));
+    tab.dataset.chatId = String(chat.id);
+    tab.addEventListener('click', () => selectChat(chat.id));
+    const previous = chats.get(chat.id);
+    if (previous) previous.tab.parentElement.remove();
+    const entry = { chat, messages: new Map(), pending: new Map(), tab, unread: false, preview: '' };
+    for (const message of messages) entry.messages.set(message.id, message);
+    chats.set(chat.id, entry);
+    chatList.append(el('li', {}, tab));
+    if (notify) chatAlert('New chat', `${chat.site || ''} — ${visitorLabel(chat)}`);
+    if (selectedChat === null || !chats.has(selectedChat)) selectChat(chat.id);
+    else if (notify) markUnread(entry, true);
+    updateChatCount();
+  }
+
+  function visitorLabel(chat) {
+    const visitor = chat.visitor || {};
+    return String(visitor.name || visitor.email || visitor.phone || `Visitor ${String(visitor.token || chat.id).slice(0, 6)}`);
+  }
+
+  function removeChat(id, reason) {
+    const entry = chats.get(id);
+    if (!entry) return;
+    chats.delete(id);
+    entry.tab.parentElement.remove();
+    if (reason === 'visitor' || reason === 'visitor_left') showAlert(`${visitorLabel(entry.chat)} left the chat.`);
+    if (selectedChat === id) {
+      selectedChat = null;
+      const next = chats.keys().next();
+      if (!next.done) selectChat(next.value);
+      else renderChat();
+    }
+    updateChatCount();
+  }
+
+  function updateChatCount() {
+    noChats.hidden = chats.size > 0;
+    chatCount.textContent = chats.size ? `(${chats.size})` : '';
+  }
+
+  function markUnread(entry, on) {
+    entry.unread = on;
+    entry.tab.classList.toggle('unread', on);
+  }
+
+  function selectChat(id) {
+    selectedChat = chats.has(id) ? id : null;
+    for (const [chatId, entry] of chats) entry.tab.setAttribute('aria-pressed', String(chatId === selectedChat));
+    renderChat();
+  }
+
+  function renderChat() {
+    const entry = chats.get(selectedChat);
+    chatPane.hidden = !entry;
+    if (!entry) return;
+    markUnread(entry, false);
+    const chat = entry.chat;
+    const bits = [String(chat.site || ''), visitorLabel(chat)];
+    if (chat.fallback) bits.push(`tried to call: ${FALLBACK_TEXT[chat.fallback] || chat.fallback}`);
+    chatHead.replaceChildren(bits.filter(Boolean).join(' · '));
+    if (chat.page) chatHead.append(' · ', safeLink(chat.page));
+    chatLog.replaceChildren();
+    for (const message of entry.messages.values()) chatLog.append(messageItem(message));
+    for (const item of entry.pending.values()) chatLog.append(item);
+    chatLog.scrollTop = chatLog.scrollHeight;
+    showPreview(chat.id, entry.preview);
+    renderCannedPicker();
+    renderColleagues();
+    markRead(entry);
+  }
+
+  function messageItem(message) {
+    const item = el('li', { class: String(message.sender) });
+    if (message.sender === 'operator' && message.operator) item.append(el('small', {}, String(message.operator.name)));
+    item.append(String(message.text));
+    if (message.sender === 'operator') {
+      const status = message.status === 'read' ? '✓✓ read' : message.status === 'delivered' ? '✓ delivered' : 'sent';
+      item.append(el('small', { class: 'tick' }, status));
+    }
+    item.dataset.messageId = String(message.id);
+    return item;
+  }
+
+  function addMessage(chatId, message, fromOthers) {
+    const entry = chats.get(chatId);
+    if (!entry || !message || entry.messages.has(message.id)) return;
+    entry.messages.set(message.id, message);
+    if (message.sender === 'visitor') entry.preview = '';
+    if (selectedChat === chatId) {
+      renderChat();
+    } else {
+      markUnread(entry, true);
+    }
+    if (fromOthers && message.sender === 'visitor' && (selectedChat !== chatId || document.hidden)) {
+      chatAlert('New message', `${visitorLabel(entry.chat)}: ${message.text}`);
+    }
+  }
+
+  function markRead(entry) {
+    if (document.hidden) return;
+    const ids = Array.from(entry.messages.values()).filter((m) => m.sender === 'visitor' && m.status !== 'read').map((m) => m.id);
+    if (!ids.length) return;
+    for (const id of ids) entry.messages.get(id).status = 'read';
+    send({ type: 'chat.read', chat_id: entry.chat.id, up_to: Math.max(...ids) });
+  }
+  document.addEventListener('visibilitychange', () => {
+    const entry = chats.get(selectedChat);
+    if (entry) markRead(entry);
+  });
+
+  // What the visitor is typing, before they send it: the operator can prepare the answer.
+  function showPreview(chatId, text) {
+    const entry = chats.get(chatId);
+    if (!entry) return;
+    entry.preview = text;
+    if (selectedChat !== chatId) return;
+    chatPreview.hidden = !text;
+    chatPreview.textContent = text ? `Typing: ${text}` : '';
+  }
+
+  chatForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const entry = chats.get(selectedChat);
+    const text = chatInput.value.trim();
+    if (!entry || !text) return;
+    const clientId = String(++clientIds);
+    if (!send({ type: 'chat.send', chat_id: entry.chat.id, text, client_id: clientId })) {
+      showAlert('Not connected to the server: the message was not sent.');
+      return;
+    }
+    const pending = el('li', { class: 'operator pending' }, text);
+    entry.pending.set(clientId, pending);
+    chatLog.append(pending);
+    chatLog.scrollTop = chatLog.scrollHeight;
+    chatInput.value = '';
+    lastTypingSent = 0;
+  });
+
+  chatInput.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey) {
+      event.preventDefault();
+      chatForm.requestSubmit();
+    }
+  });
+
+  chatInput.addEventListener('input', () => {
+    if (selectedChat === null || Date.now() - lastTypingSent < 2000) return;
+    lastTypingSent = Date.now();
+    send({ type: 'chat.typing', chat_id: selectedChat, active: true });
+  });
+
+  offerCallButton.addEventListener('click', () => {
+    if (selectedChat !== null) send({ type: 'chat.offer_call', chat_id: selectedChat });
+  });
+
+  chatTransferButton.addEventListener('click', () => {
+    if (selectedChat === null || !chatTransferTo.value) return;
+    send({ type: 'chat.transfer', chat_id: selectedChat, operator_id: Number(chatTransferTo.value) });
+  });
+
+  chatCloseButton.addEventListener('click', () => {
+    if (selectedChat !== null) send({ type: 'chat.close', chat_id: selectedChat });
+  });
+
+  function renderQueue(waiting) {
+    queueList.replaceChildren();
+    queueBox.hidden = waiting.length === 0;
+    for (const chat of waiting) {
+      const pick = el('button', { type: 'button', 'data-testid': 'op-pick' }, 'Take');
+      pick.addEventListener('click', () => send({ type: 'chat.pick', chat_id: chat.id }));
+      const item = el('li', {}, `${chat.site || ''} — ${visitorLabel(chat)}`, pick);
+      item.dataset.chatId = String(chat.id);
+      queueList.append(item);
+    }
+  }
+
+  function renderColleagues() {
+    const online = colleagues.filter((c) => c.presence === 'online');
+    for (const select of [chatTransferTo, callTransferTo]) {
+      const chosen = select.value;
+      select.replaceChildren(el('option', { value: '' }, online.length ? 'Choose a colleague' : 'Nobody else online'));
+      for (const c of online) {
+        const busy = c.in_call ? ', in a call' : '';
+        select.append(el('option', { value: String(c.id) }, `${c.name} (${c.chats} chats${busy})`));
+      }
+      select.value = online.some((c) => String(c.id) === chosen) ? chosen : '';
+    }
+  }
+
+  // ---- canned replies ------------------------------------------------------------------------
+
+  function renderCanned() {
+    cannedList.replaceChildren();
+    for (const reply of canned) {
+      const remove = el('button', { type: 'button' }, 'Remove');
+      remove.addEventListener('click', () => send({ type: 'canned.remove', id: reply.id }));
+      cannedList.append(el('li', {}, el('span', {}, `${reply.title}: ${reply.text}`), remove));
+    }
+    renderCannedPicker();
+  }
+
+  function renderCannedPicker() {
+    const entry = chats.get(selectedChat);
+    const siteId = entry && entry.chat.site_id;
+    cannedSelect.replaceChildren(el('option', { value: '' }, 'Canned reply…'));
+    for (const reply of canned) {
+      if (reply.site_id === null || reply.site_id === siteId) {
+        cannedSelect.append(el('option', { value: String(reply.id) }, String(reply.title)));
+      }
+    }
+  }
+
+  cannedSelect.addEventListener('change', () => {
+    const reply = canned.find((r) => String(r.id) === cannedSelect.value);
+    if (reply) {
+      chatInput.value = chatInput.value ? `${chatInput.value} ${reply.text}` : String(reply.text);
+      chatInput.focus();
+    }
+    cannedSelect.value = '';
+  });
+
+  cannedForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const form = cannedForm.elements;
+    if (send({ type: 'canned.add', title: form.title.value, text: form.text.value })) cannedForm.reset();
+  });
+
+  // ---- left messages -------------------------------------------------------------------------
+
+  function addLeftMessage(message, notify) {
+    const handled = el('button', { type: 'button' }, 'Handled');
+    handled.addEventListener('click', () => send({ type: 'message.handled', id: message.id }));
+    const contact = [message.name, message.email, message.phone].filter(Boolean).map(String).join(' · ');
+    const item = el('li', {},
+      el('strong', {}, contact || 'Visitor'),
+      el('p', { class: 'meta' }, `${message.site || ''} · ${new Date(message.at).toLocaleString()}${message.call_id ? ' · tried to call' : ''}`),
+      el('p', {}, String(message.text)),
+      message.page ? el('p', { class: 'meta' }, safeLink(message.page)) : null,
+      handled);
+    item.dataset.messageId = String(message.id);
+    leftList.prepend(item);
+    noMessages.hidden = true;
+    if (notify) chatAlert('New message left', `${contact}: ${message.text}`);
+  }
+
+  // ---- chat alerts: a short sound, the title, a desktop notification ----------------------------
+
+  let chatTitleTimer = null;
+  function chatAlert(title, body) {
+    try { beep(); } catch (e) { /* sound is a courtesy */ }
+    if (!ringTimer && !chatTitleTimer) {
+      let flashes = 0;
+      chatTitleTimer = setInterval(() => {
+        flashes += 1;
+        document.title = flashes % 2 ? `💬 ${title}` : normalTitle;
+        if (flashes >= 10 || (!document.hidden && flashes >= 4)) {
+          clearInterval(chatTitleTimer);
+          chatTitleTimer = null;
+          if (!ringTimer) document.title = normalTitle;
+        }
+      }, 1000);
+    }
+    if (document.hidden && 'Notification' in window && Notification.permission === 'granted') {
+      try {
+        const notification = new Notification(title, { body: String(body).slice(0, 200), tag: 'callserver-chat' });
+        notification.onclick = () => { window.focus(); notification.close(); };
+      } catch (e) { /* e.g. only a service worker may notify here */ }
     }
   }
 

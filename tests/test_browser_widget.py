@@ -8,6 +8,7 @@ from playwright.async_api import Playwright, expect
 from sqlalchemy import func, select
 
 from callserver.store.models import Call
+from tests import peers
 from tests.browsers import launch
 from tests.stack import running_stack, settings_for
 
@@ -32,6 +33,8 @@ async def test_nobody_answering_is_told_to_the_shopper(
     tmp_path: Path, playwright: Playwright, tones: dict[str, Path]
 ) -> None:
     async with running_stack(settings_for(tmp_path, ring_timeout=1)) as stack:
+        await stack.add_user("op@shop.example")
+        softphone = await peers.operator(stack, "op@shop.example")  # online, but lets it ring out
         browser = await launch(playwright, tones["shopper"])
         page = await browser.new_page()
         await page.goto(stack.shop_url)
@@ -42,3 +45,4 @@ async def test_nobody_answering_is_told_to_the_shopper(
             calls = list(await session.scalars(select(Call)))
         assert [(c.state, c.end_reason) for c in calls] == [("ended", "missed")]
         await browser.browser.close()
+        await softphone.close()

@@ -3,7 +3,8 @@
  * A shop embeds it with
  *   <script src="https://HOST/widget.js" data-site="KEY" async></script>
  * It renders inside an open shadow root (so the shop's CSS can't reach it and ours can't leak out),
- * asks for the microphone, and speaks the widget side of docs/signaling.md.
+ * asks for the microphone, and speaks the widget side of docs/signaling.md. When a call can't happen
+ * it carries the shopper on to text chat, and when nobody is online, to "leave a message".
  * Plain ES2020, no dependencies: it loads on every page of a shop, so it stays small.
  */
 (() => {
@@ -35,6 +36,11 @@
     origin_not_allowed: "Calls aren't enabled for this website.",
     unknown_site: "This call button isn't set up correctly (unknown site).",
     iceFailed: 'The call could not connect.',
+    chatInstead: ' You can chat with us instead.',
+    nobody: "Nobody is available right now. Leave a message and we'll get back to you.",
+    no_answer: 'Nobody could answer in time.',
+    all_busy: 'All our operators are busy right now.',
+    left: "Thank you! We'll get back to you soon.",
   };
   const ENDED = {
     completed: 'Call ended. Thank you!',
@@ -225,6 +231,19 @@
     .hangup { background: #b42318; color: #fff; flex: 1; }
     .mute, .chat { background: #eaeef2; color: #1f2328; }
     .mute[aria-pressed="true"] { background: #1f2328; color: #fff; }
+    .log { list-style: none; margin: 12px 0 0; padding: 0; max-height: 260px; overflow-y: auto; }
+    .log li { margin: 4px 0; padding: 6px 10px; border-radius: 8px; background: #eaeef2; white-space: pre-wrap;
+      overflow-wrap: anywhere; }
+    .log .visitor { background: #d8f0e0; margin-left: 32px; }
+    .log .system { background: none; color: #57606a; font-size: 13px; padding: 2px 0; }
+    .log .failed { background: #fde2e1; }
+    .log small { display: block; color: #57606a; font-size: 12px; }
+    form { display: flex; flex-direction: column; gap: 6px; margin-top: 8px; }
+    input, textarea { font: inherit; border: 1px solid #8c959f; border-radius: 6px; padding: 6px 8px; }
+    .say, .mailme { flex-direction: row; }
+    .say textarea, .mailme input { flex: 1; min-width: 0; }
+    .send { background: #1d6f42; color: #fff; }
+    .typing, .mailme { font-size: 13px; color: #57606a; margin: 4px 0 0; }
     @media (max-width: 479px) {
       .panel { position: fixed; left: 0; right: 0; bottom: 0; width: auto; border-radius: 12px 12px 0 0; }
     }`;
@@ -253,6 +272,26 @@
             aria-label="Mute microphone" hidden>Mute</button>
           <button class="hangup" type="button" data-testid="cb-hangup" aria-label="End call" hidden>Hang up</button>
         </div>
+        <div class="chatbox" hidden>
+          <ol class="log" data-testid="cb-chat-log" aria-label="Conversation" aria-live="polite"></ol>
+          <p class="typing" hidden></p>
+          <form class="say">
+            <textarea data-testid="cb-chat-input" rows="2" maxlength="4000" aria-label="Your message"
+              placeholder="Type your message"></textarea>
+            <button class="send" type="submit" data-testid="cb-chat-send">Send</button>
+          </form>
+          <form class="mailme">
+            <input type="email" name="email" aria-label="E-mail for a transcript" placeholder="E-mail me this chat">
+            <button type="submit">Send</button>
+          </form>
+        </div>
+        <form class="offline" data-testid="cb-offline-form" hidden>
+          <input name="name" maxlength="200" aria-label="Your name" placeholder="Your name">
+          <input name="email" maxlength="320" required aria-label="E-mail or phone" placeholder="E-mail or phone">
+          <textarea name="message" rows="3" maxlength="4000" required aria-label="Message"
+            placeholder="Your message"></textarea>
+          <button class="send" type="submit" data-testid="cb-offline-send">Send message</button>
+        </form>
         <audio autoplay></audio>
       </div>
       <button class="launcher" type="button" data-testid="cb-launcher" aria-label="Call us"
@@ -271,6 +310,13 @@
   const hangupButton = $('.hangup');
   const launcher = $('.launcher');
   const remoteAudio = $('audio');
+  const chatBox = $('.chatbox');
+  const chatLog = $('.log');
+  const typingLine = $('.typing');
+  const sayForm = $('.say');
+  const chatInput = $('.say textarea');
+  const mailForm = $('.mailme');
+  const offlineForm = $('.offline');
 
   note.textContent = TEXT.recorded;
 
@@ -284,6 +330,7 @@
     chatButton.textContent = 'Chat';
     chatButton.addEventListener('click', () => chat());
     actions.appendChild(chatButton);
+    render();
   }
 
   // view: 'idle' | 'mic' | 'connecting' | 'waiting' | 'incall' | 'ended'
@@ -308,6 +355,8 @@
     hangupButton.hidden = !live;
     hangupButton.textContent = view === 'incall' ? 'Hang up' : 'Cancel';
     muteButton.hidden = !(view === 'waiting' || view === 'incall');
+    const chatButton = $('.chat');
+    if (chatButton) chatButton.hidden = live || (!chatBox.hidden && chatState !== null) || !offlineForm.hidden;
     timerLine.hidden = view !== 'incall';
     launcher.classList.toggle('live', live);
     // A button that just hid would drop keyboard focus (and Escape) out of the panel.
@@ -321,6 +370,7 @@
     launcher.setAttribute('aria-expanded', 'true');
     (callButton.hidden ? hangupButton : callButton).focus();
     emit('open', {});
+    if (chatState) markRead();
   }
 
   function close() {
@@ -332,10 +382,260 @@
     emit('close', {});
   }
 
-  function chat() {
-    // Chat arrives later; for now the panel opens and shows the chat button when the site has chat.
-    open();
+  // ---- chat and leave-a-message ---------------------------------------------------------------
+
+  const CHAT_KEY = 'callbutton.chat';
+  let chatWs = null;
+  let chatState = null; // { id, state, position, operator } once the server has a chat for us
+  let wantChat = false; // chat.start goes out once the socket says hello
+  let fallback = null; // { fallback, call_id }: why the last call didn't happen
+  let clientIds = 0;
+  let typingTimer = null;
+  let lastTyping = 0;
+  let restoreTimer = null;
+  const shown = new Map(); // message id (or client id) → list item
+
+  function remember(on) {
+    try { if (on) localStorage.setItem(CHAT_KEY, '1'); else localStorage.removeItem(CHAT_KEY); } catch (e) { /* */ }
   }
+
+  function showChat() {
+    open();
+    offlineForm.hidden = true;
+    chatBox.hidden = false;
+    render();
+  }
+
+  function chat() {
+    showChat();
+    wantChat = true;
+    if (chatWs && chatWs.readyState === WebSocket.OPEN) startChat();
+    else connectChat();
+    chatInput.focus();
+  }
+
+  function startChat() {
+    wantChat = false;
+    chatSend(Object.assign({ type: 'chat.start', context: callContext() }, fallback || {}));
+  }
+
+  function connectChat() {
+    if (chatWs) return;
+    const ws = chatWs = new WebSocket(`${wsBase}/ws/widget?site=${encodeURIComponent(siteKey)}&visitor=${encodeURIComponent(visitorToken())}`);
+    ws.onmessage = (event) => onChatFrame(event.data);
+    ws.onclose = (event) => {
+      chatWs = null;
+      // A short network drop must not end the conversation: come back while a chat is open.
+      if (chatState && chatState.state !== 'closed' && event.code < 4000) setTimeout(connectChat, 2000);
+    };
+  }
+
+  function chatSend(frame) {
+    if (chatWs && chatWs.readyState === WebSocket.OPEN) chatWs.send(JSON.stringify(frame));
+    else return false;
+    return true;
+  }
+
+  function onChatFrame(data) {
+    let frame;
+    try { frame = JSON.parse(data); } catch (e) { return; }
+    if (!frame) return;
+    switch (frame.type) {
+      case 'hello':
+        if (frame.visitor_token) storeToken(String(frame.visitor_token));
+        if (wantChat) startChat();
+        else restoreTimer = setTimeout(() => { if (!chatState) { remember(false); chatWs && chatWs.close(); } }, 3000);
+        break;
+      case 'chat.history':
+        clearTimeout(restoreTimer);
+        chatLog.replaceChildren();
+        shown.clear();
+        for (const message of frame.messages || []) showMessage(message);
+        showChat();
+        setChat(frame.chat);
+        markRead();
+        break;
+      case 'chat.state':
+        setChat(frame.chat);
+        break;
+      case 'chat.ack': {
+        const item = shown.get(`c${frame.client_id}`);
+        if (item) item.remove();
+        showMessage(frame.message);
+        break;
+      }
+      case 'chat.message':
+        showMessage(frame.message);
+        if (frame.message && frame.message.sender !== 'visitor') typing(false);
+        markRead();
+        break;
+      case 'chat.status':
+        for (const id of frame.ids || []) setTick(shown.get(id), frame.status);
+        break;
+      case 'chat.typing':
+        typing(Boolean(frame.active));
+        break;
+      case 'chat.call_offered':
+        offerCall(frame.operator && frame.operator.name);
+        break;
+      case 'chat.transcript':
+        mailForm.querySelector('input').placeholder = frame.status === 'failed'
+          ? 'The transcript could not be sent' : frame.status === 'sent' ? 'Transcript sent' : 'Sending…';
+        break;
+      case 'message.left':
+        offlineForm.hidden = true;
+        show('ended', TEXT.left);
+        break;
+      case 'error':
+        if (frame.code === 'nobody_online') {
+          showOffline(TEXT.nobody);
+        } else if (frame.client_id) {
+          const item = shown.get(`c${frame.client_id}`);
+          if (item) item.classList.add('failed');
+          statusLine.textContent = String(frame.message || frame.code);
+        } else {
+          statusLine.textContent = String(frame.message || frame.code);
+        }
+        emit('error', { code: frame.code, message: frame.message });
+        break;
+      default:
+    }
+  }
+
+  function setChat(info) {
+    if (!info) return;
+    chatState = info;
+    remember(info.state !== 'closed');
+    const name = info.operator && info.operator.name;
+    // The call's own status wins while a call is on.
+    if (!call) {
+      statusText = info.state === 'closed' ? 'Chat ended.'
+        : name ? `Chatting with ${name}`
+          : `Waiting for an operator — you are number ${info.position || 1} in the queue.`;
+    }
+    sayForm.hidden = info.state === 'closed';
+    if (info.state === 'closed') chatState = null;
+    render();
+  }
+
+  function showMessage(message) {
+    if (!message || shown.has(message.id)) return;
+    const item = document.createElement('li');
+    item.className = String(message.sender);
+    if (message.sender === 'operator' && message.operator) {
+      const who = document.createElement('small');
+      who.textContent = String(message.operator.name);
+      item.append(who);
+    }
+    item.append(document.createTextNode(String(message.text)));
+    shown.set(message.id, item);
+    if (message.sender === 'visitor') setTick(item, message.status);
+    chatLog.append(item);
+    chatLog.scrollTop = chatLog.scrollHeight;
+  }
+
+  function setTick(item, status) {
+    if (!item || item.className.indexOf('visitor') < 0) return;
+    let tick = item.querySelector('.tick');
+    if (!tick) {
+      tick = document.createElement('small');
+      tick.className = 'tick';
+      item.append(tick);
+    }
+    if (tick.dataset.status === 'read') return;
+    tick.dataset.status = status;
+    tick.textContent = status === 'read' ? '✓✓ read' : status === 'delivered' ? '✓ delivered' : 'sent';
+  }
+
+  function typing(on) {
+    clearTimeout(typing.timer);
+    const name = chatState && chatState.operator && chatState.operator.name;
+    typingLine.textContent = `${name || 'The operator'} is typing…`;
+    typingLine.hidden = !on;
+    if (on) typing.timer = setTimeout(() => { typingLine.hidden = true; }, 6000);
+  }
+
+  function markRead() {
+    if (panel.hidden || document.visibilityState === 'hidden') return;
+    const ids = Array.from(shown.keys()).filter((id) => typeof id === 'number');
+    if (ids.length) chatSend({ type: 'chat.read', up_to: Math.max(...ids) });
+  }
+
+  function offerCall(name) {
+    const item = document.createElement('li');
+    item.className = 'system';
+    const accept = document.createElement('button');
+    accept.type = 'button';
+    accept.className = 'call';
+    accept.dataset.testid = 'cb-accept-call';
+    accept.textContent = `Call ${name || 'us'} now`;
+    accept.addEventListener('click', () => { accept.disabled = true; startCall(chatState && chatState.id); });
+    item.append(accept);
+    chatLog.append(item);
+    chatLog.scrollTop = chatLog.scrollHeight;
+  }
+
+  // The operator sees what is being typed before it is sent, at most every 300 ms.
+  function sendTyping() {
+    clearTimeout(typingTimer);
+    const wait = 300 - (Date.now() - lastTyping);
+    if (wait > 0) { typingTimer = setTimeout(sendTyping, wait); return; }
+    lastTyping = Date.now();
+    if (chatState) chatSend({ type: 'chat.typing', text: chatInput.value });
+  }
+
+  chatInput.addEventListener('input', sendTyping);
+  chatInput.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey) { event.preventDefault(); sayForm.requestSubmit(); }
+  });
+  sayForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = chatInput.value.trim();
+    if (!text) return;
+    const id = String(++clientIds);
+    if (!chatSend({ type: 'chat.send', text, client_id: id })) {
+      statusLine.textContent = TEXT.unreachable;
+      return;
+    }
+    clearTimeout(typingTimer);
+    chatInput.value = '';
+    const item = document.createElement('li');
+    item.className = 'visitor';
+    item.textContent = text;
+    item.style.opacity = '.6';
+    shown.set(`c${id}`, item);
+    chatLog.append(item);
+    chatLog.scrollTop = chatLog.scrollHeight;
+  });
+  mailForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const email = mailForm.elements.email.value.trim();
+    if (email && chatSend({ type: 'chat.transcript', email })) mailForm.elements.email.value = '';
+  });
+
+  function showOffline(reason) {
+    open();
+    chatBox.hidden = true;
+    offlineForm.hidden = false;
+    show('ended', reason);
+    offlineForm.elements.message.focus();
+  }
+
+  offlineForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const f = offlineForm.elements;
+    const contact = f.email.value.trim();
+    const frame = { type: 'message.leave', message: f.message.value, context: callContext() };
+    if (f.name.value.trim()) frame.name = f.name.value.trim();
+    frame[contact.includes('@') ? 'email' : 'phone'] = contact;
+    if (fallback && fallback.call_id) frame.call_id = fallback.call_id;
+    wantChat = false;
+    const go = () => chatSend(frame);
+    if (!go()) {
+      connectChat();
+      chatWs.addEventListener('open', () => setTimeout(go, 50), { once: true });
+    }
+  });
 
   launcher.addEventListener('click', () => (panel.hidden ? open() : close()));
   $('.close').addEventListener('click', close);
@@ -355,21 +655,27 @@
     emit('error', { code, message });
   }
 
-  async function startCall() {
+  async function startCall(chatId) {
     if (call) return;
     open();
+    offlineForm.hidden = true;
     if (!window.RTCPeerConnection || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      fail('no_webrtc', TEXT.noWebrtc);
+      fallback = { fallback: 'no_webrtc' };
+      fail('no_webrtc', TEXT.noWebrtc + TEXT.chatInstead);
       return;
     }
-    const current = call = { done: false };
+    const current = call = { done: false, chatId };
     show('connecting', TEXT.connecting);
-    await configReady;
-    if (configProblem === 'unreachable') await (configReady = loadConfig()); // it may be back
+    await (configReady = loadConfig()); // fresh: who is online now
     if (call !== current) return;
     if (configProblem) {
       call = null;
       fail(configProblem, TEXT[configProblem]);
+      return;
+    }
+    if (config.operators_online === 0 && !chatId) {
+      call = null;
+      showOffline(TEXT.nobody);
       return;
     }
     emit('call.started', {});
@@ -437,7 +743,8 @@
     }
     ws.onopen = () => {
       current.opened = true;
-      send(current, { type: 'call.offer', sdp: current.pc.localDescription.sdp, context: callContext() });
+      send(current, { type: 'call.offer', sdp: current.pc.localDescription.sdp, context: callContext(),
+        chat_id: current.chatId || null });
       current.ping = setInterval(() => send(current, { type: 'ping' }), 25000);
     };
     ws.onmessage = (event) => onFrame(current, event.data);
@@ -486,7 +793,12 @@
         break;
       }
       case 'call.ended':
-        endCall(current, frame.reason, ENDED[frame.reason] || ENDED.failed);
+        if (frame.why === 'nobody_online') {
+          endCall(current, frame.reason, TEXT.nobody);
+          showOffline(TEXT.nobody);
+        } else {
+          endCall(current, frame.reason, (TEXT[frame.why] || ENDED[frame.reason] || ENDED.failed), null, frame.why);
+        }
         break;
       case 'error': {
         const message = String(frame.message || 'Something went wrong.');
@@ -508,9 +820,20 @@
   }
 
   // Releases everything the call holds, once, whichever way it ended.
-  function endCall(current, reason, text, errorCode) {
+  const FALLBACKS = {
+    microphone_blocked: 'microphone_denied', microphone_failed: 'microphone_failed', ice_failed: 'ice_failed',
+    webrtc_failed: 'ice_failed', bad_answer: 'ice_failed', missed: 'no_answer', declined: 'declined', failed: 'failed',
+  };
+
+  function endCall(current, reason, text, errorCode, why) {
     if (current.done) return;
     current.done = true;
+    const fellBack = why || FALLBACKS[errorCode] || FALLBACKS[reason];
+    if (fellBack && !current.connected) {
+      fallback = { fallback: fellBack };
+      if (current.callId) fallback.call_id = current.callId;
+      if (!chatState) text += TEXT.chatInstead;
+    }
     if (call === current) call = null;
     clearInterval(current.timer);
     clearInterval(current.ping);
@@ -556,6 +879,9 @@
   let configReady = loadConfig();
   if (document.body) mount();
   else document.addEventListener('DOMContentLoaded', mount);
+  // A chat open on another page of the shop continues here: the server sends its history.
+  try { if (localStorage.getItem(CHAT_KEY)) connectChat(); } catch (e) { /* storage blocked */ }
+  document.addEventListener('visibilitychange', markRead);
 
   const api = {
     open,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import events
 from callserver.calls.states import CallState, EndReason
@@ -35,6 +36,24 @@ class VisitorContext:
     extra: dict[str, Any] = field(default_factory=dict)  # utm, search, cart value, product …
 
 
+async def visitor_row(session: AsyncSession, site_id: int, visitor: VisitorContext) -> Visitor:
+    """The site's row for this visitor token (created on first contact), updated with what we learnt."""
+    at = now()
+    row = await session.scalar(
+        select(Visitor).where(Visitor.site_id == site_id, Visitor.token == visitor.token)
+    )
+    if row is None:
+        row = Visitor(site_id=site_id, token=visitor.token, created_at=at, last_seen_at=at)
+        session.add(row)
+    row.last_seen_at = at
+    for name in ("name", "email", "phone", "country", "device"):
+        value = getattr(visitor, name)
+        if value:
+            setattr(row, name, value)
+    await session.flush()
+    return row
+
+
 class CallRecords:
     """Reads and writes call records; every method is one transaction."""
 
@@ -46,18 +65,7 @@ class CallRecords:
         call_id = uuid.uuid4().hex
         at = now()
         async with self._db.session() as session:
-            row = await session.scalar(
-                select(Visitor).where(Visitor.site_id == site_id, Visitor.token == visitor.token)
-            )
-            if row is None:
-                row = Visitor(site_id=site_id, token=visitor.token, created_at=at, last_seen_at=at)
-                session.add(row)
-            row.last_seen_at = at
-            for name in ("name", "email", "phone", "country", "device"):
-                value = getattr(visitor, name)
-                if value:
-                    setattr(row, name, value)
-            await session.flush()
+            row = await visitor_row(session, site_id, visitor)
             session.add(
                 Call(
                     id=call_id,
@@ -89,6 +97,20 @@ class CallRecords:
                 .values(state=CallState.ANSWERED, operator_id=operator_id, answered_at=at)
             )
             session.add(CallEvent(call_id=call_id, at=at, name=events.CALL_ANSWERED, operator_id=operator_id))
+
+    async def transferred(self, call_id: str, from_operator_id: int, to_operator_id: int) -> None:
+        """The call now belongs to `to_operator_id` (the first operator's leg was replaced)."""
+        async with self._db.session() as session:
+            await session.execute(update(Call).where(Call.id == call_id).values(operator_id=to_operator_id))
+            session.add(
+                CallEvent(
+                    call_id=call_id,
+                    at=now(),
+                    name=events.CALL_TRANSFERRED,
+                    operator_id=to_operator_id,
+                    detail={"from_operator": from_operator_id},
+                )
+            )
 
     async def ended(
         self, call_id: str, reason: EndReason, quality: dict[str, Any] | None = None, **detail: Any

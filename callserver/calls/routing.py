@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from callserver.accounts import Account
 from callserver.calls.states import Presence, RingStrategy
@@ -20,6 +20,10 @@ class OperatorChannel(Protocol):
     async def connected(self, call_id: str) -> None: ...
     async def ended(self, call_id: str, reason: str) -> None: ...
     async def presence(self, status: Presence) -> None: ...
+    async def transferred(self, call_id: str, to_name: str) -> None: ...
+    async def transfer_failed(self, call_id: str, reason: str) -> None: ...
+    async def chat_event(self, type: str, payload: dict[str, Any]) -> None:
+        """A chat frame (`chat.message`, `chat.assigned`, …) for this softphone."""
 
 
 @dataclass(eq=False)
@@ -31,10 +35,16 @@ class Seat:
     channels: list[OperatorChannel] = field(default_factory=list)
     idle_since: float = 0.0
     call_id: str | None = None
+    chats: set[str] = field(default_factory=set)  # ids of the chats this operator handles
 
     @property
     def free(self) -> bool:
         return self.presence is Presence.ONLINE and bool(self.channels) and self.call_id is None
+
+    @property
+    def reachable(self) -> bool:
+        """Online with a softphone open: can take chats, in a call or not."""
+        return self.presence is Presence.ONLINE and bool(self.channels)
 
 
 class Router:
@@ -60,3 +70,14 @@ class Router:
             self._last_rung[site_id] = chosen.account.id
             return [chosen]
         return [min(free, key=lambda s: (s.idle_since, s.account.id))]
+
+    def least_loaded(self, site_id: int, seats: Iterable[Seat], max_chats: int) -> Seat | None:
+        """The operator to give a new chat: fewest chats, not in a call, idle longest; None at the limit."""
+        open_seats = [
+            s for s in seats if s.reachable and s.account.works_for(site_id) and len(s.chats) < max_chats
+        ]
+        return min(
+            open_seats,
+            key=lambda s: (len(s.chats), s.call_id is not None, s.idle_since, s.account.id),
+            default=None,
+        )

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from callserver.calls.routing import OperatorChannel, Router, Seat
 from callserver.calls.states import CallState, EndReason, Presence, RingStrategy
 from callserver.errors import (
     BadOffer,
+    CallInProgress,
     CallNotRinging,
     NotOnline,
     NotYourCall,
@@ -39,7 +40,8 @@ class ShopperChannel(Protocol):
 
     async def ringing(self, call_id: str) -> None: ...
     async def connected(self, call_id: str, operator_name: str) -> None: ...
-    async def ended(self, call_id: str, reason: EndReason) -> None: ...
+    async def ended(self, call_id: str, reason: EndReason, why: str | None = None) -> None:
+        """`why` says what the shopper should hear about a missed call: `no_answer`, `all_busy`, …"""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class LiveCall:
     ring_over: asyncio.Event = field(default_factory=asyncio.Event)
     ring_task: asyncio.Task[None] | None = None
     held: bool = False
+    prefer: int | None = None  # the operator to ring first (the one the shopper was chatting with)
+    transfer_to: Seat | None = None  # the operator being rung to take over the answered call
+    transfer_timer: asyncio.TimerHandle | None = None
+
+
+SeatListener = Callable[[Seat], Awaitable[None]]
 
 
 class Switchboard:
@@ -87,6 +95,7 @@ class Switchboard:
         self._calls: dict[str, LiveCall] = {}
         self._offline_timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._seat_listeners: list[SeatListener] = []
         self._closed = False
 
     # Operators ---------------------------------------------------------------------------------
@@ -96,6 +105,24 @@ class Switchboard:
         if seat is None:
             seat = self._seats[account.id] = Seat(account=account, idle_since=self._clock())
         return seat
+
+    def seat_of(self, operator_id: int) -> Seat | None:
+        return self._seats.get(operator_id)
+
+    def seats(self) -> list[Seat]:
+        return list(self._seats.values())
+
+    def on_seat_change(self, listener: SeatListener) -> Callable[[], None]:
+        """Call `listener` after an operator's presence changes; returns the function that unregisters it."""
+        self._seat_listeners.append(listener)
+        return lambda: self._seat_listeners.remove(listener) if listener in self._seat_listeners else None
+
+    async def _seat_changed(self, seat: Seat) -> None:
+        for listener in list(self._seat_listeners):
+            try:
+                await listener(seat)
+            except Exception:
+                log.exception("a listener failed on the presence change of %s", seat.account.email)
 
     def operator_joined(self, account: Account, channel: OperatorChannel) -> Callable[[], None]:
         """Register an open softphone; returns the function that unregisters it."""
@@ -124,6 +151,7 @@ class Switchboard:
         if seat and not seat.channels:
             seat.presence = Presence.OFFLINE
             log.info("operator %s is offline: softphone gone", seat.account.email)
+            self._spawn(self._seat_changed(seat))
 
     async def set_presence(self, operator_id: int, status: Presence) -> None:
         seat = self._seats[operator_id]
@@ -134,6 +162,7 @@ class Switchboard:
             self._stop_ringing(seat)
         for channel in list(seat.channels):
             await channel.presence(status)
+        await self._seat_changed(seat)
 
     def presence_of(self, operator_id: int) -> Presence:
         seat = self._seats.get(operator_id)
@@ -148,7 +177,14 @@ class Switchboard:
 
     def ringing_for(self, operator_id: int) -> list[dict[str, Any]]:
         """The calls ringing this operator right now (for a softphone that just connected)."""
-        return [c.view for c in self._calls.values() if any(s.account.id == operator_id for s in c.ringing)]
+        ringing = [
+            c.view for c in self._calls.values() if any(s.account.id == operator_id for s in c.ringing)
+        ]
+        return ringing + [
+            self._transfer_view(c)
+            for c in self._calls.values()
+            if c.transfer_to is not None and c.transfer_to.account.id == operator_id
+        ]
 
     def active_call_of(self, operator_id: int) -> str | None:
         seat = self._seats.get(operator_id)
@@ -157,6 +193,8 @@ class Switchboard:
     def _stop_ringing(self, seat: Seat) -> None:
         """Take an operator who went away or offline out of every call ringing them."""
         for call in self._calls.values():
+            if call.transfer_to is seat:
+                self._spawn(self._transfer_over(call, "unavailable"))
             if seat in call.ringing:
                 call.ringing.discard(seat)
                 if not call.ringing:
@@ -165,9 +203,17 @@ class Switchboard:
     # Shopper side ------------------------------------------------------------------------------
 
     async def start_call(
-        self, site: SiteRouting, visitor: VisitorContext, offer_sdp: str, shopper: ShopperChannel
+        self,
+        site: SiteRouting,
+        visitor: VisitorContext,
+        offer_sdp: str,
+        shopper: ShopperChannel,
+        prefer_operator: int | None = None,
     ) -> tuple[str, str]:
-        """Record the call as ringing, then answer the shopper's offer; returns (call id, answer SDP)."""
+        """Record the call as ringing, then answer the shopper's offer; returns (call id, answer SDP).
+
+        `prefer_operator` rings first (a chat's operator who offered the call), then the site's routing.
+        """
         self._media.check_offer(offer_sdp)
         call_id = await self._records.open(site.id, visitor)
         media = self._media.open_call(call_id, lambda leg: self._leg_failed(call_id, leg))
@@ -176,6 +222,7 @@ class Switchboard:
             site=site,
             shopper=shopper,
             media=media,
+            prefer=prefer_operator,
             view={
                 "id": call_id,
                 "site": site.name,
@@ -229,6 +276,8 @@ class Switchboard:
         seat = self._seats.get(operator_id)
         if seat is None or seat.presence is not Presence.ONLINE:
             raise NotOnline("Set yourself online to answer calls.")
+        if call.transfer_to is seat:
+            return await self._take_over(call, seat, offer_sdp)
         if call.state is not CallState.RINGING or call.operator is not None:
             raise CallNotRinging(f'Cannot answer call {call_id} in state "{call.state}".')
         if seat.call_id is not None:
@@ -264,6 +313,9 @@ class Switchboard:
     async def decline(self, operator_id: int, call_id: str) -> None:
         call = self._call_for(call_id)
         seat = self._seats.get(operator_id)
+        if seat is not None and call.transfer_to is seat:
+            await self._transfer_over(call, "declined")
+            return
         if seat is None or seat not in call.ringing:
             raise NotYourCall("This call is not ringing for you.")
         call.ringing.discard(seat)
@@ -290,6 +342,77 @@ class Switchboard:
         call.media.hold(on)
         await self._records.event(call.id, events.CALL_HELD if on else events.CALL_RESUMED, operator_id)
 
+    # Transfer ----------------------------------------------------------------------------------
+
+    def _transfer_view(self, call: LiveCall) -> dict[str, Any]:
+        operator = call.operator
+        return {
+            **call.view,
+            "transfer_from": {"id": operator.account.id, "name": operator.account.display_name}
+            if operator
+            else None,
+        }
+
+    async def transfer(self, operator_id: int, call_id: str, to_operator_id: int) -> None:
+        """Ring another operator for an answered call; on their answer their leg replaces this one."""
+        call = self._own_call(operator_id, call_id)
+        if call.state is not CallState.ANSWERED:
+            raise CallNotRinging(f'Cannot transfer call {call_id} in state "{call.state}".')
+        if call.transfer_to is not None:
+            raise CallInProgress("A transfer of this call is already ringing.")
+        target = self._seats.get(to_operator_id)
+        if target is None or to_operator_id == operator_id or not target.account.works_for(call.site.id):
+            raise NotYourCall("That operator cannot take calls of this site.")
+        if not target.free:
+            raise OperatorBusy(f"{target.account.display_name} is not free to take the call.")
+        call.transfer_to = target
+        loop = asyncio.get_running_loop()
+        call.transfer_timer = loop.call_later(
+            call.site.ring_timeout, lambda: self._spawn(self._transfer_over(call, "timeout"))
+        )
+        await self._records.event(
+            call.id, events.CALL_TRANSFER_RANG, to_operator_id, from_operator=operator_id
+        )
+        for channel in list(target.channels):
+            await channel.incoming(self._transfer_view(call))
+
+    async def _transfer_over(self, call: LiveCall, reason: str) -> None:
+        """A transfer that rang and was not taken: the first operator keeps the call."""
+        target = call.transfer_to
+        if target is None:
+            return
+        call.transfer_to = None
+        if call.transfer_timer is not None:
+            call.transfer_timer.cancel()
+        await self._tell(target, "withdrawn", call.id, reason)
+        if call.operator is not None and call.state is CallState.ANSWERED:
+            await self._tell(call.operator, "transfer_failed", call.id, reason)
+
+    async def _take_over(self, call: LiveCall, seat: Seat, offer_sdp: str) -> str:
+        if seat.call_id is not None:
+            raise OperatorBusy("Hang up your current call before taking another.")
+        self._media.check_offer(offer_sdp)
+        first = call.operator
+        call.transfer_to = None
+        if call.transfer_timer is not None:
+            call.transfer_timer.cancel()
+        try:
+            answer = await call.media.replace_operator(offer_sdp)
+        except Exception as e:
+            if first is not None:
+                await self._tell(first, "transfer_failed", call.id, "failed")
+            raise BadOffer(f"Your offer could not be answered: {e}") from e
+        call.operator = seat
+        call.held = False
+        seat.call_id = call.id
+        if first is not None:
+            first.call_id = None
+            first.idle_since = self._clock()
+            await self._records.transferred(call.id, first.account.id, seat.account.id)
+            await self._tell(first, "transferred", call.id, seat.account.display_name)
+        await call.shopper.connected(call.id, seat.account.display_name)
+        return answer
+
     # Ringing and ending ------------------------------------------------------------------------
 
     async def _ring(self, call: LiveCall) -> None:
@@ -297,9 +420,16 @@ class Switchboard:
         await call.shopper.ringing(call.id)
         while call.state is CallState.RINGING and call.operator is None:
             batch = self._router.next_to_ring(call.site.id, call.site.strategy, self._seats.values(), tried)
+            preferred = self._seats.get(call.prefer) if call.prefer is not None and not tried else None
+            if preferred is not None and preferred.free and preferred.account.works_for(call.site.id):
+                batch = [preferred]
             if not batch:
                 everyone_declined = bool(tried) and tried <= call.declined
-                await self._end(call, EndReason.DECLINED if everyone_declined else EndReason.MISSED)
+                if everyone_declined:
+                    await self._end(call, EndReason.DECLINED, why="declined")
+                else:
+                    nobody = "all_busy" if self.operators_online(call.site.id) else "nobody_online"
+                    await self._end(call, EndReason.MISSED, why="no_answer" if tried else nobody)
                 return
             call.ring_over.clear()
             call.ringing = set(batch)
@@ -332,6 +462,7 @@ class Switchboard:
         current = asyncio.current_task()
         if call.ring_task is not None and call.ring_task is not current:
             call.ring_task.cancel()
+        await self._transfer_over(call, str(reason))
         still_ringing = list(call.ringing)
         call.ringing.clear()
         quality: dict[str, Any] | None = None
@@ -353,7 +484,7 @@ class Switchboard:
                 operator.idle_since = self._clock()
                 await self._tell(operator, "ended", call.id, reason)
             with contextlib.suppress(Exception):
-                await call.shopper.ended(call.id, reason)
+                await call.shopper.ended(call.id, reason, detail.get("why"))
         log.info("call %s ended: %s %s", call.id, reason, detail or "")
 
     async def _tell(self, seat: Seat, what: str, call_id: str, *args: Any) -> None:

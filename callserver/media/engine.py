@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 LegFailed = Callable[[str], None]
@@ -17,6 +18,9 @@ class CallMedia(Protocol):
 
     async def answer_operator(self, offer_sdp: str) -> str:
         """Terminate the operator's leg."""
+
+    async def replace_operator(self, offer_sdp: str) -> str:
+        """Terminate a new operator leg and bridge it in place of the current one, which is closed."""
 
     def connect(self) -> None:
         """Bridge the legs: each hears the other from now on."""
@@ -35,6 +39,19 @@ class MediaEngine(Protocol):
     def check_offer(self, sdp: str) -> None:
         """Raise BadOffer unless `sdp` is an offer with audio this engine can answer."""
 
-    def open_call(self, call_id: str, on_leg_failed: LegFailed) -> CallMedia: ...
+    def open_call(
+        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+    ) -> CallMedia:
+        """The media of a new call; with `recording_dir`, the call is recorded there once bridged."""
 
     async def close(self) -> None: ...
+
+
+class RecordingStore(Protocol):
+    """Where recordings go and who is told when one is ready (the engine asks when a call is answered)."""
+
+    async def directory_for(self, call_id: str) -> Path | None:
+        """The directory for this call's recording, or None when its site does not record calls."""
+
+    async def saved(self, call_id: str, playback: Path) -> None:
+        """The call's playback file (both voices, mixed) is ready at `playback`."""

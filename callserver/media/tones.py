@@ -40,3 +40,26 @@ class TonePattern:
     def frame(self, index: int) -> bytes:
         """The PCM of frame `index` of the endless loop."""
         return self.frames[index % len(self.frames)]
+
+
+def opus_packets(pcm_frames: Sequence[bytes], channels: int = CHANNELS, bitrate: int = 32_000) -> list[bytes]:
+    """Encode 20 ms frames of s16 PCM into as many Opus packets, once (the forwarder sends them as-is).
+
+    The encoder is flushed so that the list has one packet per frame and loops without a gap.
+    """
+    import av
+
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = SAMPLE_RATE
+    encoder.layout = "stereo" if channels == 2 else "mono"
+    encoder.format = "s16"
+    encoder.bit_rate = bitrate
+    packets: list[bytes] = []
+    for index, pcm in enumerate(pcm_frames):
+        frame = av.AudioFrame(format="s16", layout=encoder.layout.name, samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = index * FRAME_SAMPLES
+        packets.extend(bytes(p) for p in encoder.encode(frame))
+    packets.extend(bytes(p) for p in encoder.encode(None))
+    return packets[: len(pcm_frames)]

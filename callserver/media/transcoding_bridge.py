@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -89,25 +90,29 @@ class Leg:
         )
         self.outgoing = OutgoingAudio(idle)
         self.pump: asyncio.Task[None] | None = None
+        self.peer: Leg | None = None  # the leg that hears this one; replaced when a call is transferred
 
     async def answer(self, offer_sdp: str, other: Leg) -> str:
+        self.peer = other
+
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and self.pump is None:
-                self.pump = asyncio.ensure_future(self._forward(track, other))
+                self.pump = asyncio.ensure_future(self._forward(track))
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         self.pc.addTrack(self.outgoing)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
 
-    async def _forward(self, track: MediaStreamTrack, other: Leg) -> None:
+    async def _forward(self, track: MediaStreamTrack) -> None:
         # Always drain the received track, bridged or not: aiortc queues every decoded frame.
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, AudioFrame)
-                other.outgoing.push(frame)
+                if self.peer is not None:
+                    self.peer.outgoing.push(frame)
 
     async def quality(self) -> dict[str, Any]:
         figures: dict[str, Any] = {}
@@ -154,6 +159,7 @@ class TranscodingCall:
     ) -> None:
         self.call_id = call_id
         self._tones = tones
+        self._ice_servers = ice_servers
         self.shopper = Leg("shopper", ice_servers, tones["ringback"])
         self.operator = Leg("operator", ice_servers, None)
         self._on_failed = on_failed
@@ -165,7 +171,8 @@ class TranscodingCall:
     def _watch(self, leg: Leg) -> None:
         @leg.pc.on("connectionstatechange")
         def on_state() -> None:
-            if leg.pc.connectionState == "failed" and not self._closed:
+            current = leg is self.shopper or leg is self.operator  # not a leg replaced by a transfer
+            if leg.pc.connectionState == "failed" and current and not self._closed:
                 log.info("call %s: %s leg failed", self.call_id, leg.name)
                 self._on_failed(leg.name)
 
@@ -174,6 +181,20 @@ class TranscodingCall:
 
     async def answer_operator(self, offer_sdp: str) -> str:
         return await self.operator.answer(offer_sdp, self.shopper)
+
+    async def replace_operator(self, offer_sdp: str) -> str:
+        new = Leg("operator", self._ice_servers, None)
+        try:
+            answer = await new.answer(offer_sdp, self.shopper)
+        except Exception:
+            await new.close()
+            raise
+        old, self.operator = self.operator, new
+        self._watch(new)
+        self.shopper.peer = new
+        self.connect()
+        await old.close()
+        return answer
 
     def connect(self) -> None:
         self.shopper.outgoing.play(None, bridged=True)
@@ -210,7 +231,11 @@ class TranscodingEngine:
     def check_offer(self, sdp: str) -> None:
         check_audio_offer(sdp)
 
-    def open_call(self, call_id: str, on_leg_failed: LegFailed) -> TranscodingCall:
+    def open_call(
+        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+    ) -> TranscodingCall:
+        if recording_dir is not None:
+            log.warning("call %s: the transcoding engine does not record; use the forwarding one", call_id)
         call = TranscodingCall(
             call_id, self._ice_servers, self._tones, on_leg_failed, lambda: self._forget(call_id)
         )

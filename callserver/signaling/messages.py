@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 MAX_SDP = 20_000
 MAX_TEXT = 2_000
+# Chat text is checked against its real limit (4,000 characters) in the domain, which answers
+# `message_too_long`; this bound only keeps absurd frames out.
+MAX_CHAT_FRAME_TEXT = 32_000
+EMAIL = r"^[^@\s]{1,200}@[^@\s]{1,200}$"
 
 
 class Incoming(BaseModel):
@@ -58,13 +62,80 @@ class CallOffer(Incoming):
     type: Literal["call.offer"]
     sdp: str = Field(max_length=MAX_SDP)
     context: CallContext = CallContext()
+    chat_id: str | None = Field(None, max_length=64)  # the chat whose operator offered this call
 
 
 class ShopperHangup(Incoming):
     type: Literal["call.hangup"]
 
 
-WidgetMessage = Annotated[CallOffer | ShopperHangup | Ping, Field(discriminator="type")]
+Fallback = Literal[
+    "microphone_denied",
+    "microphone_failed",
+    "no_webrtc",
+    "ice_failed",
+    "no_answer",
+    "all_busy",
+    "declined",
+    "failed",
+]
+
+
+class ChatStart(Incoming):
+    type: Literal["chat.start"]
+    context: CallContext = CallContext()
+    fallback: Fallback | None = None  # why the shopper is chatting instead of talking
+    call_id: str | None = Field(None, max_length=64)  # the call this chat continues
+
+
+class VisitorChatSend(Incoming):
+    type: Literal["chat.send"]
+    text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
+    client_id: str | None = Field(None, max_length=64)
+
+
+class VisitorTyping(Incoming):
+    type: Literal["chat.typing"]
+    text: str = Field("", max_length=MAX_CHAT_FRAME_TEXT)
+
+
+class VisitorRead(Incoming):
+    type: Literal["chat.read"]
+    up_to: int = Field(ge=0)
+
+
+class VisitorChatClose(Incoming):
+    type: Literal["chat.close"]
+
+
+class TranscriptRequest(Incoming):
+    type: Literal["chat.transcript"]
+    email: str = Field(max_length=320, pattern=EMAIL)
+
+
+class LeaveMessage(Incoming):
+    type: Literal["message.leave"]
+    name: str | None = Field(None, max_length=200)
+    email: str | None = Field(None, max_length=320, pattern=EMAIL)
+    phone: str | None = Field(None, max_length=50, pattern=r"^[0-9+()./\- ]{3,50}$")
+    message: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
+    call_id: str | None = Field(None, max_length=64)
+    context: CallContext = CallContext()
+
+
+WidgetMessage = Annotated[
+    CallOffer
+    | ShopperHangup
+    | ChatStart
+    | VisitorChatSend
+    | VisitorTyping
+    | VisitorRead
+    | VisitorChatClose
+    | TranscriptRequest
+    | LeaveMessage
+    | Ping,
+    Field(discriminator="type"),
+]
 
 
 class PresenceSet(Incoming):
@@ -94,8 +165,88 @@ class CallHold(Incoming):
     on: bool
 
 
+class CallTransfer(Incoming):
+    type: Literal["call.transfer"]
+    call_id: str = Field(max_length=64)
+    operator_id: int
+
+
+class OperatorChatSend(Incoming):
+    type: Literal["chat.send"]
+    chat_id: str = Field(max_length=64)
+    text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
+    client_id: str | None = Field(None, max_length=64)
+
+
+class OperatorTyping(Incoming):
+    type: Literal["chat.typing"]
+    chat_id: str = Field(max_length=64)
+    active: bool = True
+
+
+class OperatorRead(Incoming):
+    type: Literal["chat.read"]
+    chat_id: str = Field(max_length=64)
+    up_to: int = Field(ge=0)
+
+
+class ChatPick(Incoming):
+    type: Literal["chat.pick"]
+    chat_id: str = Field(max_length=64)
+
+
+class ChatTransfer(Incoming):
+    type: Literal["chat.transfer"]
+    chat_id: str = Field(max_length=64)
+    operator_id: int
+
+
+class OperatorChatClose(Incoming):
+    type: Literal["chat.close"]
+    chat_id: str = Field(max_length=64)
+
+
+class ChatOfferCall(Incoming):
+    type: Literal["chat.offer_call"]
+    chat_id: str = Field(max_length=64)
+
+
+class MessageHandled(Incoming):
+    type: Literal["message.handled"]
+    id: str = Field(max_length=64)
+
+
+class CannedAdd(Incoming):
+    type: Literal["canned.add"]
+    site_id: int | None = None
+    title: str = Field("", max_length=100)
+    text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
+
+
+class CannedRemove(Incoming):
+    type: Literal["canned.remove"]
+    id: int
+
+
 OperatorMessage = Annotated[
-    PresenceSet | CallAccept | CallDecline | OperatorHangup | CallHold | Ping, Field(discriminator="type")
+    PresenceSet
+    | CallAccept
+    | CallDecline
+    | OperatorHangup
+    | CallHold
+    | CallTransfer
+    | OperatorChatSend
+    | OperatorTyping
+    | OperatorRead
+    | ChatPick
+    | ChatTransfer
+    | OperatorChatClose
+    | ChatOfferCall
+    | MessageHandled
+    | CannedAdd
+    | CannedRemove
+    | Ping,
+    Field(discriminator="type"),
 ]
 
 _widget_messages: TypeAdapter[WidgetMessage] = TypeAdapter(WidgetMessage)
@@ -137,5 +288,9 @@ def decode_operator(text: str) -> OperatorMessage:
     return result
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def error(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:
+    """An error frame; `client_id` names the chat message it refuses, when there is one."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame

@@ -1,4 +1,4 @@
-"""The softphone's socket (`/ws/operator`): presence, ringing, answering and hanging up."""
+"""The softphone's socket (`/ws/operator`): presence, ringing, answering, hanging up, and chats."""
 
 from __future__ import annotations
 
@@ -11,13 +11,25 @@ from aiohttp import WSMsgType, web
 from callserver.accounts import Account
 from callserver.calls.states import Presence
 from callserver.errors import CallserverError
+from callserver.signaling.chat_service import CHAT_DESK
 from callserver.signaling.messages import (
     BadMessage,
     CallAccept,
     CallDecline,
     CallHold,
+    CallTransfer,
+    CannedAdd,
+    CannedRemove,
+    ChatOfferCall,
+    ChatPick,
+    ChatTransfer,
+    MessageHandled,
+    OperatorChatClose,
+    OperatorChatSend,
     OperatorHangup,
     OperatorMessage,
+    OperatorRead,
+    OperatorTyping,
     Ping,
     PresenceSet,
     decode_operator,
@@ -59,6 +71,15 @@ class OperatorConnection:
     async def presence(self, status: Presence) -> None:
         await self.send({"type": "presence", "status": str(status)})
 
+    async def transferred(self, call_id: str, to_name: str) -> None:
+        await self.send({"type": "call.transferred", "call_id": call_id, "to": {"name": to_name}})
+
+    async def transfer_failed(self, call_id: str, reason: str) -> None:
+        await self.send({"type": "call.transfer_failed", "call_id": call_id, "reason": reason})
+
+    async def chat_event(self, type: str, payload: dict[str, Any]) -> None:
+        await self.send({"type": type, **payload})
+
 
 def _same_origin(request: web.Request) -> bool:
     # Browsers send cookies with cross-site WebSocket handshakes in some setups; refuse other pages.
@@ -79,6 +100,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=CLOSE_LOGIN_REQUIRED, message=b"login_required")
         return ws
 
+    desk = request.app[CHAT_DESK]
     softphone = OperatorConnection(ws)
     leave = switchboard.operator_joined(account, softphone)
     try:
@@ -89,16 +111,20 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
                 "presence": str(switchboard.presence_of(account.id)),
                 "incoming": switchboard.ringing_for(account.id),
                 "active_call": switchboard.active_call_of(account.id),
+                **await desk.operator_state(switchboard.seat(account)),
             }
         )
+        await desk.operator_joined(switchboard.seat(account))
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
+                message: OperatorMessage | None = None
                 try:
-                    await _handle(request, account, softphone, decode_operator(frame.data))
+                    message = decode_operator(frame.data)
+                    await _handle(request, account, softphone, message)
                 except BadMessage as e:
                     await softphone.send(error(e.code, e.message))
                 except CallserverError as e:
-                    await softphone.send(error(e.code, e.message))
+                    await softphone.send(error(e.code, e.message, getattr(message, "client_id", None)))
             elif frame.type is WSMsgType.BINARY:
                 await softphone.send(error("bad_message", "Binary frames are not accepted."))
     finally:
@@ -110,6 +136,8 @@ async def _handle(
     request: web.Request, account: Account, softphone: OperatorConnection, message: OperatorMessage
 ) -> None:
     switchboard = request.app[SWITCHBOARD]
+    desk = request.app[CHAT_DESK]
+    seat = switchboard.seat(account)
     match message:
         case Ping():
             await softphone.send({"type": "pong"})
@@ -125,3 +153,25 @@ async def _handle(
             await switchboard.hangup(account.id, call_id)
         case CallHold(call_id=call_id, on=on):
             await switchboard.hold(account.id, call_id, on)
+        case CallTransfer(call_id=call_id, operator_id=to):
+            await switchboard.transfer(account.id, call_id, to)
+        case OperatorChatSend(chat_id=chat_id, text=text, client_id=client_id):
+            await desk.post_operator(seat, chat_id, text, client_id, softphone)
+        case OperatorTyping(chat_id=chat_id, active=active):
+            await desk.operator_typing(seat, chat_id, active)
+        case OperatorRead(chat_id=chat_id, up_to=up_to):
+            await desk.operator_read(seat, chat_id, up_to)
+        case ChatPick(chat_id=chat_id):
+            await desk.pick(seat, chat_id)
+        case ChatTransfer(chat_id=chat_id, operator_id=to):
+            await desk.transfer(seat, chat_id, to)
+        case OperatorChatClose(chat_id=chat_id):
+            await desk.operator_close(seat, chat_id)
+        case ChatOfferCall(chat_id=chat_id):
+            await desk.offer_call(seat, chat_id)
+        case MessageHandled(id=message_id):
+            await desk.mark_handled(seat, message_id)
+        case CannedAdd(site_id=site_id, title=title, text=text):
+            await desk.add_canned(seat, site_id, title, text)
+        case CannedRemove(id=reply_id):
+            await desk.remove_canned(seat, reply_id)

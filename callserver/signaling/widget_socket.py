@@ -1,4 +1,4 @@
-"""The widget's socket (`/ws/widget`): a shopper's call from offer to hang-up."""
+"""The widget's socket (`/ws/widget`): a shopper's call from offer to hang-up, their chat, left messages."""
 
 from __future__ import annotations
 
@@ -13,14 +13,37 @@ from callserver import sites
 from callserver.calls.records import VisitorContext
 from callserver.calls.states import EndReason, RingStrategy
 from callserver.calls.switchboard import SiteRouting
+from callserver.chats.desk import ChatSite
+from callserver.chats.errors import RateLimited
+from callserver.chats.limits import TokenBucket
 from callserver.errors import CallInProgress, CallserverError, NoCall, OriginNotAllowed, UnknownSite
-from callserver.signaling.messages import BadMessage, CallOffer, Ping, ShopperHangup, decode_widget, error
+from callserver.signaling.chat_service import CHAT_DESK
+from callserver.signaling.messages import (
+    BadMessage,
+    CallContext,
+    CallOffer,
+    ChatStart,
+    LeaveMessage,
+    Ping,
+    ShopperHangup,
+    TranscriptRequest,
+    VisitorChatClose,
+    VisitorChatSend,
+    VisitorRead,
+    VisitorTyping,
+    WidgetMessage,
+    decode_widget,
+    error,
+)
 from callserver.web.keys import DATABASE, SETTINGS, SWITCHBOARD
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSE_NOT_ALLOWED = 4403
 CLOSE_UNKNOWN_SITE = 4404
+# Per socket, every frame: typing previews every 300 ms fit easily, a script hammering the socket does not.
+SOCKET_RATE = 10.0
+SOCKET_BURST = 40.0
 
 
 def device_of(user_agent: str) -> str:
@@ -50,10 +73,32 @@ class ShopperConnection:
     async def connected(self, call_id: str, operator_name: str) -> None:
         await self.send({"type": "call.connected", "call_id": call_id, "operator": {"name": operator_name}})
 
-    async def ended(self, call_id: str, reason: EndReason) -> None:
+    async def ended(self, call_id: str, reason: EndReason, why: str | None = None) -> None:
         if self.call_id == call_id:
             self.call_id = None
-        await self.send({"type": "call.ended", "call_id": call_id, "reason": str(reason)})
+        frame = {"type": "call.ended", "call_id": call_id, "reason": str(reason)}
+        if why:
+            frame["why"] = why
+        await self.send(frame)
+
+    async def chat_event(self, type: str, payload: dict[str, Any]) -> None:
+        await self.send({"type": type, **payload})
+
+
+def visitor_context(request: web.Request, token: str, context: CallContext) -> VisitorContext:
+    """What the page and the request tell about the shopper."""
+    identity = context.visitor
+    return VisitorContext(
+        token=token,
+        page=context.page,
+        title=context.title,
+        referrer=context.referrer,
+        device=device_of(request.headers.get("User-Agent", "")),
+        name=identity.name if identity else None,
+        email=identity.email if identity else None,
+        phone=identity.phone if identity else None,
+        extra=context.model_dump(exclude={"page", "title", "referrer", "visitor"}, exclude_none=True),
+    )
 
 
 async def widget_socket(request: web.Request) -> web.WebSocketResponse:
@@ -81,6 +126,8 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
         strategy=RingStrategy(site.ring_strategy),
         ring_timeout=site.ring_timeout or settings.ring_timeout,
     )
+    desk = request.app[CHAT_DESK]
+    chat_site = ChatSite(id=site.id, name=site.name, notify_email=site.notify_email)
     shopper = ShopperConnection(ws)
     await shopper.send(
         {
@@ -90,27 +137,21 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
             "operators_online": switchboard.operators_online(site.id),
         }
     )
+    bucket = TokenBucket(rate=SOCKET_RATE, burst=SOCKET_BURST)
 
-    async def handle(message: CallOffer | ShopperHangup | Ping) -> None:
+    async def handle(message: WidgetMessage) -> None:
         if isinstance(message, Ping):
             await shopper.send({"type": "pong"})
         elif isinstance(message, CallOffer):
             if shopper.call_id is not None:
                 raise CallInProgress("This page already has a call in progress.")
-            context = message.context
-            identity = context.visitor
-            visitor = VisitorContext(
-                token=token,
-                page=context.page,
-                title=context.title,
-                referrer=context.referrer,
-                device=device_of(request.headers.get("User-Agent", "")),
-                name=identity.name if identity else None,
-                email=identity.email if identity else None,
-                phone=identity.phone if identity else None,
-                extra=context.model_dump(exclude={"page", "title", "referrer", "visitor"}, exclude_none=True),
-            )
-            call_id, answer = await switchboard.start_call(routing, visitor, message.sdp, shopper)
+            desk.limit("call", site.id, token)
+            visitor = visitor_context(request, token, message.context)
+            chat = desk.chat_of_visitor(site.id, token)
+            prefer = None
+            if chat is not None and chat.id == message.chat_id and chat.operator is not None:
+                prefer = chat.operator.account.id
+            call_id, answer = await switchboard.start_call(routing, visitor, message.sdp, shopper, prefer)
             shopper.call_id = call_id
             await shopper.send({"type": "call.answer", "call_id": call_id, "sdp": answer})
             switchboard.ring(call_id)
@@ -118,19 +159,51 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
             if shopper.call_id is None:
                 raise NoCall("There is no call to hang up.")
             await switchboard.shopper_hangup(shopper.call_id)
+        elif isinstance(message, ChatStart):
+            visitor = visitor_context(request, token, message.context)
+            await desk.start(chat_site, visitor, message.fallback, message.call_id)
+        elif isinstance(message, VisitorChatSend):
+            await desk.post_visitor(site.id, token, message.text, message.client_id, shopper)
+        elif isinstance(message, VisitorTyping):
+            await desk.visitor_typing(site.id, token, message.text)
+        elif isinstance(message, VisitorRead):
+            await desk.visitor_read(site.id, token, message.up_to)
+        elif isinstance(message, VisitorChatClose):
+            await desk.visitor_close(site.id, token)
+        elif isinstance(message, TranscriptRequest):
+            await desk.send_transcript(site.id, token, message.email)
+            await shopper.send({"type": "chat.transcript", "status": "sending"})
+        elif isinstance(message, LeaveMessage):
+            visitor = visitor_context(request, token, message.context)
+            left_id = await desk.leave_message(
+                chat_site,
+                visitor,
+                message.name,
+                message.email,
+                message.phone,
+                message.message,
+                message.call_id,
+            )
+            await shopper.send({"type": "message.left", "id": left_id})
 
+    leave_chat = await desk.visitor_joined(chat_site, token, shopper)
     try:
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
+                message: WidgetMessage | None = None
                 try:
-                    await handle(decode_widget(frame.data))
+                    if not bucket.take():
+                        raise RateLimited("Too many messages on this connection: slow down.")
+                    message = decode_widget(frame.data)
+                    await handle(message)
                 except BadMessage as e:
                     await shopper.send(error(e.code, e.message))
                 except CallserverError as e:
-                    await shopper.send(error(e.code, e.message))
+                    await shopper.send(error(e.code, e.message, getattr(message, "client_id", None)))
             elif frame.type is WSMsgType.BINARY:
                 await shopper.send(error("bad_message", "Binary frames are not accepted."))
     finally:
+        leave_chat()
         # The page went away: a ringing call is abandoned, a call in progress is over.
         if shopper.call_id is not None:
             await switchboard.shopper_hangup(shopper.call_id)

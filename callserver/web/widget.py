@@ -41,7 +41,7 @@ async def widget_config(request: web.Request) -> web.Response:
             "site": {"name": site.name, "records_calls": site.records_calls},
             "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ice_servers],
             "operators_online": request.app[SWITCHBOARD].operators_online(site.id),
-            "chat": False,
+            "chat": True,
         },
         headers={**cors, "Cache-Control": "no-store"},
     )

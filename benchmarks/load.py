@@ -1,0 +1,380 @@
+"""The benchmark's load generator: N synthetic calls through the real signaling, each with real Opus.
+
+Run by `benchmarks.bridge` in a process of its own; it reads commands on stdin (one JSON object a
+line: `{"calls": N, "window": seconds}` or `{"stop": true}`) and answers on stdout.
+
+It is built to cost much less per call than the server: aiortc only negotiates ICE and DTLS for its
+peers; an `SrtpTap` sends pre-encoded Opus (440 Hz from shoppers, 1000 Hz from operators) from one
+20 ms ticker for all peers, and what comes back is only counted from the RTP header (sequence
+numbers, arrival gaps) — a few packets per leg are kept and decoded at the end of a window to check
+that each leg hears the other side's tone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import struct
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from callserver.media.srtp_tap import SrtpTap
+
+RATE = 48_000
+FRAME = 960
+TICK = 0.02
+SHOPPER_HZ, OPERATOR_HZ = 440.0, 1000.0
+SAMPLE_PACKETS = 25  # packets per leg kept for the tone check (0.5 s)
+
+
+def tone_packets(hz: float) -> list[bytes]:
+    """One second of a sine tone as 50 Opus packets (whole cycles: it loops without a click)."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format, encoder.bit_rate = RATE, "mono", "s16", 32_000
+    samples = (8000 * np.sin(2 * np.pi * hz * np.arange(RATE * 2) / RATE)).astype(np.int16)
+    packets: list[bytes] = []
+    for i in range(0, len(samples), FRAME):
+        frame = av.AudioFrame.from_ndarray(samples[None, i : i + FRAME], format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, i
+        packets.extend(bytes(p) for p in encoder.encode(frame))
+    return packets[50:100]  # the second second: past the encoder's start-up
+
+
+def dominant_hz(payloads: list[bytes]) -> float | None:
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.sample_rate, decoder.layout = RATE, "mono"
+    pcm: list[np.ndarray[Any, Any]] = []
+    for payload in payloads:
+        for frame in decoder.decode(av.Packet(payload)):
+            pcm.append(frame.to_ndarray().reshape(-1).astype(np.float32))
+    if len(pcm) < 10:
+        return None
+    samples = np.concatenate(pcm[5:])  # past the decoder's start-up
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum[1:]) + 1) * RATE / len(samples)
+
+
+@dataclass
+class LegCounter:
+    """What one synthetic peer received, from RTP headers only."""
+
+    received: int = 0
+    first_seq: int | None = None
+    max_seq: int = 0
+    cycles: int = 0
+    last_arrival: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    sample: deque[bytes] = field(default_factory=lambda: deque(maxlen=SAMPLE_PACKETS))
+    first_packet_at: float | None = None
+    first_packet: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def window_start(self) -> None:
+        self.received, self.first_seq, self.cycles, self.gaps = 0, None, 0, []
+
+    def packet(self, data: bytes, arrival: float) -> None:
+        seq = (data[2] << 8) | data[3]
+        if self.first_packet_at is None:
+            self.first_packet_at = time.monotonic()
+            self.first_packet.set()
+        if self.first_seq is None:
+            self.first_seq = self.max_seq = seq
+        elif 0 < (seq - self.max_seq) & 0xFFFF < 0x8000:
+            if seq < self.max_seq:
+                self.cycles += 1 << 16
+            self.max_seq = seq
+        self.received += 1
+        if self.last_arrival is not None:
+            self.gaps.append(arrival - self.last_arrival)
+        self.last_arrival = arrival
+        self.sample.append(data)
+
+    @property
+    def expected(self) -> int:
+        return 0 if self.first_seq is None else self.cycles + self.max_seq - self.first_seq + 1
+
+
+class SyntheticPeer:
+    """A peer connection that sends one looping tone and counts what it gets back."""
+
+    def __init__(self, tone: list[bytes]) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.tone = tone
+        self.counter = LegCounter()
+        self.tap = SrtpTap(self.pc, self.counter.packet, lambda data: None)
+        self.seq = random.randrange(0x8000)
+        self.ts = random.randrange(1 << 32)
+        self.index = 0
+        self.payload_type = 111
+
+    async def offer(self) -> str:
+        transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
+        opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+        transceiver.setCodecPreferences(opus)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.tap.install(transceiver)
+        return str(self.pc.localDescription.sdp)
+
+    async def answered(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        assert self.tap.transceiver is not None
+        self.payload_type = self.tap.transceiver._codecs[0].payloadType
+
+    def tick(self) -> None:
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.ts = (self.ts + FRAME) & 0xFFFFFFFF
+        payload = self.tone[self.index % len(self.tone)]
+        self.index += 1
+        header = struct.pack("!BBHII", 0x80, self.payload_type, self.seq, self.ts, self.tap.ssrc)
+        self.tap.send_rtp(header + payload)
+
+    def heard_hz(self) -> float | None:
+        payloads = []
+        for packet in self.counter.sample:
+            start = 12 + 4 * (packet[0] & 0x0F)
+            if packet[0] & 0x10:
+                start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
+            payloads.append(packet[start:])
+        return dominant_hz(payloads)
+
+    async def close(self) -> None:
+        self.tap.uninstall()
+        await self.pc.close()
+
+
+@dataclass
+class Call:
+    shopper: SyntheticPeer
+    operator: SyntheticPeer
+    ws: aiohttp.ClientWebSocketResponse
+    setup_seconds: float | None = None
+
+
+class LoadGenerator:
+    def __init__(self, url: str, site: str, origin: str, operator_cookies: list[str]) -> None:
+        self.url, self.site, self.origin = url, site, origin
+        self.cookies = operator_cookies
+        self.tones = {"shopper": tone_packets(SHOPPER_HZ), "operator": tone_packets(OPERATOR_HZ)}
+        self.calls: list[Call] = []
+        self.peers: list[SyntheticPeer] = []
+        self.session: aiohttp.ClientSession | None = None
+        self.operator_sockets: dict[int, aiohttp.ClientWebSocketResponse] = {}
+        self.online = 0
+        self.went_online = asyncio.Event()
+        self.rung: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self.answers: dict[str, asyncio.Future[str]] = {}
+        self.operator_tasks: list[asyncio.Task[None]] = []
+        self.lags: list[float] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession()
+        self._ticker = asyncio.ensure_future(self._tick())
+        self._lag_task = asyncio.ensure_future(self._measure_lag())
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += TICK
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = loop.time()
+            for peer in self.peers:
+                if peer.tap.connected:
+                    peer.tick()
+
+    async def _measure_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.lags.append(loop.time() - before - 0.01)
+
+    async def _operator(self, index: int) -> None:
+        """One softphone: goes online; the calls it is rung for are answered by `open_call`."""
+        assert self.session is not None
+        ws = await self.session.ws_connect(
+            f"{self.url}/ws/operator", headers={"Cookie": f"callserver_session={self.cookies[index]}"}
+        )
+        self.operator_sockets[index] = ws
+        await ws.send_json({"type": "presence.set", "status": "online"})
+        async for message in ws:
+            data = json.loads(message.data)
+            if data["type"] == "call.incoming":
+                self.rung.put_nowait((index, data["call"]["id"]))
+            elif data["type"] == "call.answer":
+                self.answers[data["call_id"]].set_result(data["sdp"])
+            elif data["type"] == "presence":
+                self.online += 1
+                self.went_online.set()
+
+    async def open_operators(self, count: int) -> None:
+        if count > len(self.cookies):
+            raise RuntimeError(f"only {len(self.cookies)} operator accounts for {count} calls")
+        while len(self.operator_tasks) < count:
+            self.operator_tasks.append(asyncio.ensure_future(self._operator(len(self.operator_tasks))))
+        while self.online < count:
+            self.went_online.clear()
+            await self.went_online.wait()
+
+    async def open_call(self, number: int) -> None:
+        assert self.session is not None
+        started = time.monotonic()
+        ws = await self.session.ws_connect(
+            f"{self.url}/ws/widget?site={self.site}&visitor=bench-{number:05d}-{os.getpid()}",
+            headers={"Origin": self.origin},
+        )
+        shopper = SyntheticPeer(self.tones["shopper"])
+        operator = SyntheticPeer(self.tones["operator"])
+        self.peers += [shopper, operator]
+        call = Call(shopper, operator, ws)
+        self.calls.append(call)
+        await ws.send_json({"type": "call.offer", "sdp": await shopper.offer(), "context": {"page": "bench"}})
+        async for message in ws:
+            data = json.loads(message.data)
+            if data["type"] == "call.answer":
+                await shopper.answered(data["sdp"])
+                break
+            if data["type"] in {"call.ended", "error"}:
+                raise RuntimeError(f"call refused: {data}")
+        # The router rings one free operator (longest idle); this call's operator peer answers the
+        # next call rung anywhere (calls set up side by side may swap operators: all send the same tone).
+        index, call_id = await self.rung.get()
+        self.answers[call_id] = asyncio.get_running_loop().create_future()
+        await self.operator_sockets[index].send_json(
+            {"type": "call.accept", "call_id": call_id, "sdp": await operator.offer()}
+        )
+        await operator.answered(await self.answers.pop(call_id))
+        await shopper.counter.first_packet.wait()
+        await operator.counter.first_packet.wait()
+        assert operator.counter.first_packet_at is not None
+        call.setup_seconds = operator.counter.first_packet_at - started
+
+    async def ramp(self, count: int) -> None:
+        await self.open_operators(count)
+        pending = count - len(self.calls)
+        batch = 4
+        for start in range(0, pending, batch):
+            await asyncio.gather(
+                *(self.open_call(len(self.calls) + i) for i in range(min(batch, pending - start)))
+            )
+
+    async def window(self, seconds: float) -> dict[str, Any]:
+        for peer in self.peers:
+            peer.counter.window_start()
+        self.lags = []
+        cpu_before = process_cpu(os.getpid())
+        started = time.monotonic()
+        print(json.dumps({"window": "start"}), flush=True)
+        await asyncio.sleep(seconds)
+        print(json.dumps({"window": "end"}), flush=True)
+        elapsed = time.monotonic() - started
+        cpu = process_cpu(os.getpid()) - cpu_before
+        return self.summary(elapsed, cpu)
+
+    def summary(self, elapsed: float, cpu: float) -> dict[str, Any]:
+        received = expected = 0
+        gaps: list[float] = []
+        wrong_tone = 0
+        per_leg_pps: list[float] = []
+        for call in self.calls:
+            for peer, should_hear in ((call.shopper, OPERATOR_HZ), (call.operator, SHOPPER_HZ)):
+                counter = peer.counter
+                received += counter.received
+                expected += max(counter.expected, counter.received)
+                gaps += counter.gaps
+                per_leg_pps.append(counter.received / elapsed)
+                heard = peer.heard_hz()
+                if heard is None or abs(heard - should_hear) > 25:
+                    wrong_tone += 1
+        setups = sorted(c.setup_seconds for c in self.calls if c.setup_seconds is not None)
+        lags = sorted(self.lags)
+        return {
+            "calls": len(self.calls),
+            "seconds": round(elapsed, 2),
+            "packets_received": received,
+            "loss_percent": round(100 * (expected - received) / expected, 3) if expected else 100.0,
+            "p99_gap_ms": round(1000 * percentile(sorted(gaps), 0.99), 1) if gaps else None,
+            "pps_per_leg": round(sum(per_leg_pps) / len(per_leg_pps), 1) if per_leg_pps else 0,
+            "min_pps_per_leg": round(min(per_leg_pps), 1) if per_leg_pps else 0,
+            "legs_with_wrong_tone": wrong_tone,
+            "setup_ms_median": round(1000 * percentile(setups, 0.5)) if setups else None,
+            "setup_ms_max": round(1000 * setups[-1]) if setups else None,
+            "loadgen_cpu_percent": round(100 * cpu / elapsed, 1),
+            "loadgen_loop_lag_p99_ms": round(1000 * percentile(lags, 0.99), 1) if lags else None,
+        }
+
+    async def close(self) -> None:
+        for task in (self._ticker, self._lag_task, *self.operator_tasks):
+            if task is not None:
+                task.cancel()
+        for call in reversed(self.calls):
+            await call.ws.close()
+        for peer in reversed(self.peers):
+            await peer.close()
+        for ws in self.operator_sockets.values():
+            await ws.close()
+        if self.session is not None:
+            await self.session.close()
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def main(args: argparse.Namespace, cookies: list[str]) -> None:
+    load = LoadGenerator(args.url, args.site, args.origin, cookies)
+    await load.start()
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        while line := await reader.readline():
+            command = json.loads(line)
+            if command.get("stop"):
+                break
+            try:
+                await asyncio.wait_for(load.ramp(command["calls"]), command.get("setup_timeout", 120))
+                await asyncio.sleep(command.get("settle", 2.0))
+                result = await load.window(command["window"])
+            except Exception as e:
+                result = {"calls": len(load.calls), "error": f"{type(e).__name__}: {e}"}
+            print(json.dumps({"result": result}), flush=True)
+    finally:
+        await load.close()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--site", required=True)
+    parser.add_argument("--origin", required=True)
+    parser.add_argument("--cookies", required=True, help="file with one operator session cookie a line")
+    arguments = parser.parse_args()
+    with open(arguments.cookies) as f:
+        session_cookies = [line.strip() for line in f if line.strip()]
+    uvloop.run(main(arguments, session_cookies))

@@ -1,0 +1,160 @@
+"""A tap below aiortc: one leg's SRTP packets in and out, once aiortc has done ICE and DTLS.
+
+aiortc still negotiates the leg (SDP, ICE, DTLS-SRTP keys), but its RTP sender and receiver are
+kept idle: the tap takes every RTP packet as it comes off the socket, unprotects it with the leg's
+own SRTP session (RFC 3711) and hands the plain packet on; what the owner sends is protected with the
+leg's outbound session and written straight to the selected ICE pair.
+
+Hooks (all on instances, all removed by `uninstall()`):
+- aioice `Connection.data_received`: the fast path, before aioice's queue and the DTLS task.
+- `RTCDtlsTransport._handle_rtp_data` / `_handle_rtcp_data`: the packets that reached the queue before
+  the keys were there (the DTLS peer may send SRTP right after its Finished), and all RTCP.
+- `RTCRtpSender.send` and `RTCRtpReceiver.receive` become no-ops: aiortc must never send RTP or RTCP
+  on the SSRC the tap owns (its sequence numbers would jump back and browsers drop them as replays),
+  and its receiver would otherwise start a decoder thread and a jitter buffer for nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from aiortc.rtp import is_rtcp
+
+log = logging.getLogger(__name__)
+
+OnRtp = Callable[[bytes, float], None]
+"""Called with a plain RTP packet and its arrival time (seconds, `loop.time()`)."""
+OnRtcp = Callable[[bytes], None]
+"""Called with a plain compound RTCP packet."""
+
+
+async def _idle(*args: Any, **kwargs: Any) -> None:
+    """Stands in for aiortc's `RTCRtpSender.send` and `RTCRtpReceiver.receive`."""
+
+
+class SrtpTap:
+    """Raw SRTP access to the audio transceiver of one peer connection."""
+
+    def __init__(self, pc: RTCPeerConnection, on_rtp: OnRtp, on_rtcp: OnRtcp) -> None:
+        self.pc = pc
+        self._on_rtp = on_rtp
+        self._on_rtcp = on_rtcp
+        self.transceiver: RTCRtpTransceiver | None = None
+        self._dtls: Any = None
+        self._connection: Any = None
+        self._loop_time: Callable[[], float] = lambda: 0.0
+        # The SRTP sessions are kept here once the keys exist, so that they stay alive while in use
+        # even if aiortc drops its own references while closing.
+        self._rx: pylibsrtp.Session | None = None
+        self._tx: pylibsrtp.Session | None = None
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.unprotect_failures = 0
+
+    def install(self, transceiver: RTCRtpTransceiver) -> None:
+        """Hook in; call after `setRemoteDescription`, before ICE can deliver the first packet."""
+        import asyncio
+
+        self._loop_time = asyncio.get_running_loop().time
+        self.transceiver = transceiver
+        self._dtls = transceiver.receiver.transport
+        self._connection = self._dtls.transport._connection
+        self._connection.data_received = self._datagram
+        self._dtls._handle_rtp_data = self._queued_rtp
+        self._dtls._handle_rtcp_data = self._queued_rtcp
+        transceiver.sender.send = _idle  # type: ignore[method-assign]
+        transceiver.receiver.receive = _idle  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        """Give the transports back to aiortc (before it closes them); safe to call twice."""
+        for owner, name in (
+            (self._connection, "data_received"),
+            (self._dtls, "_handle_rtp_data"),
+            (self._dtls, "_handle_rtcp_data"),
+        ):
+            if owner is not None and name in vars(owner):
+                delattr(owner, name)
+        self._on_rtp = self._on_rtcp = _drop
+        self._connection = None
+
+    @property
+    def ssrc(self) -> int:
+        """The SSRC aiortc announced in its answer for what this leg sends; the tap owns it."""
+        assert self.transceiver is not None
+        ssrc: int = self.transceiver.sender._ssrc
+        return ssrc
+
+    @property
+    def connected(self) -> bool:
+        return self._keys() and self._connection is not None
+
+    def _keys(self) -> bool:
+        if self._tx is None and self._dtls is not None and self._dtls._tx_srtp is not None:
+            self._rx, self._tx = self._dtls._rx_srtp, self._dtls._tx_srtp
+        return self._tx is not None
+
+    # Inbound -------------------------------------------------------------------------------------
+
+    def _datagram(self, data: bytes, component: int) -> None:
+        # SRTP and SRTCP start with 0b10 (RFC 7983 demultiplexing: 128..191); DTLS and anything else
+        # take aioice's queue to the DTLS transport as usual.
+        first = data[0]
+        if 127 < first < 192 and not is_rtcp(data) and (self._rx is not None or self._keys()):
+            assert self._rx is not None
+            try:
+                plain = self._rx.unprotect(data)
+            except pylibsrtp.Error:
+                self.unprotect_failures += 1
+                return
+            self._on_rtp(plain, self._loop_time())
+            return
+        type(self._connection).data_received(self._connection, data, component)
+
+    async def _queued_rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        self._on_rtp(data, self._loop_time())
+
+    async def _queued_rtcp(self, data: bytes) -> None:
+        self._on_rtcp(data)
+
+    # Outbound ------------------------------------------------------------------------------------
+
+    def send_rtp(self, packet: bytes) -> bool:
+        """Protect and send one plain RTP packet; False while the leg is not connected."""
+        if self._tx is None and not self._keys():
+            return False
+        return self._send(self._tx.protect(packet))  # type: ignore[union-attr]
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        if self._tx is None and not self._keys():
+            return False
+        return self._send(self._tx.protect_rtcp(packet))  # type: ignore[union-attr]
+
+    def _send(self, data: bytes) -> bool:
+        connection = self._connection
+        if connection is None:
+            return False
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return False
+        # aioice's own `send_data` is a coroutine around exactly this call.
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        self.packets_sent += 1
+        self.bytes_sent += len(data)
+        return True
+
+    def relayed(self) -> bool | None:
+        """Whether the selected ICE pair goes through TURN."""
+        connection = self._connection
+        if connection is None:
+            return None
+        for pair in connection._nominated.values():
+            return "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
+        return None
+
+
+def _drop(*args: Any) -> None:
+    """What a tap's callbacks become once it is uninstalled."""

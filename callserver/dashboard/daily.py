@@ -11,28 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, and_, case, func, select
+from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver.calls.states import EndReason
-from callserver.store.models import Call
+from callserver.store.models import Call, CallDayFigures
 
-metadata = MetaData()
-day_figures = Table(
-    "dashboard_call_days",
-    metadata,
-    Column("site_id", Integer, primary_key=True),
-    Column("day", String(10), primary_key=True),
-    Column("calls", Integer, nullable=False),
-    Column("answered", Integer, nullable=False),
-    Column("missed", Integer, nullable=False),
-    Column("abandoned", Integer, nullable=False),
-    Column("wait_seconds", Float, nullable=False),
-    Column("talk_seconds", Float, nullable=False),
-)
+day_figures = cast(Table, CallDayFigures.__table__)
 FIGURES = ("calls", "answered", "missed", "abandoned", "wait_seconds", "talk_seconds")
 
 

@@ -123,6 +123,9 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_site_created", "site_id", "created_at"),
         Index("ix_calls_state", "state"),
+        # The owner's log filtered by operator, and reports across sites (0003_dashboard).
+        Index("ix_calls_site_operator_created", "site_id", "operator_id", "created_at"),
+        Index("ix_calls_created", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -165,7 +168,12 @@ class Chat(Base):
     """A text conversation in the widget; a call that falls back becomes a chat (`call_id`)."""
 
     __tablename__ = "chats"
-    __table_args__ = (Index("ix_chats_site_created", "site_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_chats_site_created", "site_id", "created_at"),
+        Index("ix_chats_site_operator_created", "site_id", "operator_id", "created_at"),
+        Index("ix_chats_call_id", "call_id"),
+        Index("ix_chats_visitor_state", "visitor_id", "state"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
@@ -251,6 +259,21 @@ class AuditEntry(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CallDayFigures(Base):
+    """A finished day's call figures per site, kept so the overview need not count them again."""
+
+    __tablename__ = "dashboard_call_days"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    calls: Mapped[int] = mapped_column(Integer)
+    answered: Mapped[int] = mapped_column(Integer)
+    missed: Mapped[int] = mapped_column(Integer)
+    abandoned: Mapped[int] = mapped_column(Integer)
+    wait_seconds: Mapped[float] = mapped_column(Float)
+    talk_seconds: Mapped[float] = mapped_column(Float)
 
 
 class WebhookDelivery(Base):

@@ -35,7 +35,7 @@ RATE = 48_000
 FRAME = 960
 TICK = 0.02
 SHOPPER_HZ, OPERATOR_HZ = 440.0, 1000.0
-SAMPLE_PACKETS = 25  # packets per leg kept for the tone check (0.5 s)
+SAMPLE_PACKETS = 50  # packets per leg kept for the tone and dropout check (1 s)
 
 
 def tone_packets(hz: float) -> list[bytes]:
@@ -51,7 +51,12 @@ def tone_packets(hz: float) -> list[bytes]:
     return packets[50:100]  # the second second: past the encoder's start-up
 
 
-def dominant_hz(payloads: list[bytes]) -> float | None:
+def listen(payloads: list[bytes]) -> tuple[float | None, int]:
+    """The dominant frequency of consecutive Opus payloads, and how many 20 ms frames are near silent.
+
+    A bridge that falls behind may keep sending packets at the right pace but fill them with silence
+    (the transcoding bridge does): loss counted from sequence numbers misses that; dropouts do not.
+    """
     decoder = av.CodecContext.create("opus", "r")
     decoder.sample_rate, decoder.layout = RATE, "mono"
     pcm: list[np.ndarray[Any, Any]] = []
@@ -59,10 +64,13 @@ def dominant_hz(payloads: list[bytes]) -> float | None:
         for frame in decoder.decode(av.Packet(payload)):
             pcm.append(frame.to_ndarray().reshape(-1).astype(np.float32))
     if len(pcm) < 10:
-        return None
-    samples = np.concatenate(pcm[5:])  # past the decoder's start-up
+        return None, len(payloads)
+    frames = pcm[5:]  # past the decoder's start-up
+    levels = np.array([float(np.sqrt(np.mean(f**2))) for f in frames])
+    dropouts = int(np.sum(levels < 0.1 * float(np.median(levels))))
+    samples = np.concatenate(frames)
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum[1:]) + 1) * RATE / len(samples)
+    return float(np.argmax(spectrum[1:]) + 1) * RATE / len(samples), dropouts
 
 
 @dataclass
@@ -128,7 +136,7 @@ class SyntheticPeer:
     async def answered(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         assert self.tap.transceiver is not None
-        self.payload_type = self.tap.transceiver._codecs[0].payloadType
+        self.payload_type = self.tap.transceiver._codecs[0].payloadType or 111
 
     def tick(self) -> None:
         self.seq = (self.seq + 1) & 0xFFFF
@@ -138,14 +146,14 @@ class SyntheticPeer:
         header = struct.pack("!BBHII", 0x80, self.payload_type, self.seq, self.ts, self.tap.ssrc)
         self.tap.send_rtp(header + payload)
 
-    def heard_hz(self) -> float | None:
+    def heard(self) -> tuple[float | None, int]:
         payloads = []
         for packet in self.counter.sample:
             start = 12 + 4 * (packet[0] & 0x0F)
             if packet[0] & 0x10:
                 start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
             payloads.append(packet[start:])
-        return dominant_hz(payloads)
+        return listen(payloads)
 
     async def close(self) -> None:
         self.tap.uninstall()
@@ -174,6 +182,7 @@ class LoadGenerator:
         self.rung: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
         self.answers: dict[str, asyncio.Future[str]] = {}
         self.operator_tasks: list[asyncio.Task[None]] = []
+        self.drains: list[asyncio.Task[None]] = []
         self.lags: list[float] = []
         self._ticker: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -214,6 +223,8 @@ class LoadGenerator:
         await ws.send_json({"type": "presence.set", "status": "online"})
         async for message in ws:
             data = json.loads(message.data)
+            if os.environ.get("BENCH_DEBUG"):
+                print("operator", index, data["type"], file=sys.stderr)
             if data["type"] == "call.incoming":
                 self.rung.put_nowait((index, data["call"]["id"]))
             elif data["type"] == "call.answer":
@@ -246,32 +257,40 @@ class LoadGenerator:
         await ws.send_json({"type": "call.offer", "sdp": await shopper.offer(), "context": {"page": "bench"}})
         async for message in ws:
             data = json.loads(message.data)
+            if os.environ.get("BENCH_DEBUG"):
+                print("shopper", number, data["type"], file=sys.stderr)
             if data["type"] == "call.answer":
                 await shopper.answered(data["sdp"])
                 break
             if data["type"] in {"call.ended", "error"}:
                 raise RuntimeError(f"call refused: {data}")
+        # Keep reading: aiohttp answers the server's heartbeat pings only while the socket is read.
+        self.drains.append(asyncio.ensure_future(self._drain(ws)))
         # The router rings one free operator (longest idle); this call's operator peer answers the
         # next call rung anywhere (calls set up side by side may swap operators: all send the same tone).
         index, call_id = await self.rung.get()
-        self.answers[call_id] = asyncio.get_running_loop().create_future()
+        answer = self.answers[call_id] = asyncio.get_running_loop().create_future()
         await self.operator_sockets[index].send_json(
             {"type": "call.accept", "call_id": call_id, "sdp": await operator.offer()}
         )
-        await operator.answered(await self.answers.pop(call_id))
+        sdp = await answer
+        del self.answers[call_id]
+        await operator.answered(sdp)
         await shopper.counter.first_packet.wait()
         await operator.counter.first_packet.wait()
         assert operator.counter.first_packet_at is not None
         call.setup_seconds = operator.counter.first_packet_at - started
 
+    async def _drain(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if os.environ.get("BENCH_DEBUG"):
+                print("shopper", message.data, file=sys.stderr)
+
     async def ramp(self, count: int) -> None:
         await self.open_operators(count)
-        pending = count - len(self.calls)
-        batch = 4
-        for start in range(0, pending, batch):
-            await asyncio.gather(
-                *(self.open_call(len(self.calls) + i) for i in range(min(batch, pending - start)))
-            )
+        # One call at a time: the router rings the longest-idle operator, who must be free when rung.
+        while len(self.calls) < count:
+            await self.open_call(len(self.calls))
 
     async def window(self, seconds: float) -> dict[str, Any]:
         for peer in self.peers:
@@ -289,7 +308,7 @@ class LoadGenerator:
     def summary(self, elapsed: float, cpu: float) -> dict[str, Any]:
         received = expected = 0
         gaps: list[float] = []
-        wrong_tone = 0
+        wrong_tone = dropouts = 0
         per_leg_pps: list[float] = []
         for call in self.calls:
             for peer, should_hear in ((call.shopper, OPERATOR_HZ), (call.operator, SHOPPER_HZ)):
@@ -298,9 +317,11 @@ class LoadGenerator:
                 expected += max(counter.expected, counter.received)
                 gaps += counter.gaps
                 per_leg_pps.append(counter.received / elapsed)
-                heard = peer.heard_hz()
+                heard, silent_frames = peer.heard()
                 if heard is None or abs(heard - should_hear) > 25:
                     wrong_tone += 1
+                if silent_frames > 1:
+                    dropouts += 1
         setups = sorted(c.setup_seconds for c in self.calls if c.setup_seconds is not None)
         lags = sorted(self.lags)
         return {
@@ -312,6 +333,7 @@ class LoadGenerator:
             "pps_per_leg": round(sum(per_leg_pps) / len(per_leg_pps), 1) if per_leg_pps else 0,
             "min_pps_per_leg": round(min(per_leg_pps), 1) if per_leg_pps else 0,
             "legs_with_wrong_tone": wrong_tone,
+            "legs_with_dropouts": dropouts,
             "setup_ms_median": round(1000 * percentile(setups, 0.5)) if setups else None,
             "setup_ms_max": round(1000 * setups[-1]) if setups else None,
             "loadgen_cpu_percent": round(100 * cpu / elapsed, 1),
@@ -319,7 +341,7 @@ class LoadGenerator:
         }
 
     async def close(self) -> None:
-        for task in (self._ticker, self._lag_task, *self.operator_tasks):
+        for task in (self._ticker, self._lag_task, *self.operator_tasks, *self.drains):
             if task is not None:
                 task.cancel()
         for call in reversed(self.calls):

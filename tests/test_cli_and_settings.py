@@ -81,3 +81,20 @@ async def test_demo_serves_a_shop_on_a_second_origin_that_embeds_the_widget(tmp_
     finally:
         demo.terminate()
         await demo.wait()
+
+
+async def test_guessing_passwords_is_slowed_down(tmp_path: Path) -> None:
+    from tests.stack import PASSWORD, running_stack, settings_for
+
+    async with running_stack(settings_for(tmp_path)) as stack:
+        await stack.add_user("op@shop.example")
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            login = f"{stack.url}/operator/login"
+            for _ in range(10):
+                wrong = {"email": "op@shop.example", "password": "guess"}
+                async with session.post(login, data=wrong, allow_redirects=False) as response:
+                    assert response.status == 401
+            right = {"email": "op@shop.example", "password": PASSWORD}
+            async with session.post(login, data=right, allow_redirects=False) as response:
+                assert response.status == 429
+                assert "Too many sign-in attempts" in await response.text()

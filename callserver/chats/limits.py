@@ -32,6 +32,10 @@ class TokenBucket:
         self.tokens -= cost
         return True
 
+    def available(self) -> float:
+        """Tokens there are now, without spending any."""
+        return min(self.burst, self.tokens + (self.clock() - self.updated) * self.rate)
+
     def full_at(self, now: float) -> bool:
         return self.tokens + (now - self.updated) * self.rate >= self.burst
 
@@ -54,6 +58,11 @@ class RateLimiter:
         if self._taken % 1000 == 0:
             self._forget_full()
         return bucket.take(cost)
+
+    def allows(self, key: Hashable, cost: float = 1.0) -> bool:
+        """Whether `take(key, cost)` would succeed now, without spending anything."""
+        bucket = self._buckets.get(key)
+        return bucket is None or bucket.available() >= cost
 
     def _forget_full(self) -> None:
         # A full bucket behaves exactly like a new one: dropping it keeps memory bounded.

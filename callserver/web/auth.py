@@ -9,9 +9,13 @@ from aiohttp.typedefs import Handler
 
 from callserver import accounts
 from callserver.accounts import Account
+from callserver.chats.limits import RateLimiter
 from callserver.web.keys import DATABASE, SETTINGS, TEMPLATES
 
 COOKIE = "callserver_session"
+# Ten failed sign-ins at once per e-mail address and per client address, then one every 30 s:
+# enough for people who mistype, too slow to guess passwords.
+LOGIN_ATTEMPTS = web.AppKey("login_attempts", RateLimiter)
 
 
 async def current_account(request: web.Request) -> Account | None:
@@ -57,10 +61,18 @@ def login_submit(area: str) -> Handler:
     async def submit(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         email, password = str(form.get("email", "")), str(form.get("password", ""))
+        attempts = request.app[LOGIN_ATTEMPTS]
+        keys = [("email", email.strip().lower()), ("peer", request.remote)]
+        if not all(attempts.allows(key) for key in keys):
+            return _render_login(
+                request, area, "Too many sign-in attempts. Wait a minute and try again.", status=429
+            )
         settings = request.app[SETTINGS]
         async with request.app[DATABASE].session() as session:
             account = await accounts.authenticate(session, email, password)
             if account is None:
+                for key in keys:  # only failures count: people who sign in often are not slowed down
+                    attempts.take(key)
                 return _render_login(request, area, "Wrong e-mail or password.", status=401)
             token = await accounts.open_session(session, account, settings.session_days)
         target = _safe_next(str(form.get("next", "")), f"/{area}/")
@@ -93,6 +105,8 @@ def logout(area: str) -> Handler:
 
 
 def add_routes(app: web.Application, area: str) -> None:
+    if LOGIN_ATTEMPTS not in app:
+        app[LOGIN_ATTEMPTS] = RateLimiter(rate=1 / 30, burst=10)
     app.router.add_get(f"/{area}/login", login_page(area))
     app.router.add_post(f"/{area}/login", login_submit(area))
     app.router.add_post(f"/{area}/logout", logout(area))

@@ -22,7 +22,7 @@ from callserver.signaling.chat_service import setup_chat
 from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import widget_socket
 from callserver.store.database import Database
-from callserver.web import api, auth, hooks, softphone, widget
+from callserver.web import api, auth, hooks, softphone, visitors, widget
 from callserver.web.keys import DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_calls)
     setup_chat(app)  # after the calls: the chat desk shares the switchboard's operators
+    visitors.setup(app)  # the shop floor: beacons, the visitors board, invitations
     app[SOCKETS] = weakref.WeakSet()
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)

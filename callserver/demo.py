@@ -59,21 +59,27 @@ def shop_app(server_url: str, site_key: str) -> web.Application:
     """A small shop that embeds the widget exactly as a real one would."""
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(SHOP), autoescape=True)
 
-    def page(name: str, **values: Any) -> web.Response:
+    def page(name: str, request: web.Request, **values: Any) -> web.Response:
+        # `?lang=ru` shows the page as a Russian (or Polish, …) shop would: <html lang="ru">.
+        lang = request.query.get("lang", "en")
         html = templates.get_template(name).render(
-            server_url=server_url, site_key=site_key, products=PRODUCTS, **values
+            server_url=server_url,
+            site_key=site_key,
+            products=PRODUCTS,
+            lang=lang if lang.replace("-", "").isalpha() else "en",
+            **values,
         )
         return web.Response(text=html, content_type="text/html")
 
     async def home(request: web.Request) -> web.Response:
-        return page("index.html")
+        return page("index.html", request)
 
     async def product(request: web.Request) -> web.Response:
         slug = request.match_info["slug"]
         found = next((p for p in PRODUCTS if p["slug"] == slug), None)
         if found is None:
             raise web.HTTPNotFound(text="No such product")
-        return page("product.html", product=found)
+        return page("product.html", request, product=found)
 
     app = web.Application()
     app.router.add_get("/", home)

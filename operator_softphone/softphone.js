@@ -108,12 +108,14 @@
   /** Resolves to the ICE servers; asked once, asked again after a failure. */
   function loadConfig() {
     if (!configRequest) {
-      configRequest = fetch('/operator/config', { credentials: 'same-origin' })
+      configRequest = fetch(`/operator/config?lang=${encodeURIComponent(navigator.language || '')}`,
+        { credentials: 'same-origin' })
         .then(async (res) => {
           if (res.status === 401) location.href = '/operator/login';
           if (!res.ok) throw new Error(`HTTP ${res.status}`);
           const body = await res.json();
           if (body.operator) showOperator(body.operator);
+          if (body.texts) translate(body.texts, body.lang);
           return Array.isArray(body.ice_servers) ? body.ice_servers : [];
         })
         .catch((error) => {
@@ -122,6 +124,26 @@
         });
     }
     return configRequest;
+  }
+
+  // ---- language: the server's pack for the operator's browser language ----------------------
+
+  let TEXTS = {};
+
+  /** A text of the language pack, with {name} placeholders filled; `fallback` until the pack arrives. */
+  function t(key, fallback, values) {
+    let text = TEXTS[key] || fallback;
+    for (const [name, value] of Object.entries(values || {})) text = text.split(`{${name}}`).join(String(value));
+    return text;
+  }
+
+  function translate(texts, lang) {
+    TEXTS = texts;
+    if (lang) document.documentElement.lang = lang;
+    for (const node of document.querySelectorAll('[data-i18n]')) {
+      if (TEXTS[node.dataset.i18n]) node.textContent = TEXTS[node.dataset.i18n];
+    }
+    renderBoard();
   }
 
   function showOperator(operator) {
@@ -232,6 +254,15 @@
       case 'presence':
         setPresence(frame.status);
         break;
+      case 'visitors':
+        board = Array.isArray(frame.visitors) ? frame.visitors : [];
+        renderBoard();
+        break;
+      case 'visitor.invited': {
+        invitedHere.add(String(frame.visitor_id));
+        renderBoard();
+        break;
+      }
       case 'call.incoming':
         if (frame.call && frame.call.id !== undefined) addIncoming(frame.call, true);
         break;
@@ -959,12 +990,117 @@
     }
   }
 
+  // ---- the live visitors board ---------------------------------------------------------------
+
+  const boardBody = $('visitors');
+  const boardTable = boardBody.closest('table');
+  const noVisitors = $('no-visitors');
+  const visitorCount = $('visitor-count');
+  const boardRows = new Map(); // visitor id → <tr>
+  const invitedHere = new Set(); // visitors this softphone invited (until the server's board says so)
+  let board = [];
+
+  function money(value, currency) {
+    if (!value) return '—';
+    try {
+      return new Intl.NumberFormat(document.documentElement.lang || undefined,
+        { style: 'currency', currency: currency || 'EUR', maximumFractionDigits: 0 }).format(value);
+    } catch (e) {
+      return `${Math.round(value)} ${currency || ''}`.trim();
+    }
+  }
+
+  function timeOnSite(row) {
+    const since = Date.parse(row.since);
+    return clock(Number.isNaN(since) ? row.seconds_on_site * 1000 : Date.now() - since);
+  }
+
+  /** One row per visitor, the best score first; rows are reused so keyboard focus survives updates. */
+  function renderBoard() {
+    const seen = new Set();
+    let previous = null;
+    for (const row of board) {
+      const id = String(row.id);
+      seen.add(id);
+      let tr = boardRows.get(id);
+      if (!tr) {
+        tr = el('tr', { 'data-visitor-id': id });
+        boardRows.set(id, tr);
+      }
+      fillRow(tr, row);
+      // Move a row only when the order changed: moving the focused row would drop the focus.
+      const wanted = previous ? previous.nextSibling : boardBody.firstChild;
+      if (wanted !== tr) boardBody.insertBefore(tr, wanted);
+      previous = tr;
+    }
+    for (const [id, tr] of boardRows) {
+      if (!seen.has(id)) { tr.remove(); boardRows.delete(id); }
+    }
+    boardTable.hidden = board.length === 0;
+    noVisitors.hidden = board.length > 0;
+    visitorCount.textContent = board.length ? `(${board.length})` : '';
+  }
+
+  function fillRow(tr, row) {
+    const id = String(row.id);
+    tr.dataset.score = String(row.score);
+    tr.dataset.pages = String(row.pages);
+    tr.dataset.value = String(row.value || 0);
+    tr.dataset.siteId = String(row.site_id);
+    tr.dataset.reachable = String(Boolean(row.reachable));
+    tr.row = row;
+    const level = row.score >= 50 ? 'hot' : row.score >= 25 ? 'warm' : '';
+    const journey = (row.journey || []).slice(0, -1).map((step) => String(step.title || step.page)).join(' → ');
+    const kind = row.returning ? t('v_returning', 'returning') : t('v_new', 'new');
+    const source = [String(row.source || t('direct', 'direct')), row.search ? `“${row.search}”` : '']
+      .filter(Boolean).join(' ');
+    const invited = invitedHere.has(id) || row.invited;
+    let action;
+    if (row.dismissed) {
+      action = el('span', { class: 'invited' }, t('dismissed', 'Said no thanks'));
+    } else if (invited) {
+      action = el('span', { class: 'invited' }, t('invited', 'Invited'));
+    } else {
+      action = el('button', { type: 'button', 'data-testid': 'op-invite',
+        'aria-label': t('invite_aria', 'Invite {who} to talk', { who: row.title || row.page || id }) },
+      t('invite', 'Invite'));
+      action.disabled = !row.reachable;
+      action.addEventListener('click', () => invite(tr.row, action));
+    }
+    const focused = tr.contains(document.activeElement) && document.activeElement.dataset.testid === 'op-invite';
+    tr.replaceChildren(
+      el('td', { class: 'num' }, el('span', { class: `score ${level}` }, String(row.score))),
+      el('td', {},
+        el('div', { class: 'page-title' }, row.title ? el('strong', {}, String(row.title)) : null,
+          row.title && row.page ? ' ' : null, row.page ? safeLink(row.page) : null),
+        journey ? el('p', { class: 'journey' }, journey) : null),
+      el('td', { class: 'num' }, String(row.pages)),
+      el('td', { class: 'num time' }, timeOnSite(row)),
+      el('td', {}, source),
+      el('td', { class: 'num' }, money(row.value, row.currency)),
+      el('td', {}, `${kind} · ${String(row.site || '')}`),
+      el('td', {}, action));
+    if (focused && action.tagName === 'BUTTON') action.focus();
+  }
+
+  function invite(row, button) {
+    if (!send({ type: 'visitor.invite', visitor_id: String(row.id), site_id: row.site_id })) {
+      showAlert('Not connected to the server: the invitation was not sent.');
+      return;
+    }
+    button.disabled = true;
+  }
+
   // ---- clocks --------------------------------------------------------------------------------
 
   setInterval(() => {
     const now = Date.now();
     for (const entry of ringing.values()) entry.waiting.textContent = `waiting ${clock(now - entry.since)}`;
     if (active && active.connected) activeTimer.textContent = clock(now - active.connectedAt);
+    for (const tr of boardRows.values()) {
+      const cell = tr.querySelector('.time');
+      if (cell && tr.row) cell.textContent = timeOnSite(tr.row);
+    }
   }, 1000);
 
   // ---- start ---------------------------------------------------------------------------------

@@ -94,6 +94,13 @@ class Peer:
             if data["type"] == kind:
                 return data
 
+    async def fresh_connection(self) -> RTCPeerConnection:
+        """A new peer connection for the next call, as the widget and softphone make one per call."""
+        if self.pc.getTransceivers():
+            await self.pc.close()
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        return self.pc
+
     async def send(self, **message: Any) -> None:
         await self.ws.send_json(message)
 
@@ -115,7 +122,9 @@ async def shopper(session: aiohttp.ClientSession, stack: Server, token: str = "v
 
 async def call(peer: Peer, hz: float = 440, page: str = "https://shop.example/p/1") -> str:
     """Place a call; returns its id once the server answered the offer."""
-    await peer.send(type="call.offer", sdp=await offer(peer.pc, hz), context={"page": page})
+    await peer.send(
+        type="call.offer", sdp=await offer(await peer.fresh_connection(), hz), context={"page": page}
+    )
     answer = await peer.receive("call.answer")
     await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
     return str(answer["call_id"])
@@ -140,7 +149,7 @@ async def operator(stack: Server, email: str, online: bool = True) -> Peer:
 
 
 async def answer(peer: Peer, call_id: str, hz: float = 1000) -> None:
-    await peer.send(type="call.accept", call_id=call_id, sdp=await offer(peer.pc, hz))
+    await peer.send(type="call.accept", call_id=call_id, sdp=await offer(await peer.fresh_connection(), hz))
     reply = await peer.receive("call.answer")
     await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
     await peer.receive("call.connected")

@@ -2,10 +2,11 @@
  *
  * A shop embeds it with
  *   <script src="https://HOST/widget.js" data-site="KEY" async></script>
- * It renders inside an open shadow root (so the shop's CSS can't reach it and ours can't leak out),
- * asks for the microphone, and speaks the widget side of docs/signaling.md. When a call can't happen
- * it carries the shopper on to text chat, and when nobody is online, to "leave a message".
- * Plain ES2020, no dependencies: it loads on every page of a shop, so it stays small.
+ * It renders in an open shadow root (the shop's CSS can't reach it, ours can't leak out), speaks the
+ * widget side of docs/signaling.md, and falls back from a call to chat to "leave a message".
+ * Page views go out as small beacons (no socket until the shopper acts); operators' invitations
+ * arrive on an event stream open only while someone could answer. Plain ES2020, no dependencies,
+ * texts from the server: small enough for every page of a shop.
  */
 (() => {
   'use strict';
@@ -16,60 +17,41 @@
   const script = document.currentScript ||
     document.querySelector('script[data-site][src*="widget.js"]');
   if (!script || !script.dataset.site) {
-    console.warn('CallButton: no <script data-site="KEY" src=".../widget.js"> tag found');
+    console.warn('CallButton: the script tag needs data-site="KEY"');
     return;
   }
   const siteKey = script.dataset.site;
   const base = new URL(script.src, location.href).origin;
   const wsBase = base.replace(/^http/, 'ws');
 
-  const TEXT = {
-    idle: 'Talk to us — free, from your browser',
-    mic: 'Allow microphone access to start the call',
-    connecting: 'Connecting…',
-    waiting: 'Waiting for an operator…',
-    recorded: 'This call may be recorded.',
-    micBlocked: 'Microphone access was blocked. Allow it in the browser to call us.',
-    micBroken: 'Your microphone could not be started. Check it and try again.',
-    noWebrtc: "Your browser can't make calls. Please use a recent Chrome, Firefox or Safari.",
-    unreachable: "Can't reach the call service. Please try again later.",
-    origin_not_allowed: "Calls aren't enabled for this website.",
-    unknown_site: "This call button isn't set up correctly (unknown site).",
-    iceFailed: 'The call could not connect.',
-    chatInstead: ' You can chat with us instead.',
-    nobody: "Nobody is available right now. Leave a message and we'll get back to you.",
-    no_answer: 'Nobody could answer in time.',
-    all_busy: 'All our operators are busy right now.',
-    left: "Thank you! We'll get back to you soon.",
-  };
-  const ENDED = {
-    completed: 'Call ended. Thank you!',
-    missed: 'Nobody could answer right now.',
-    declined: "The operator couldn't take the call.",
-    failed: 'The call was interrupted.',
-    dropped: 'The call was interrupted.',
-    abandoned: 'Call cancelled.',
-  };
+  // Texts come in the page's language from /widget/config; only this one stays here.
+  const FALLBACK = { unreachable: "Can't reach the call service. Please try again later." };
+  let T = FALLBACK;
+  function t(key, vars) {
+    let text = T[key] ?? FALLBACK[key] ?? '';
+    for (const name in vars || {}) text = text.split(`{${name}}`).join(vars[name]);
+    return text;
+  }
+  const hidden = () => document.visibilityState === 'hidden';
+  const lang = document.documentElement.lang || navigator.language || '';
 
-  // ---- visitor token -------------------------------------------------------------------------
+  // ---- visitor token
 
   const TOKEN_KEY = 'callbutton.visitor';
-  let memoryToken = null; // used when localStorage is unavailable (sandboxed frames, strict privacy)
+  let memoryToken = null; // when localStorage is blocked
+  const store = (key, value) => { try { localStorage.setItem(key, value); } catch (e) { /* blocked */ } };
+  const stored = (key) => { try { return localStorage.getItem(key); } catch (e) { return null; } };
 
   function visitorToken() {
-    let token = null;
-    try { token = localStorage.getItem(TOKEN_KEY); } catch (e) { /* storage blocked */ }
-    token = token || memoryToken;
-    if (!token) {
-      token = newToken();
-      storeToken(token);
-    }
-    return token;
+    const token = stored(TOKEN_KEY) || memoryToken;
+    if (token) return token;
+    storeToken(newToken());
+    return memoryToken;
   }
 
   function storeToken(token) {
     memoryToken = token;
-    try { localStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage blocked */ }
+    store(TOKEN_KEY, token);
   }
 
   function newToken() {
@@ -79,30 +61,26 @@
       (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
-  // ---- configuration -------------------------------------------------------------------------
+  // ---- configuration
 
   let config = null;
-  let configProblem = null; // null | 'unreachable' | 'origin_not_allowed' | 'unknown_site'
+  let configProblem = null; // or its error code
 
   async function loadConfig() {
     try {
-      const res = await fetch(`${base}/widget/config?site=${encodeURIComponent(siteKey)}`,
+      const res = await fetch(`${base}/widget/config?site=${encodeURIComponent(siteKey)}&lang=${encodeURIComponent(lang)}`,
         { credentials: 'omit' });
       let body = null;
       try { body = await res.json(); } catch (e) { /* not JSON */ }
-      const code = body && body.error && body.error.code;
       if (res.ok && body) {
         config = body;
         configProblem = null;
-        applySite(body.site);
-        if (body.chat === true) addChatButton();
-      } else if (code === 'origin_not_allowed' || res.status === 403) {
-        configProblem = 'origin_not_allowed';
-      } else if (code === 'unknown_site' || res.status === 404) {
-        configProblem = 'unknown_site';
+        site = Object.assign({}, site, body.site);
       } else {
-        configProblem = 'unreachable';
+        configProblem = { 403: 'origin_not_allowed', 404: 'unknown_site' }[res.status] || 'unreachable';
       }
+      if (body && body.texts) localize(body.texts);
+      if (closed() && !panel.hidden && !call) showOffline(config.closed_text);
     } catch (e) {
       configProblem = 'unreachable';
     }
@@ -111,15 +89,14 @@
   let site = { name: '', records_calls: false };
 
   function applySite(info) {
-    if (!info) return;
     site = Object.assign({}, site, info);
-    const title = site.name ? `Call ${site.name}` : 'Call us';
+    const title = site.name ? t('title_site', { site: site.name }) : t('title');
     heading.textContent = title;
     panel.setAttribute('aria-label', title);
     render();
   }
 
-  // ---- visitor context -----------------------------------------------------------------------
+  // ---- visitor context
 
   const CONTEXT_KEYS = { cartValue: 'cart_value', currency: 'currency', productPrice: 'product_price', sku: 'sku' };
   const NUMERIC = new Set(['cart_value', 'product_price']);
@@ -127,6 +104,8 @@
   let visitor = null;
 
   function setContext(values) {
+    const cart = shopContext.cart_value;
+    setTimeout(() => { if (shopContext.cart_value !== cart) heartbeat(); });
     for (const [name, value] of Object.entries(values || {})) {
       const key = CONTEXT_KEYS[name] || (Object.values(CONTEXT_KEYS).includes(name) ? name : null);
       if (!key) continue;
@@ -150,7 +129,7 @@
     visitor = Object.keys(who).length ? who : null;
   }
 
-  // Product and price from the page's schema.org JSON-LD, when the shop didn't set them.
+  // Product and price from schema.org JSON-LD, or microdata, when the shop didn't set them.
   function pageProduct() {
     for (const tag of document.querySelectorAll('script[type="application/ld+json"]')) {
       let data;
@@ -160,15 +139,30 @@
         const offer = [].concat(item.offers || [])[0] || {};
         const found = {};
         const price = offer.price ?? offer.lowPrice;
-        if (price !== undefined && price !== null && price !== '' && Number.isFinite(Number(price))) {
-          found.product_price = Number(price);
-        }
+        if (price != null && price !== '' && isFinite(price)) found.product_price = +price;
         if (offer.priceCurrency) found.currency = String(offer.priceCurrency);
         if (item.sku) found.sku = String(item.sku);
+        if (item.name) found.product_name = String(item.name);
         return found;
       }
     }
     return {};
+  }
+
+  function microdata() {
+    const item = document.querySelector('[itemtype$="schema.org/Product"]');
+    if (!item) return {};
+    const found = {};
+    const prop = (name) => {
+      const node = item.querySelector(`[itemprop="${name}"]`);
+      return node && (node.getAttribute('content') || node.textContent || '').trim();
+    };
+    const price = +String(prop('price') || '').replace(',', '.').replace(/[^0-9.]/g, '');
+    if (price) found.product_price = price;
+    for (const [name, key] of [['priceCurrency', 'currency'], ['sku', 'sku'], ['name', 'product_name']]) {
+      if (prop(name)) found[key] = prop(name);
+    }
+    return found;
   }
 
   function callContext() {
@@ -185,13 +179,13 @@
     const search = ['q', 's', 'search', 'query'].map((key) => params.get(key)).find(Boolean);
     if (search) context.search = search;
     let product = {};
-    try { product = pageProduct(); } catch (e) { /* odd markup must not stop a call */ }
+    try { product = Object.assign(microdata(), pageProduct()); } catch (e) { /* odd markup */ }
     Object.assign(context, product, shopContext);
     if (visitor) context.visitor = visitor;
     return context;
   }
 
-  // ---- events --------------------------------------------------------------------------------
+  // ---- events
 
   const listeners = {};
 
@@ -207,96 +201,112 @@
     }
   }
 
-  // ---- user interface ------------------------------------------------------------------------
+  // ---- user interface
 
   const CSS = `
-    [hidden] { display: none !important; }
-    .cb { font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; }
-    button { font: inherit; cursor: pointer; border: 0; border-radius: 8px; padding: 10px 16px; }
-    button:focus-visible { outline: 3px solid #f59e0b; outline-offset: 2px; }
-    .launcher { width: 60px; height: 60px; border-radius: 50%; padding: 0; display: grid;
-      place-items: center; background: #1d6f42; color: #fff; box-shadow: 0 4px 14px rgba(0,0,0,.3); }
-    .launcher svg { width: 28px; height: 28px; fill: currentColor; }
-    .launcher.live { background: #b42318; }
-    .panel { position: absolute; right: 0; bottom: 72px; width: 300px; box-sizing: border-box;
-      background: #fff; border-radius: 12px; padding: 16px; box-shadow: 0 8px 30px rgba(0,0,0,.25); }
-    .head { display: flex; align-items: center; justify-content: space-between; gap: 8px; }
-    .head h2 { font-size: 17px; margin: 0; font-weight: 600; }
-    .close { background: transparent; color: #57606a; font-size: 22px; line-height: 1; padding: 4px 10px; }
-    .status { margin: 12px 0 4px; min-height: 1.4em; }
-    .timer { margin: 0; font-variant-numeric: tabular-nums; font-size: 22px; }
-    .note { margin: 4px 0 0; font-size: 13px; color: #57606a; }
-    .actions { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 12px; }
-    .call { background: #1d6f42; color: #fff; flex: 1; }
-    .hangup { background: #b42318; color: #fff; flex: 1; }
-    .mute, .chat { background: #eaeef2; color: #1f2328; }
-    .mute[aria-pressed="true"] { background: #1f2328; color: #fff; }
-    .log { list-style: none; margin: 12px 0 0; padding: 0; max-height: 260px; overflow-y: auto; }
-    .log li { margin: 4px 0; padding: 6px 10px; border-radius: 8px; background: #eaeef2; white-space: pre-wrap;
-      overflow-wrap: anywhere; }
-    .log .visitor { background: #d8f0e0; margin-left: 32px; }
-    .log .system { background: none; color: #57606a; font-size: 13px; padding: 2px 0; }
-    .log .failed { background: #fde2e1; }
-    .log small { display: block; color: #57606a; font-size: 12px; }
-    form { display: flex; flex-direction: column; gap: 6px; margin-top: 8px; }
-    input, textarea { font: inherit; border: 1px solid #8c959f; border-radius: 6px; padding: 6px 8px; }
-    .say, .mailme { flex-direction: row; }
-    .say textarea, .mailme input { flex: 1; min-width: 0; }
-    .send { background: #1d6f42; color: #fff; }
-    .typing, .mailme { font-size: 13px; color: #57606a; margin: 4px 0 0; }
-    @media (max-width: 479px) {
-      .panel { position: fixed; left: 0; right: 0; bottom: 0; width: auto; border-radius: 12px 12px 0 0; }
-    }`;
+[hidden]{display:none !important}
+.cb{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328}
+button{font:inherit;cursor:pointer;border:0;border-radius:8px;padding:10px 16px}
+button:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
+.launcher{width:60px;height:60px;border-radius:50%;padding:0;display:grid;place-items:center;background:#1d6f42;color:#fff;box-shadow:0 4px 14px rgba(0,0,0,.3)}
+.launcher svg{width:28px;height:28px;fill:currentColor}
+.launcher.live{background:#b42318}
+.panel,.invite{position:absolute;right:0;bottom:72px;width:300px;box-sizing:border-box;background:#fff;border-radius:12px;padding:16px;box-shadow:0 8px 30px rgba(0,0,0,.25)}
+.head{display:flex;align-items:center;justify-content:space-between;gap:8px}
+.head h2{font-size:17px;margin:0;font-weight:600}
+.close{background:transparent;color:#57606a;font-size:22px;line-height:1;padding:4px 10px}
+.status{margin:12px 0 4px;min-height:1.4em}
+.timer{margin:0;font-variant-numeric:tabular-nums;font-size:22px}
+.note{margin:4px 0 0;font-size:13px;color:#57606a}
+.actions{display:flex;flex-wrap:wrap;gap:8px;margin-top:12px}
+.call{background:#1d6f42;color:#fff;flex:1}
+.hangup{background:#b42318;color:#fff;flex:1}
+.mute,.chat{background:#eaeef2;color:#1f2328}
+.mute[aria-pressed="true"]{background:#1f2328;color:#fff}
+.log{list-style:none;margin:12px 0 0;padding:0;max-height:260px;overflow-y:auto}
+.log li{margin:4px 0;padding:6px 10px;border-radius:8px;background:#eaeef2;white-space:pre-wrap;overflow-wrap:anywhere}
+.log .visitor{background:#d8f0e0;margin-left:32px}
+.log .system{background:none;color:#57606a;font-size:13px;padding:2px 0}
+.log .failed{background:#fde2e1}
+.log small{display:block;color:#57606a;font-size:12px}
+form{display:flex;flex-direction:column;gap:6px;margin-top:8px}
+input,textarea{font:inherit;border:1px solid #8c959f;border-radius:6px;padding:6px 8px}
+.say,.mailme{flex-direction:row}
+.say textarea,.mailme input{flex:1;min-width:0}
+.send{background:#1d6f42;color:#fff}
+.typing,.mailme{font-size:13px;color:#57606a;margin:4px 0 0}
+.invite .close{position:absolute;top:4px;right:2px}
+.invite p{margin:0 24px 6px 0}
+.who{font-weight:600}
+@media (max-width:479px){.panel{position:fixed;left:0;right:0;bottom:0;width:auto;border-radius:12px 12px 0 0;max-height:100vh;overflow-y:auto}
+.invite{position:fixed;left:8px;right:8px;bottom:88px;width:auto}}`;
 
   const PHONE_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6.6 10.8a15.1 15.1 0 0 0 6.6 6.6l2.2-2.2c.3-.3.7-.4 1-.2 1.1.4 2.3.6 3.6.6.6 0 1 .4 1 1V20c0 .6-.4 1-1 1A17 17 0 0 1 3 4c0-.6.4-1 1-1h3.5c.6 0 1 .4 1 1 0 1.3.2 2.5.6 3.6.1.3 0 .7-.2 1z"/></svg>';
 
-  const host = document.createElement('div');
+  // A tag of our own: shop rules aimed at div or span miss the host too.
+  const host = document.createElement('callbutton-widget');
   host.setAttribute('data-callbutton', '');
-  // Inline, so no shop rule can outrank it; `all: initial` stops the shop's inherited styles.
+  // Inline, so no shop rule outranks it; `all: initial` stops inherited styles; fixed: no layout shift.
   host.setAttribute('style', 'all:initial;position:fixed;bottom:20px;right:20px;z-index:2147483000;');
   const root = host.attachShadow({ mode: 'open' });
-  // Static markup only: everything that comes from the network is set with textContent below.
+  // Static markup: texts come with localize(), the network's strings go in as textContent.
   root.innerHTML = `<style>${CSS}</style>
-    <div class="cb">
-      <div class="panel" role="dialog" aria-label="Call us" hidden>
-        <div class="head">
-          <h2>Call us</h2>
-          <button class="close" type="button" data-testid="cb-close" aria-label="Close">×</button>
-        </div>
-        <p class="status" data-testid="cb-status" aria-live="polite"></p>
-        <p class="timer" role="timer" aria-label="Call duration" hidden>00:00</p>
-        <p class="note" hidden></p>
-        <div class="actions">
-          <button class="call" type="button" data-testid="cb-call" aria-label="Start a call">Call now</button>
-          <button class="mute" type="button" data-testid="cb-mute" aria-pressed="false"
-            aria-label="Mute microphone" hidden>Mute</button>
-          <button class="hangup" type="button" data-testid="cb-hangup" aria-label="End call" hidden>Hang up</button>
-        </div>
-        <div class="chatbox" hidden>
-          <ol class="log" data-testid="cb-chat-log" aria-label="Conversation" aria-live="polite"></ol>
-          <p class="typing" hidden></p>
-          <form class="say">
-            <textarea data-testid="cb-chat-input" rows="2" maxlength="4000" aria-label="Your message"
-              placeholder="Type your message"></textarea>
-            <button class="send" type="submit" data-testid="cb-chat-send">Send</button>
-          </form>
-          <form class="mailme">
-            <input type="email" name="email" aria-label="E-mail for a transcript" placeholder="E-mail me this chat">
-            <button type="submit">Send</button>
-          </form>
-        </div>
-        <form class="offline" data-testid="cb-offline-form" hidden>
-          <input name="name" maxlength="200" aria-label="Your name" placeholder="Your name">
-          <input name="email" maxlength="320" required aria-label="E-mail or phone" placeholder="E-mail or phone">
-          <textarea name="message" rows="3" maxlength="4000" required aria-label="Message"
-            placeholder="Your message"></textarea>
-          <button class="send" type="submit" data-testid="cb-offline-send">Send message</button>
-        </form>
-        <audio autoplay></audio>
-      </div>
-      <button class="launcher" type="button" data-testid="cb-launcher" aria-label="Call us"
-        aria-expanded="false">${PHONE_ICON}</button>
-    </div>`;
+<div class="cb">
+<div class="panel" role="dialog" hidden>
+<div class="head">
+<h2></h2>
+<button class="close" type="button" data-testid="cb-close" data-a="close">×</button>
+</div>
+<p class="status" data-testid="cb-status" aria-live="polite"></p>
+<p class="timer" role="timer" data-a="timer_aria" hidden>00:00</p>
+<p class="note" data-t="recorded" hidden></p>
+<div class="actions">
+<button class="call" type="button" data-testid="cb-call" data-a="call_aria"></button>
+<button class="mute" type="button" data-testid="cb-mute" aria-pressed="false" hidden></button>
+<button class="hangup" type="button" data-testid="cb-hangup" data-a="hangup_aria" hidden></button>
+<button class="chat" type="button" data-testid="cb-chat-open" data-a="chat_aria" data-t="chat" hidden></button>
+</div>
+<div class="chatbox" hidden>
+<ol class="log" data-testid="cb-chat-log" data-a="log_aria" aria-live="polite"></ol>
+<p class="typing" hidden></p>
+<form class="say">
+<textarea data-testid="cb-chat-input" rows="2" maxlength="4000" data-a="message_aria" data-p="message_ph"></textarea>
+<button class="send" type="submit" data-testid="cb-chat-send" data-t="send"></button>
+</form>
+<form class="mailme">
+<input type="email" name="email" data-a="transcript_aria" data-p="transcript_ph">
+<button type="submit" data-t="send"></button>
+</form>
+</div>
+<form class="offline" data-testid="cb-offline-form" hidden>
+<input name="name" maxlength="200" data-a="name_ph" data-p="name_ph">
+<input name="email" maxlength="320" required data-a="contact_ph" data-p="contact_ph">
+<textarea name="message" rows="3" maxlength="4000" required data-a="text_ph" data-p="text_ph"></textarea>
+<button class="send" type="submit" data-testid="cb-offline-send" data-t="send_message"></button>
+</form>
+<audio autoplay></audio>
+</div>
+<div class="invite" data-testid="cb-invite" role="dialog" aria-live="polite" aria-labelledby="cb-who" hidden>
+<button class="close" type="button" data-testid="cb-invite-close" data-a="invite_close">×</button>
+<p class="who" id="cb-who"></p>
+<p class="greet"></p>
+<div class="actions">
+<button class="call" type="button" data-testid="cb-invite-call" data-t="invite_call"></button>
+<button class="chat" type="button" data-testid="cb-invite-chat" data-t="invite_chat"></button>
+</div>
+</div>
+<button class="launcher" type="button" data-testid="cb-launcher" aria-label="Call us"
+data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
+</div>`;
+
+  function localize(texts) {
+    T = texts;
+    if (view === 'idle') statusText = closed() ? config.closed_text : t('idle');
+    for (const node of root.querySelectorAll('[data-t]')) node.textContent = t(node.dataset.t);
+    for (const node of root.querySelectorAll('[data-a]')) node.setAttribute('aria-label', t(node.dataset.a));
+    for (const node of root.querySelectorAll('[data-p]')) node.placeholder = t(node.dataset.p);
+    applySite();
+  }
 
   const $ = (selector) => root.querySelector(selector);
   const panel = $('.panel');
@@ -304,9 +314,9 @@
   const statusLine = $('.status');
   const timerLine = $('.timer');
   const note = $('.note');
-  const actions = $('.actions');
   const callButton = $('.call');
   const muteButton = $('.mute');
+  const chatButton = $('.chat');
   const hangupButton = $('.hangup');
   const launcher = $('.launcher');
   const remoteAudio = $('audio');
@@ -318,24 +328,11 @@
   const mailForm = $('.mailme');
   const offlineForm = $('.offline');
 
-  note.textContent = TEXT.recorded;
-
-  function addChatButton() {
-    if ($('.chat')) return;
-    const chatButton = document.createElement('button');
-    chatButton.type = 'button';
-    chatButton.className = 'chat';
-    chatButton.dataset.testid = 'cb-chat-open';
-    chatButton.setAttribute('aria-label', 'Chat with us');
-    chatButton.textContent = 'Chat';
-    chatButton.addEventListener('click', () => chat());
-    actions.appendChild(chatButton);
-    render();
-  }
+  const inviteBox = $('.invite');
 
   // view: 'idle' | 'mic' | 'connecting' | 'waiting' | 'incall' | 'ended'
   let view = 'idle';
-  let statusText = TEXT.idle;
+  let statusText = t('idle');
 
   function show(nextView, text) {
     view = nextView;
@@ -347,24 +344,36 @@
     const live = ['mic', 'connecting', 'waiting', 'incall'].includes(view);
     const hadFocus = root.activeElement;
     let text = statusText;
-    if (view === 'waiting' && site.records_calls) text = `${TEXT.waiting} ${TEXT.recorded}`;
+    if (view === 'waiting' && site.records_calls) text = `${t('waiting')} ${t('recorded')}`;
     statusLine.textContent = text;
     note.hidden = !(site.records_calls && ['idle', 'mic', 'connecting'].includes(view));
     callButton.hidden = live;
-    callButton.textContent = view === 'ended' ? 'Call again' : 'Call now';
+    callButton.textContent = t(view === 'ended' ? 'call_again' : 'call');
     hangupButton.hidden = !live;
-    hangupButton.textContent = view === 'incall' ? 'Hang up' : 'Cancel';
+    hangupButton.textContent = t(view === 'incall' ? 'hangup' : 'cancel');
     muteButton.hidden = !(view === 'waiting' || view === 'incall');
-    const chatButton = $('.chat');
-    if (chatButton) chatButton.hidden = live || (!chatBox.hidden && chatState !== null) || !offlineForm.hidden;
+    const muted = muteButton.getAttribute('aria-pressed') === 'true';
+    muteButton.textContent = t(muted ? 'unmute' : 'mute');
+    muteButton.setAttribute('aria-label', t(muted ? 'unmute_aria' : 'mute_aria'));
+    chatButton.hidden = !(config && config.chat) || live || (!chatBox.hidden && chatState !== null) || !offlineForm.hidden;
+    if (closed() && !live && !call) callButton.hidden = true;
     timerLine.hidden = view !== 'incall';
     launcher.classList.toggle('live', live);
     // A button that just hid would drop keyboard focus (and Escape) out of the panel.
     if (hadFocus && hadFocus.hidden && !panel.hidden) (live ? hangupButton : callButton).focus();
   }
 
+  const closed = () => Boolean(config && config.open === false);
+  const closedText = () => (config && config.closed_text) || t('closed_plain');
+
   function open() {
     if (!host.isConnected) mount();
+    hideInvite();
+    if (closed() && !call && !chatState && offlineForm.hidden) {
+      chatBox.hidden = true;
+      offlineForm.hidden = false;
+      show('ended', config.closed_text);
+    }
     if (!panel.hidden) return;
     panel.hidden = false;
     launcher.setAttribute('aria-expanded', 'true');
@@ -386,9 +395,9 @@
 
   const CHAT_KEY = 'callbutton.chat';
   let chatWs = null;
-  let chatState = null; // { id, state, position, operator } once the server has a chat for us
+  let chatState = null; // { id, state, position, operator }
   let wantChat = false; // chat.start goes out once the socket says hello
-  let fallback = null; // { fallback, call_id }: why the last call didn't happen
+  let fallback = null; // { fallback, call_id }: why the last call failed
   let clientIds = 0;
   let typingTimer = null;
   let lastTyping = 0;
@@ -396,7 +405,7 @@
   const shown = new Map(); // message id (or client id) → list item
 
   function remember(on) {
-    try { if (on) localStorage.setItem(CHAT_KEY, '1'); else localStorage.removeItem(CHAT_KEY); } catch (e) { /* */ }
+    store(CHAT_KEY, on ? '1' : '');
   }
 
   function showChat() {
@@ -407,6 +416,7 @@
   }
 
   function chat() {
+    if (closed() && !chatState) { showOffline(config.closed_text); return; }
     showChat();
     wantChat = true;
     if (chatWs && chatWs.readyState === WebSocket.OPEN) startChat();
@@ -425,7 +435,7 @@
     ws.onmessage = (event) => onChatFrame(event.data);
     ws.onclose = (event) => {
       chatWs = null;
-      // A short network drop must not end the conversation: come back while a chat is open.
+      // A network blip must not end the conversation: come back while a chat is open.
       if (chatState && chatState.state !== 'closed' && event.code < 4000) setTimeout(connectChat, 2000);
     };
   }
@@ -480,15 +490,15 @@
         break;
       case 'chat.transcript':
         mailForm.querySelector('input').placeholder = frame.status === 'failed'
-          ? 'The transcript could not be sent' : frame.status === 'sent' ? 'Transcript sent' : 'Sending…';
+          ? t('transcript_failed') : t(frame.status === 'sent' ? 'transcript_sent' : 'transcript_sending');
         break;
       case 'message.left':
         offlineForm.hidden = true;
-        show('ended', TEXT.left);
+        show('ended', t('left'));
         break;
       case 'error':
-        if (frame.code === 'nobody_online') {
-          showOffline(TEXT.nobody);
+        if (frame.code === 'nobody_online' || frame.code === 'closed') {
+          showOffline(frame.code === 'closed' ? closedText() : t('nobody'));
         } else if (frame.client_id) {
           const item = shown.get(`c${frame.client_id}`);
           if (item) item.classList.add('failed');
@@ -509,70 +519,66 @@
     const name = info.operator && info.operator.name;
     // The call's own status wins while a call is on.
     if (!call) {
-      statusText = info.state === 'closed' ? 'Chat ended.'
-        : name ? `Chatting with ${name}`
-          : `Waiting for an operator — you are number ${info.position || 1} in the queue.`;
+      statusText = info.state === 'closed' ? t('chat_ended')
+        : name ? t('chatting', { name }) : t('queue', { n: info.position || 1 });
     }
     sayForm.hidden = info.state === 'closed';
     if (info.state === 'closed') chatState = null;
     render();
   }
 
-  function showMessage(message) {
-    if (!message || shown.has(message.id)) return;
-    const item = document.createElement('li');
-    item.className = String(message.sender);
-    if (message.sender === 'operator' && message.operator) {
-      const who = document.createElement('small');
-      who.textContent = String(message.operator.name);
-      item.append(who);
-    }
-    item.append(document.createTextNode(String(message.text)));
-    shown.set(message.id, item);
-    if (message.sender === 'visitor') setTick(item, message.status);
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    node.className = className;
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function addLine(item) {
     chatLog.append(item);
     chatLog.scrollTop = chatLog.scrollHeight;
+  }
+
+  function showMessage(message) {
+    if (!message || shown.has(message.id)) return;
+    const item = el('li', String(message.sender));
+    if (message.sender === 'operator' && message.operator) item.append(el('small', '', String(message.operator.name)));
+    item.append(String(message.text));
+    shown.set(message.id, item);
+    if (message.sender === 'visitor') setTick(item, message.status);
+    addLine(item);
   }
 
   function setTick(item, status) {
     if (!item || item.className.indexOf('visitor') < 0) return;
     let tick = item.querySelector('.tick');
-    if (!tick) {
-      tick = document.createElement('small');
-      tick.className = 'tick';
-      item.append(tick);
-    }
+    if (!tick) item.append(tick = el('small', 'tick'));
     if (tick.dataset.status === 'read') return;
     tick.dataset.status = status;
-    tick.textContent = status === 'read' ? '✓✓ read' : status === 'delivered' ? '✓ delivered' : 'sent';
+    tick.textContent = t(status === 'read' || status === 'delivered' ? status : 'sent');
   }
 
   function typing(on) {
     clearTimeout(typing.timer);
     const name = chatState && chatState.operator && chatState.operator.name;
-    typingLine.textContent = `${name || 'The operator'} is typing…`;
+    typingLine.textContent = t('typing', { name: name || t('operator') });
     typingLine.hidden = !on;
     if (on) typing.timer = setTimeout(() => { typingLine.hidden = true; }, 6000);
   }
 
   function markRead() {
-    if (panel.hidden || document.visibilityState === 'hidden') return;
+    if (panel.hidden || hidden()) return;
     const ids = Array.from(shown.keys()).filter((id) => typeof id === 'number');
     if (ids.length) chatSend({ type: 'chat.read', up_to: Math.max(...ids) });
   }
 
   function offerCall(name) {
-    const item = document.createElement('li');
-    item.className = 'system';
-    const accept = document.createElement('button');
-    accept.type = 'button';
-    accept.className = 'call';
+    const accept = el('button', 'call', t('call_offer', { name: name || t('us') }));
     accept.dataset.testid = 'cb-accept-call';
-    accept.textContent = `Call ${name || 'us'} now`;
     accept.addEventListener('click', () => { accept.disabled = true; startCall(chatState && chatState.id); });
+    const item = el('li', 'system');
     item.append(accept);
-    chatLog.append(item);
-    chatLog.scrollTop = chatLog.scrollHeight;
+    addLine(item);
   }
 
   // The operator sees what is being typed before it is sent, at most every 300 ms.
@@ -594,18 +600,15 @@
     if (!text) return;
     const id = String(++clientIds);
     if (!chatSend({ type: 'chat.send', text, client_id: id })) {
-      statusLine.textContent = TEXT.unreachable;
+      statusLine.textContent = t('unreachable');
       return;
     }
     clearTimeout(typingTimer);
     chatInput.value = '';
-    const item = document.createElement('li');
-    item.className = 'visitor';
-    item.textContent = text;
+    const item = el('li', 'visitor', text);
     item.style.opacity = '.6';
     shown.set(`c${id}`, item);
-    chatLog.append(item);
-    chatLog.scrollTop = chatLog.scrollHeight;
+    addLine(item);
   });
   mailForm.addEventListener('submit', (event) => {
     event.preventDefault();
@@ -642,13 +645,16 @@
   callButton.addEventListener('click', () => startCall());
   hangupButton.addEventListener('click', hangup);
   muteButton.addEventListener('click', toggleMute);
+  chatButton.addEventListener('click', () => chat());
   root.addEventListener('keydown', (event) => {
-    if (event.key === 'Escape' && !panel.hidden) close();
+    if (event.key !== 'Escape') return;
+    if (!inviteBox.hidden) declineInvite();
+    else if (!panel.hidden) close();
   });
 
-  // ---- the call ------------------------------------------------------------------------------
+  // ---- the call
 
-  let call = null; // the call being set up or held: { pc, ws, stream, callId, connected, ... }
+  let call = null; // { pc, ws, stream, callId, connected, ... }
 
   function fail(code, message) {
     show('ended', message);
@@ -661,47 +667,47 @@
     offlineForm.hidden = true;
     if (!window.RTCPeerConnection || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       fallback = { fallback: 'no_webrtc' };
-      fail('no_webrtc', TEXT.noWebrtc + TEXT.chatInstead);
+      fail('no_webrtc', t('noWebrtc') + t('chatInstead'));
       return;
     }
     const current = call = { done: false, chatId };
-    show('connecting', TEXT.connecting);
+    show('connecting', t('connecting'));
     await (configReady = loadConfig()); // fresh: who is online now
     if (call !== current) return;
     if (configProblem) {
       call = null;
-      fail(configProblem, TEXT[configProblem]);
+      fail(configProblem, t(configProblem));
       return;
     }
-    if (config.operators_online === 0 && !chatId) {
+    if (closed() || (config.operators_online === 0 && !chatId)) {
       call = null;
-      showOffline(TEXT.nobody);
+      showOffline(closed() ? closedText() : t('nobody'));
       return;
     }
     emit('call.started', {});
-    show('mic', TEXT.mic);
+    show('mic', t('mic'));
     try {
       current.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (e) {
-      const blocked = e && (e.name === 'NotAllowedError' || e.name === 'NotFoundError' || e.name === 'SecurityError');
-      endCall(current, 'failed', blocked ? TEXT.micBlocked : TEXT.micBroken, blocked ? 'microphone_blocked' : 'microphone_failed');
+      const blocked = e && ['NotAllowedError', 'NotFoundError', 'SecurityError'].includes(e.name);
+      endCall(current, 'failed', t(blocked ? 'micBlocked' : 'micBroken'), blocked ? 'microphone_blocked' : 'microphone_failed');
       return;
     }
     if (current.done) { // cancelled while the browser asked
       current.stream.getTracks().forEach((track) => track.stop());
       return;
     }
-    show('connecting', TEXT.connecting);
+    show('connecting', t('connecting'));
     try {
       const pc = current.pc = new RTCPeerConnection({ iceServers: config.ice_servers || [] });
       pc.addEventListener('track', (event) => {
         remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
-        remoteAudio.play().catch(() => { /* autoplay blocked: the click already counted in practice */ });
+        remoteAudio.play().catch(() => { /* autoplay: the click counted */ });
       });
       const watchConnection = () => {
         if (pc.connectionState === 'failed' || pc.iceConnectionState === 'failed') {
           send(current, { type: 'call.hangup' });
-          endCall(current, 'failed', TEXT.iceFailed, 'ice_failed');
+          endCall(current, 'failed', t('iceFailed'), 'ice_failed');
         }
       };
       pc.addEventListener('connectionstatechange', watchConnection);
@@ -711,7 +717,7 @@
       // The server answers once with all its candidates and takes none later, so send ours in the offer.
       await iceGathered(pc, 2000);
     } catch (e) {
-      endCall(current, 'failed', TEXT.iceFailed, 'webrtc_failed');
+      endCall(current, 'failed', t('iceFailed'), 'webrtc_failed');
       return;
     }
     if (current.done) return;
@@ -719,16 +725,11 @@
   }
 
   function iceGathered(pc, timeoutMs) {
-    if (pc.iceGatheringState === 'complete') return Promise.resolve();
     return new Promise((resolve) => {
-      const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-      const timer = setTimeout(done, timeoutMs);
-      function done() {
-        clearTimeout(timer);
-        pc.removeEventListener('icegatheringstatechange', check);
-        resolve();
-      }
+      const check = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+      setTimeout(resolve, timeoutMs);
       pc.addEventListener('icegatheringstatechange', check);
+      check();
     });
   }
 
@@ -738,7 +739,7 @@
     try {
       ws = current.ws = new WebSocket(url);
     } catch (e) {
-      endCall(current, 'failed', TEXT.unreachable, 'unreachable');
+      endCall(current, 'failed', t('unreachable'), 'unreachable');
       return;
     }
     ws.onopen = () => {
@@ -749,10 +750,9 @@
     };
     ws.onmessage = (event) => onFrame(current, event.data);
     ws.onclose = (event) => {
-      if (event.code === 4403) endCall(current, 'failed', TEXT.origin_not_allowed, 'origin_not_allowed');
-      else if (event.code === 4404) endCall(current, 'failed', TEXT.unknown_site, 'unknown_site');
-      else if (!current.opened) endCall(current, 'failed', TEXT.unreachable, 'unreachable');
-      else endCall(current, 'dropped', ENDED.dropped, 'connection_lost');
+      const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[event.code] || (!current.opened && 'unreachable');
+      if (problem) endCall(current, 'failed', t(problem), problem);
+      else endCall(current, 'dropped', t('ended_dropped'), 'connection_lost');
     };
   }
 
@@ -773,36 +773,39 @@
         current.callId = frame.call_id;
         current.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch(() => {
           send(current, { type: 'call.hangup' });
-          endCall(current, 'failed', TEXT.iceFailed, 'bad_answer');
+          endCall(current, 'failed', t('iceFailed'), 'bad_answer');
         });
-        if (!current.connected) show('waiting', TEXT.waiting);
+        if (!current.connected) show('waiting', t('waiting'));
         break;
       case 'call.ringing':
         current.callId = frame.call_id;
-        if (!current.connected) show('waiting', TEXT.waiting);
+        if (!current.connected) show('waiting', t('waiting'));
         break;
       case 'call.connected': {
-        const name = (frame.operator && frame.operator.name) || 'our team';
+        const name = (frame.operator && frame.operator.name) || t('our_team');
         current.connected = true;
         const startedAt = Date.now();
         const tick = () => { timerLine.textContent = duration(Date.now() - startedAt); };
         tick();
         current.timer = setInterval(tick, 1000);
-        show('incall', `In call with ${name}`);
+        show('incall', t('in_call', { name }));
         emit('call.connected', { operator: { name } });
         break;
       }
       case 'call.ended':
         if (frame.why === 'nobody_online') {
-          endCall(current, frame.reason, TEXT.nobody);
-          showOffline(TEXT.nobody);
+          endCall(current, frame.reason, t('nobody'));
+          showOffline(t('nobody'));
         } else {
-          endCall(current, frame.reason, (TEXT[frame.why] || ENDED[frame.reason] || ENDED.failed), null, frame.why);
+          endCall(current, frame.reason, (T[frame.why] || t(`ended_${frame.reason}`) || t('ended_failed')), null, frame.why);
         }
         break;
       case 'error': {
-        const message = String(frame.message || 'Something went wrong.');
-        if (!current.callId) {
+        const message = String(frame.message || t('error'));
+        if (frame.code === 'closed') {
+          endCall(current, 'failed', closedText());
+          showOffline(closedText());
+        } else if (!current.callId) {
           endCall(current, 'failed', message, String(frame.code || 'error'));
         } else {
           statusLine.textContent = message;
@@ -832,7 +835,7 @@
     if (fellBack && !current.connected) {
       fallback = { fallback: fellBack };
       if (current.callId) fallback.call_id = current.callId;
-      if (!chatState) text += TEXT.chatInstead;
+      if (!chatState) text += t('chatInstead');
     }
     if (call === current) call = null;
     clearInterval(current.timer);
@@ -845,8 +848,6 @@
     if (current.stream) current.stream.getTracks().forEach((track) => track.stop());
     remoteAudio.srcObject = null;
     muteButton.setAttribute('aria-pressed', 'false');
-    muteButton.setAttribute('aria-label', 'Mute microphone');
-    muteButton.textContent = 'Mute';
     show('ended', text);
     if (errorCode) emit('error', { code: errorCode, message: text });
     emit('call.ended', { reason });
@@ -856,8 +857,8 @@
     const current = call;
     if (!current) return;
     send(current, { type: 'call.hangup' });
-    endCall(current, current.connected ? 'completed' : 'abandoned',
-      current.connected ? ENDED.completed : ENDED.abandoned);
+    const reason = current.connected ? 'completed' : 'abandoned';
+    endCall(current, reason, t(`ended_${reason}`));
   }
 
   function toggleMute() {
@@ -865,11 +866,109 @@
     const muted = muteButton.getAttribute('aria-pressed') !== 'true';
     call.stream.getAudioTracks().forEach((track) => { track.enabled = !muted; });
     muteButton.setAttribute('aria-pressed', String(muted));
-    muteButton.setAttribute('aria-label', muted ? 'Unmute microphone' : 'Mute microphone');
-    muteButton.textContent = muted ? 'Unmute' : 'Mute';
+    render();
   }
 
-  // ---- start ---------------------------------------------------------------------------------
+  // ---- the visit: page-view beacons and invitations --------------------------------------------
+
+  const NO_INVITE = 'callbutton.noinvite';
+  const LAST = 'callbutton.last';
+  const viewId = newToken().replace(/-/g, '').slice(0, 24);
+  let visibleMs = 0;
+  let visibleSince = hidden() ? 0 : Date.now();
+  let stream = null;
+  const declined = () => stored(NO_INVITE) === '1';
+
+  // Returning: back after 30 minutes or more away.
+  const last = Number(stored(LAST));
+  const returning = Boolean(stored('callbutton.returning') || (last && Date.now() - last > 1800e3));
+  if (returning) store('callbutton.returning', '1');
+
+  function onPage() {
+    return Math.round((visibleMs + (visibleSince ? Date.now() - visibleSince : 0)) / 1000);
+  }
+
+  // JSON as text/plain: a "simple" request, without a CORS preflight.
+  function beacon(kind, extra, unloading) {
+    store(LAST, String(Date.now()));
+    const url = `${base}/widget/beacon?site=${encodeURIComponent(siteKey)}`;
+    const body = JSON.stringify(Object.assign({}, extra, { kind, visitor: visitorToken(), view: viewId, seconds: onPage() }));
+    if (unloading && navigator.sendBeacon && navigator.sendBeacon(url, body)) return;
+    fetch(url, { method: 'POST', body, keepalive: true, credentials: 'omit' }).then((res) => {
+      const listen = res.headers.get('CB-Listen');
+      if (listen === 'again') reportView();
+      else if (listen === '1') openStream();
+      else closeStream();
+    }, () => { /* offline: the next heartbeat retries */ });
+  }
+
+  function reportView() {
+    const context = callContext();
+    delete context.visitor;
+    beacon('view', Object.assign(context, { returning, dismissed: declined() }));
+  }
+
+  function heartbeat() {
+    if (!hidden()) beacon('ping', { cart_value: shopContext.cart_value });
+  }
+
+  // Invitations: an event stream, open only while the server says someone could answer.
+  function openStream() {
+    if (stream || declined() || hidden() || !window.EventSource) return;
+    stream = new EventSource(`${base}/widget/events?site=${encodeURIComponent(siteKey)}&visitor=${encodeURIComponent(visitorToken())}`);
+    stream.addEventListener('invite', (event) => {
+      try { showInvite(JSON.parse(event.data)); } catch (e) { /* malformed */ }
+    });
+    stream.addEventListener('bye', closeStream);
+    stream.onerror = closeStream; // no reconnects: the next heartbeat decides
+  }
+
+  function closeStream() {
+    if (stream) stream.close();
+    stream = null;
+  }
+
+  function showInvite(invitation) {
+    if (declined() || call || chatState || !panel.hidden || closed()) return;
+    const name = String((invitation.operator && invitation.operator.name) || t('our_team'));
+    $('.who').textContent = t('invite_title', { name, site: site.name || String(invitation.site || '') });
+    $('.greet').textContent = String(invitation.text || t('greeting'));
+    inviteBox.hidden = false;
+    emit('invite', { operator: { name } });
+  }
+
+  function hideInvite() {
+    inviteBox.hidden = true;
+  }
+
+  function declineInvite() {
+    const focusInside = inviteBox.contains(root.activeElement);
+    hideInvite();
+    store(NO_INVITE, '1');
+    closeStream();
+    beacon('dismiss', {});
+    if (focusInside) launcher.focus();
+  }
+
+  inviteBox.querySelector('.call').addEventListener('click', () => { hideInvite(); startCall(); });
+  inviteBox.querySelector('.chat').addEventListener('click', () => { hideInvite(); chat(); });
+  inviteBox.querySelector('.close').addEventListener('click', declineInvite);
+
+  document.addEventListener('visibilitychange', () => {
+    if (hidden()) {
+      visibleMs += visibleSince ? Date.now() - visibleSince : 0;
+      visibleSince = 0;
+      closeStream();
+    } else {
+      visibleSince = Date.now();
+      heartbeat();
+      markRead();
+    }
+  });
+  addEventListener('pagehide', () => beacon('leave', {}, true));
+  setInterval(heartbeat, 20000);
+
+  // ---- start
 
   function mount() {
     if (!host.isConnected && document.body) document.body.appendChild(host);
@@ -879,9 +978,11 @@
   let configReady = loadConfig();
   if (document.body) mount();
   else document.addEventListener('DOMContentLoaded', mount);
-  // A chat open on another page of the shop continues here: the server sends its history.
-  try { if (localStorage.getItem(CHAT_KEY)) connectChat(); } catch (e) { /* storage blocked */ }
-  document.addEventListener('visibilitychange', markRead);
+  // After queued setContext calls, and once the body's microdata is parsed.
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', reportView);
+  else setTimeout(reportView);
+  // A chat open on another page continues here: the server sends its history.
+  if (stored(CHAT_KEY)) connectChat();
 
   const api = {
     open,
@@ -894,7 +995,7 @@
   };
   window.CallButton = api;
 
-  // Calls made before the script loaded: window.CallButton = window.CallButton || []; CallButton.push([...]).
+  // Calls queued before the script loaded: CallButton = CallButton || []; CallButton.push([...]).
   if (Array.isArray(queued)) {
     for (const item of queued) {
       const [method, ...args] = [].concat(item);

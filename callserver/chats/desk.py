@@ -298,9 +298,17 @@ class ChatDesk:
             )
 
     async def start(
-        self, site: ChatSite, visitor: VisitorContext, fallback: str | None = None, call_id: str | None = None
+        self,
+        site: ChatSite,
+        visitor: VisitorContext,
+        fallback: str | None = None,
+        call_id: str | None = None,
+        prefer_operator: int | None = None,
     ) -> None:
-        """Open a chat for this visitor (or show them the one they have), routed to an operator or queued."""
+        """Open a chat for this visitor (or show them the one they have), routed to an operator or queued.
+
+        `prefer_operator` gets it first when they can take it (the operator who invited the visitor).
+        """
         chat = self._by_visitor.get((site.id, visitor.token)) or await self._revive(site, visitor.token)
         if chat is not None:
             await self._to_visitor(chat, "chat.state", {"chat": self._visitor_view(chat)})
@@ -335,7 +343,9 @@ class ChatDesk:
         note = FALLBACK_NOTES.get(fallback or "")
         if note:
             await self._records.add_message(chat.id, "system", note)
-        await self._assign(chat)
+        await self._assign(
+            chat, self._seats.seat_of(prefer_operator) if prefer_operator is not None else None
+        )
         for channel in list(self._visitors.get(chat.key, [])):
             await self._send_history(chat, channel)
 

@@ -25,13 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callserver import accounts, sites
 from callserver.accounts import Account
 from callserver.calls.states import CallState, EndReason, RingStrategy
-from callserver.dashboard import csrf, queries, recordings
+from callserver.dashboard import csrf, queries, recordings, site_form
 from callserver.dashboard.charts import daily_chart
 from callserver.errors import CallserverError, InvalidInput, NotFound
 from callserver.orders.attribution import set_attribution
 from callserver.store.models import AuditEntry, LeftMessage, Order, Site, User, UserSite
 from callserver.web import auth
 from callserver.web.keys import DATABASE, SETTINGS, TEMPLATES
+from callserver.web.visitors import SHOP_FLOOR
 
 RETENTION = web.AppKey("dashboard_retention", asyncio.Task[None])
 OVERVIEW_DAYS = 30
@@ -495,6 +496,7 @@ async def sites_page(request: web.Request) -> web.StreamResponse:
         "sites.html",
         title="Sites",
         sites=sorted(rows, key=lambda s: s.name.lower()),
+        visitor_settings={s.id: site_form.form_values(s) for s in rows},
         strategies=list(RingStrategy),
         base_url=base_url,
     )
@@ -531,6 +533,7 @@ def _site_settings(site: Site, form: MultiDictProxy[Any]) -> None:
         site.webhook_secret = None
     elif secret:
         site.webhook_secret = secret
+    site_form.apply(site, form)
 
 
 async def site_submit(request: web.Request) -> web.StreamResponse:
@@ -545,6 +548,7 @@ async def site_submit(request: web.Request) -> web.StreamResponse:
             name = site.name
     except InvalidInput as e:
         raise _back("/dashboard/sites", error=e.message) from e
+    request.app[SHOP_FLOOR].profiles.forget()  # the widget and the board use the new settings now
     raise _back("/dashboard/sites", notice=f"Saved the settings of {name}.")
 
 

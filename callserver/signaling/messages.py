@@ -228,6 +228,14 @@ class CannedRemove(Incoming):
     id: int
 
 
+class VisitorInvite(Incoming):
+    """The operator invites a visitor from the board (`op-invite`)."""
+
+    type: Literal["visitor.invite"]
+    visitor_id: str = Field(max_length=64)
+    site_id: int
+
+
 OperatorMessage = Annotated[
     PresenceSet
     | CallAccept
@@ -245,6 +253,7 @@ OperatorMessage = Annotated[
     | MessageHandled
     | CannedAdd
     | CannedRemove
+    | VisitorInvite
     | Ping,
     Field(discriminator="type"),
 ]
@@ -294,3 +303,52 @@ def error(code: str, message: str, client_id: str | None = None) -> dict[str, An
     if client_id is not None:
         frame["client_id"] = client_id
     return frame
+
+
+# Beacons (`POST /widget/beacon`): page views and heartbeats, sent without a socket ----------------
+
+MAX_BEACON_BYTES = 8 * 1024
+
+
+class Beacon(BaseModel):
+    """What the widget reports of a visit: `view` (a page opened), `ping` (still there), `leave`
+    (the page is going away), `dismiss` (the visitor closed an invitation)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["view", "ping", "leave", "dismiss"]
+    visitor: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
+    view: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    page: str | None = Field(None, max_length=MAX_TEXT)
+    title: str | None = Field(None, max_length=500)
+    referrer: str | None = Field(None, max_length=MAX_TEXT)
+    utm: Utm | None = None
+    search: str | None = Field(None, max_length=200)
+    product_name: str | None = Field(None, max_length=300)
+    product_price: float | None = Field(None, ge=0, le=1e9)
+    sku: str | None = Field(None, max_length=200)
+    currency: str | None = Field(None, max_length=3)
+    cart_value: float | None = Field(None, ge=0, le=1e9)
+    seconds: float = Field(0.0, ge=0, le=7 * 24 * 3600)
+    returning: bool = False
+    dismissed: bool = False  # the widget remembers an earlier "no thanks" (localStorage)
+
+
+_beacons: TypeAdapter[Beacon] = TypeAdapter(Beacon)
+
+
+def decode_beacon(body: bytes) -> Beacon:
+    """A beacon's body (JSON sent as text/plain, so browsers send it without a CORS preflight)."""
+    if len(body) > MAX_BEACON_BYTES:
+        raise BadMessage("too_large", f"A beacon is at most {MAX_BEACON_BYTES} bytes.")
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadMessage("bad_json", "The beacon is not valid JSON.") from e
+    try:
+        return _beacons.validate_python(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()[:3]
+        )
+        raise BadMessage("bad_message", f"Invalid beacon: {problems}.") from e

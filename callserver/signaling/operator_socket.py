@@ -32,11 +32,14 @@ from callserver.signaling.messages import (
     OperatorTyping,
     Ping,
     PresenceSet,
+    VisitorInvite,
     decode_operator,
     error,
 )
+from callserver.visitors.invitations import VisitorGone
 from callserver.web.auth import current_account
 from callserver.web.keys import SETTINGS, SWITCHBOARD
+from callserver.web.visitors import SHOP_FLOOR
 
 log = logging.getLogger(__name__)
 CLOSE_LOGIN_REQUIRED = 4401
@@ -103,6 +106,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
     desk = request.app[CHAT_DESK]
     softphone = OperatorConnection(ws)
     leave = switchboard.operator_joined(account, softphone)
+    stop_watching = None
     try:
         await softphone.send(
             {
@@ -115,6 +119,10 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
             }
         )
         await desk.operator_joined(switchboard.seat(account))
+        # The live visitors board: now, then on every change (throttled by the publisher).
+        floor = request.app[SHOP_FLOOR]
+        stop_watching = floor.publisher.watch(account, softphone)
+        await floor.publisher.snapshot(account, softphone)
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
                 message: OperatorMessage | None = None
@@ -128,6 +136,8 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
             elif frame.type is WSMsgType.BINARY:
                 await softphone.send(error("bad_message", "Binary frames are not accepted."))
     finally:
+        if stop_watching is not None:
+            stop_watching()
         leave()
     return ws
 
@@ -175,3 +185,10 @@ async def _handle(
             await desk.add_canned(seat, site_id, title, text)
         case CannedRemove(id=reply_id):
             await desk.remove_canned(seat, reply_id)
+        case VisitorInvite(visitor_id=token, site_id=site_id):
+            floor = request.app[SHOP_FLOOR]
+            profile = floor.profiles.by_id(site_id)
+            if profile is None or not account.works_for(site_id):
+                raise VisitorGone("There is no such visitor on your sites.")
+            await floor.invitations.invite(profile, token, account)
+            await softphone.send({"type": "visitor.invited", "visitor_id": token, "site_id": site_id})

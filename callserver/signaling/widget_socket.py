@@ -17,6 +17,7 @@ from callserver.chats.desk import ChatSite
 from callserver.chats.errors import RateLimited
 from callserver.chats.limits import TokenBucket
 from callserver.errors import CallInProgress, CallserverError, NoCall, OriginNotAllowed, UnknownSite
+from callserver.hours import WorkingHours, check_open
 from callserver.signaling.chat_service import CHAT_DESK
 from callserver.signaling.messages import (
     BadMessage,
@@ -36,6 +37,7 @@ from callserver.signaling.messages import (
     error,
 )
 from callserver.web.keys import DATABASE, SETTINGS, SWITCHBOARD
+from callserver.web.visitors import SHOP_FLOOR
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -129,6 +131,8 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
     desk = request.app[CHAT_DESK]
     chat_site = ChatSite(id=site.id, name=site.name, notify_email=site.notify_email)
     shopper = ShopperConnection(ws)
+    hours = WorkingHours.of_site(site.hours)
+    invitations = request.app[SHOP_FLOOR].invitations
     await shopper.send(
         {
             "type": "hello",
@@ -145,12 +149,16 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
         elif isinstance(message, CallOffer):
             if shopper.call_id is not None:
                 raise CallInProgress("This page already has a call in progress.")
+            check_open(hours)
             desk.limit("call", site.id, token)
             visitor = visitor_context(request, token, message.context)
             chat = desk.chat_of_visitor(site.id, token)
             prefer = None
             if chat is not None and chat.id == message.chat_id and chat.operator is not None:
                 prefer = chat.operator.account.id
+            elif (inviter := invitations.inviter_of(site.id, token)) is not None:
+                prefer = inviter  # the operator who invited this visitor rings first
+            invitations.answered(site.id, token)
             call_id, answer = await switchboard.start_call(routing, visitor, message.sdp, shopper, prefer)
             shopper.call_id = call_id
             await shopper.send({"type": "call.answer", "call_id": call_id, "sdp": answer})
@@ -160,8 +168,12 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
                 raise NoCall("There is no call to hang up.")
             await switchboard.shopper_hangup(shopper.call_id)
         elif isinstance(message, ChatStart):
+            if desk.chat_of_visitor(site.id, token) is None:
+                check_open(hours)  # a chat already going on may finish after closing time
+            inviter = invitations.inviter_of(site.id, token)
+            invitations.answered(site.id, token)
             visitor = visitor_context(request, token, message.context)
-            await desk.start(chat_site, visitor, message.fallback, message.call_id)
+            await desk.start(chat_site, visitor, message.fallback, message.call_id, inviter)
         elif isinstance(message, VisitorChatSend):
             await desk.post_visitor(site.id, token, message.text, message.client_id, shopper)
         elif isinstance(message, VisitorTyping):

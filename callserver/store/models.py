@@ -67,6 +67,12 @@ class Site(Base):
     attribution_days: Mapped[int] = mapped_column(Integer, default=7)
     retention_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
+    # Migration 0004_visitors: the salesperson's eye (callserver/visitors, callserver/hours.py, i18n).
+    score_weights: Mapped[dict[str, Any] | None]  # ScoreWeights overrides; None: the defaults
+    invite_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    hours: Mapped[dict[str, Any] | None]  # WorkingHours; None: always open
+    language: Mapped[str | None] = mapped_column(String(8))  # forces the widget's language
+    texts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"*"|lang: {key: text}}
 
 
 class User(Base):
@@ -116,6 +122,8 @@ class Visitor(Base):
     device: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+    invitations: Mapped[int] = mapped_column(Integer, default=0)  # sent to this visitor (0004_visitors)
+    invitation_dismissed_at: Mapped[datetime | None]  # they closed the bubble: never bother them again
 
 
 class Call(Base):
@@ -287,3 +295,29 @@ class WebhookDelivery(Base):
     source: Mapped[str] = mapped_column(String(20))  # shopify, woocommerce
     delivery_id: Mapped[str] = mapped_column(String(100))
     received_at: Mapped[datetime]
+
+
+class PageView(Base):
+    """One page a visitor opened, as the widget reported it (0004_visitors)."""
+
+    __tablename__ = "page_views"
+    __table_args__ = (
+        UniqueConstraint("site_id", "visitor_token", "view_id"),
+        Index("ix_page_views_site_at", "site_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    visitor_token: Mapped[str] = mapped_column(String(64))
+    view_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    page: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    referrer: Mapped[str | None] = mapped_column(Text)
+    utm: Mapped[dict[str, Any] | None]
+    search: Mapped[str | None] = mapped_column(String(200))
+    product_price: Mapped[float | None] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    sku: Mapped[str | None] = mapped_column(String(200))
+    cart_value: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from callserver import i18n
 from callserver.assets import asset_dir
 from callserver.web.auth import current_account
 from callserver.web.keys import SETTINGS
@@ -26,10 +27,13 @@ async def softphone_config(request: web.Request) -> web.Response:
             content_type="application/json",
         )
     settings = request.app[SETTINGS]
+    language = i18n.choose(request.query.get("lang"))
     return web.json_response(
         {
             "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ice_servers],
             "operator": {"id": account.id, "email": account.email, "name": account.display_name},
+            "lang": language,
+            "texts": i18n.softphone_texts(language),
         },
         headers={"Cache-Control": "no-store"},
     )

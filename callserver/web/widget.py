@@ -1,14 +1,16 @@
-"""What a shop's page loads: `/widget.js` and the widget's configuration."""
+"""What a shop's page loads: `/widget.js` and the widget's configuration (texts, hours, who is online)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
-from callserver import sites
+from callserver import i18n
 from callserver.assets import asset_dir
 from callserver.errors import OriginNotAllowed, UnknownSite
-from callserver.web.errors import json_error
-from callserver.web.keys import DATABASE, SETTINGS, SWITCHBOARD
+from callserver.web.keys import SETTINGS, SWITCHBOARD
+from callserver.web.visitors import refusal, site_for
 
 
 async def widget_js(request: web.Request) -> web.StreamResponse:
@@ -24,27 +26,40 @@ async def widget_js(request: web.Request) -> web.StreamResponse:
 
 
 async def widget_config(request: web.Request) -> web.Response:
-    """The site's public settings for the widget, readable only from the site's allowed origins."""
-    origin = request.headers.get("Origin", "")
-    cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+    """The site's public settings for the widget, readable only from the site's allowed origins.
+
+    `lang` is the page's language (`<html lang>` or the browser's); the site may force its own. The
+    texts come back in the chosen language with the owner's changes, so the widget carries none.
+    """
+    requested = request.query.get("lang")
     try:
-        async with request.app[DATABASE].session() as session:
-            site = await sites.site_by_key(session, request.query.get("site", ""))
-        sites.check_origin(site, origin)
-    except UnknownSite as e:
-        return json_error(404, e.code, e.message, cors)
-    except OriginNotAllowed as e:
-        return json_error(403, e.code, e.message, cors)
-    settings = request.app[SETTINGS]
-    return web.json_response(
-        {
-            "site": {"name": site.name, "records_calls": site.records_calls},
-            "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ice_servers],
-            "operators_online": request.app[SWITCHBOARD].operators_online(site.id),
-            "chat": True,
-        },
-        headers={**cors, "Cache-Control": "no-store"},
-    )
+        profile = await site_for(request)
+    except (UnknownSite, OriginNotAllowed) as e:
+        # Even a refusal is told in the shopper's language.
+        return refusal(request, e, texts=i18n.widget_texts(i18n.choose(requested)))
+    language = i18n.choose(requested, profile.language)
+    now = datetime.now(UTC)
+    texts = i18n.widget_texts(language, profile.texts)
+    is_open = profile.hours is None or profile.hours.is_open(now)
+    config: dict[str, object] = {
+        "site": {"name": profile.name, "records_calls": profile.records_calls},
+        "ice_servers": [s.model_dump(exclude_none=True) for s in request.app[SETTINGS].ice_servers],
+        "operators_online": request.app[SWITCHBOARD].operators_online(profile.id),
+        "chat": True,
+        "lang": language,
+        "texts": texts,
+        "open": is_open,
+    }
+    if not is_open and profile.hours is not None:
+        opens = profile.hours.next_opening(now)
+        config["opens_at"] = opens.isoformat() if opens else None
+        config["closed_text"] = i18n.opening_text(language, opens, now, profile.texts)
+    headers = {
+        "Access-Control-Allow-Origin": request.headers["Origin"],
+        "Vary": "Origin",
+        "Cache-Control": "no-store",
+    }
+    return web.json_response(config, headers=headers)
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,299 @@
+"""The live visitors board: who is on each site now, what they look at, and how promising they are.
+
+A visitor is on the board while the widget has reported them in the last `active_for` seconds (the
+widget sends a heartbeat every ~20 s while its tab is visible). Operators see the board sorted by
+value score; changes reach their softphones through `BoardPublisher`, at most every `interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from callserver.accounts import Account
+from callserver.visitors.journey import PageSeen, search_in_referrer, source_of
+from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
+
+log = logging.getLogger(__name__)
+MAX_VIEWS = 50  # a visit's pages kept live (all of them are in the store)
+MAX_ROWS = 200  # rows sent to a softphone: the best by score
+
+
+@dataclass
+class PageViewLive:
+    view_id: str
+    page: str
+    title: str | None
+    started: float
+    seconds: float = 0.0
+    product_price: float | None = None
+
+
+@dataclass(eq=False)
+class LiveVisitor:
+    site_id: int
+    token: str
+    started: float
+    last_seen: float
+    source: str = "direct"
+    search: str | None = None
+    campaign: bool = False
+    returning: bool = False
+    cart_value: float | None = None
+    currency: str | None = None
+    views: list[PageViewLive] = field(default_factory=list)
+    pages_seen: int = 0
+    invited_by: str | None = None  # the operator's name on the invitation showing now
+    invited_at: float | None = None
+    inviter_id: int | None = None
+    invitations: int = 0
+    dismissed: bool = False
+    gone: bool = False  # off the board, and the softphones were told
+
+    @property
+    def current(self) -> PageViewLive | None:
+        return self.views[-1] if self.views else None
+
+    @property
+    def value(self) -> float:
+        """The cart's value when the shop reports one, else the dearest product seen on this visit."""
+        if self.cart_value:
+            return self.cart_value
+        return max((v.product_price or 0.0 for v in self.views), default=0.0)
+
+    def facts(self, now: float) -> VisitFacts:
+        return VisitFacts(
+            value=self.value,
+            pages=self.pages_seen,
+            seconds_on_site=max(0.0, now - self.started),
+            has_cart=bool(self.cart_value),
+            returning=self.returning,
+            searched=bool(self.search),
+            campaign=self.campaign,
+        )
+
+    def score(self, weights: ScoreWeights, now: float) -> int:
+        return value_score(self.facts(now), weights)
+
+
+class VisitorBoard:
+    """Every live visitor of this process, by (site id, visitor token)."""
+
+    def __init__(
+        self, active_for: float = 120.0, forget_after: float = 1800.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.active_for = active_for
+        self._forget_after = forget_after
+        self._clock = clock
+        self._visitors: dict[tuple[int, str], LiveVisitor] = {}
+        self._listeners: list[Callable[[int], None]] = []
+
+    def on_change(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Call `listener(site_id)` when a site's board changes; returns the function that unregisters it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def changed(self, site_id: int) -> None:
+        for listener in list(self._listeners):
+            listener(site_id)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def visitor(self, site_id: int, token: str) -> LiveVisitor | None:
+        return self._visitors.get((site_id, token))
+
+    def is_active(self, visitor: LiveVisitor) -> bool:
+        return self._clock() - visitor.last_seen <= self.active_for
+
+    def page_view(
+        self, site_id: int, token: str, seen: PageSeen
+    ) -> tuple[LiveVisitor, PageViewLive | None, bool]:
+        """A page of the visit; returns the visitor, the page view it ends (if any), and whether it is new."""
+        now = self._clock()
+        visitor = self._visitors.get((site_id, token))
+        if visitor is None or now - visitor.last_seen > self._forget_after:
+            visitor = LiveVisitor(site_id=site_id, token=token, started=now, last_seen=now)
+            if visitor_was := self._visitors.get((site_id, token)):
+                visitor.invitations, visitor.dismissed = visitor_was.invitations, visitor_was.dismissed
+            self._visitors[(site_id, token)] = visitor
+            visitor.source = source_of(seen.referrer, seen.utm, seen.page)
+            visitor.campaign = bool(seen.utm.get("source") or seen.utm.get("campaign"))
+        visitor.last_seen = now
+        visitor.gone = False
+        visitor.returning = visitor.returning or seen.returning
+        visitor.search = seen.search or search_in_referrer(seen.referrer) or visitor.search
+        if seen.cart_value is not None:
+            visitor.cart_value = seen.cart_value
+            visitor.currency = seen.currency or visitor.currency
+        elif seen.currency and not visitor.currency:
+            visitor.currency = seen.currency
+        ended = visitor.current
+        if ended is not None and ended.view_id == seen.view_id:
+            return visitor, None, False  # the same page reported again (a retried beacon)
+        visitor.views.append(
+            PageViewLive(seen.view_id, seen.page, seen.title, started=now, product_price=seen.product_price)
+        )
+        del visitor.views[:-MAX_VIEWS]
+        visitor.pages_seen += 1
+        self.changed(site_id)
+        return visitor, ended, True
+
+    def heartbeat(
+        self, site_id: int, token: str, view_id: str, seconds: float, cart_value: float | None = None
+    ) -> LiveVisitor | None:
+        """The visitor is still on `view_id` after `seconds`; None when we don't know them (restart)."""
+        visitor = self._visitors.get((site_id, token))
+        if visitor is None:
+            return None
+        visitor.last_seen = self._clock()
+        current = visitor.current
+        if current is not None and current.view_id == view_id:
+            current.seconds = max(current.seconds, seconds)
+        # Time on site ticks in the softphone itself: only news worth a push marks the board changed.
+        news = visitor.gone or (cart_value is not None and cart_value != visitor.cart_value)
+        visitor.gone = False
+        if cart_value is not None:
+            visitor.cart_value = cart_value
+        if news:
+            self.changed(site_id)
+        return visitor
+
+    def active(self, site_ids: Iterable[int] | None = None) -> list[LiveVisitor]:
+        now = self._clock()
+        wanted = None if site_ids is None else set(site_ids)
+        return [
+            v
+            for (site_id, _), v in self._visitors.items()
+            if (wanted is None or site_id in wanted) and now - v.last_seen <= self.active_for
+        ]
+
+    def sweep(self) -> set[int]:
+        """Forget long-gone visitors; returns the sites whose board lost someone since the last sweep."""
+        now = self._clock()
+        changed: set[int] = set()
+        for key, visitor in list(self._visitors.items()):
+            idle = now - visitor.last_seen
+            if idle > self._forget_after:
+                del self._visitors[key]
+            elif idle > self.active_for and not visitor.gone:
+                visitor.gone = True
+                changed.add(visitor.site_id)
+        return changed
+
+    def row(
+        self, visitor: LiveVisitor, site_name: str, weights: ScoreWeights, reachable: bool
+    ) -> dict[str, Any]:
+        """One row of the board as softphones get it (docs/signaling.md, `visitors`)."""
+        now = self._clock()
+        current = visitor.current
+        return {
+            "id": visitor.token,
+            "site": site_name,
+            "site_id": visitor.site_id,
+            "page": current.page if current else None,
+            "title": current.title if current else None,
+            "pages": visitor.pages_seen,
+            "journey": [{"page": v.page, "title": v.title} for v in visitor.views[-10:]],
+            "seconds_on_site": round(max(0.0, now - visitor.started)),
+            "source": visitor.source,
+            "search": visitor.search,
+            "cart_value": visitor.cart_value,
+            "value": round(visitor.value, 2),
+            "currency": visitor.currency,
+            "returning": visitor.returning,
+            "score": visitor.score(weights, now),
+            "invited": visitor.invited_by is not None,
+            "dismissed": visitor.dismissed,
+            "reachable": reachable,
+            "since": datetime.fromtimestamp(visitor.started, UTC).isoformat(),
+        }
+
+
+class BoardChannel(Protocol):
+    """A softphone as the board publisher sees it."""
+
+    async def chat_event(self, type: str, payload: dict[str, Any]) -> None: ...
+
+
+RowsFor = Callable[[Account], list[dict[str, Any]]]
+
+
+class BoardPublisher:
+    """Pushes board changes to the softphones watching the sites that changed, at most every `interval`."""
+
+    def __init__(
+        self, board: VisitorBoard, rows_for: RowsFor, interval: float = 0.25, sweep_every: float = 5.0
+    ):
+        self._board = board
+        self._rows_for = rows_for
+        self._interval = interval
+        self._sweep_every = sweep_every
+        self._watchers: dict[BoardChannel, Account] = {}
+        self._dirty: set[int] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unlisten = board.on_change(self.mark)
+
+    def mark(self, site_id: int) -> None:
+        self._dirty.add(site_id)
+        self._wake.set()
+
+    def watch(self, account: Account, channel: BoardChannel) -> Callable[[], None]:
+        """Send this softphone the board on every change; returns the function that stops it."""
+        self._watchers[channel] = account
+
+        def stop() -> None:
+            self._watchers.pop(channel, None)
+
+        return stop
+
+    async def snapshot(self, account: Account, channel: BoardChannel) -> None:
+        await channel.chat_event("visitors", {"visitors": self._rows_for(account)[:MAX_ROWS]})
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self._sweep_every
+        while True:
+            timeout = max(0.0, next_sweep - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            if loop.time() >= next_sweep:
+                self._dirty |= self._board.sweep()
+                next_sweep = loop.time() + self._sweep_every
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            if dirty:
+                await self._publish(dirty)
+            await asyncio.sleep(self._interval)  # the throttle: a busy shop's changes go out in batches
+
+    async def _publish(self, dirty: set[int]) -> None:
+        boards: dict[tuple[int, ...], list[dict[str, Any]]] = {}  # operators of the same sites share one
+        for channel, account in list(self._watchers.items()):
+            if account.site_ids and not (set(account.site_ids) & dirty):
+                continue
+            if account.site_ids not in boards:
+                boards[account.site_ids] = self._rows_for(account)[:MAX_ROWS]
+            try:
+                await channel.chat_event("visitors", {"visitors": boards[account.site_ids]})
+            except Exception:
+                log.exception("the visitors board could not be sent to %s", account.email)
+
+    async def close(self) -> None:
+        """Stop publishing; safe to call twice."""
+        self._unlisten()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -61,6 +61,14 @@
       (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
+  // On a Shopify storefront the token rides with the order as a cart attribute (Ajax Cart API), so
+  // the order webhook can be attributed; once per token and tab.
+  if (window.Shopify && !sessionStorage.getItem('callbutton.cart')) {
+    fetch('/cart/update.js', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ attributes: { callbutton_visitor: visitorToken() } }) })
+      .then((res) => res.ok && sessionStorage.setItem('callbutton.cart', '1'), () => {});
+  }
+
   // ---- configuration
 
   let config = null;

@@ -115,6 +115,7 @@
           if (!res.ok) throw new Error(`HTTP ${res.status}`);
           const body = await res.json();
           if (body.operator) showOperator(body.operator);
+          if (body.csrf) $('logout-csrf').value = body.csrf;
           if (body.texts) translate(body.texts, body.lang);
           return Array.isArray(body.ice_servers) ? body.ice_servers : [];
         })

@@ -59,3 +59,20 @@ async def test_softphone_reconnects_by_itself_and_rings_with_a_flashing_title(
         await page.wait_for_function("!document.title.includes('Incoming call')")
         await shopper.close()
     await browser.browser.close()
+
+
+async def test_signing_out_needs_the_page_s_own_form(stack: Stack, playwright: Playwright) -> None:
+    await stack.add_user("op@shop.example")
+    browser = await launch(playwright, None)
+    page = await browser.new_page()
+    await sign_in(page, stack.url, "operator", "op@shop.example", PASSWORD)
+    # A form on another site posting to our sign-out is refused; the session stays.
+    forged = await page.request.post(f"{stack.url}/operator/logout", form={"csrf": "forged"})
+    assert forged.status == 403
+    await page.reload()
+    await expect(page.get_by_test_id("op-presence")).to_be_visible()
+    await page.get_by_role("button", name="Log out").click()
+    await page.wait_for_url(f"{stack.url}/operator/login")
+    await page.goto(f"{stack.url}/operator/")
+    assert page.url.endswith("/operator/login")
+    await browser.browser.close()

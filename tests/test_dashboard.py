@@ -12,7 +12,7 @@ import aiohttp
 from sqlalchemy import func, select
 from yarl import URL
 
-from callserver.dashboard import csrf, daily
+from callserver.dashboard import daily
 from callserver.dashboard.recordings import expire_recordings
 from callserver.store.models import (
     AuditEntry,
@@ -25,6 +25,7 @@ from callserver.store.models import (
     User,
     Visitor,
 )
+from callserver.web import csrf
 from tests.dashboard_support import (
     NOW,
     add_call,

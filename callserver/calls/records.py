@@ -35,6 +35,23 @@ class VisitorContext:
     phone: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # utm, search, cart value, product …
 
+    def card(self) -> dict[str, Any]:
+        """What operators see of the visitor beside a ringing call or a chat."""
+        return {
+            "page": self.page,
+            "title": self.title,
+            "referrer": self.referrer,
+            "visitor": {
+                "token": self.token,
+                "country": self.country,
+                "device": self.device,
+                "name": self.name,
+                "email": self.email,
+                "phone": self.phone,
+            },
+            "context": self.extra,
+        }
+
 
 async def visitor_row(session: AsyncSession, site_id: int, visitor: VisitorContext) -> Visitor:
     """The site's row for this visitor token (created on first contact), updated with what we learnt."""

@@ -226,19 +226,8 @@ class Switchboard:
             view={
                 "id": call_id,
                 "site": site.name,
-                "page": visitor.page,
-                "title": visitor.title,
-                "referrer": visitor.referrer,
                 "ringing_since": datetime.now(UTC).isoformat(),
-                "visitor": {
-                    "token": visitor.token,
-                    "country": visitor.country,
-                    "device": visitor.device,
-                    "name": visitor.name,
-                    "email": visitor.email,
-                    "phone": visitor.phone,
-                },
-                "context": visitor.extra,
+                **visitor.card(),
             },
         )
         self._calls[call_id] = call

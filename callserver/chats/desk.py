@@ -32,9 +32,9 @@ from callserver.chats.errors import (
     RateLimited,
     UnknownChat,
 )
-from callserver.chats.limits import RateLimiter
 from callserver.chats.records import Canned, ChatRecords, StoredMessage
 from callserver.errors import InvalidInput, NotOnline
+from callserver.limits import RateLimiter
 from callserver.mail import Mail
 
 log = logging.getLogger(__name__)
@@ -320,18 +320,7 @@ class ChatDesk:
             "site": site.name,
             "site_id": site.id,
             "started_at": datetime.now(UTC).isoformat(),
-            "page": visitor.page,
-            "title": visitor.title,
-            "referrer": visitor.referrer,
-            "visitor": {
-                "token": visitor.token,
-                "country": visitor.country,
-                "device": visitor.device,
-                "name": visitor.name,
-                "email": visitor.email,
-                "phone": visitor.phone,
-            },
-            "context": visitor.extra,
+            **visitor.card(),
             "fallback": fallback,
         }
         chat_id, linked_call = await self._records.open(

@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callserver import accounts, sites
 from callserver.accounts import Account
 from callserver.calls.states import CallState, EndReason, RingStrategy
-from callserver.dashboard import csrf, queries, recordings, site_form
+from callserver.dashboard import queries, recordings, site_form
 from callserver.dashboard.charts import daily_chart
 from callserver.errors import CallserverError, InvalidInput, NotFound
 from callserver.orders.attribution import set_attribution
 from callserver.store.models import AuditEntry, LeftMessage, Order, Site, User, UserSite
-from callserver.web import auth
+from callserver.web import auth, csrf
 from callserver.web.keys import DATABASE, SETTINGS, TEMPLATES
 from callserver.web.visitors import SHOP_FLOOR
 

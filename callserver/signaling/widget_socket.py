@@ -15,9 +15,9 @@ from callserver.calls.states import EndReason, RingStrategy
 from callserver.calls.switchboard import SiteRouting
 from callserver.chats.desk import ChatSite
 from callserver.chats.errors import RateLimited
-from callserver.chats.limits import TokenBucket
 from callserver.errors import CallInProgress, CallserverError, NoCall, OriginNotAllowed, UnknownSite
 from callserver.hours import WorkingHours, check_open
+from callserver.limits import TokenBucket
 from callserver.signaling.chat_service import CHAT_DESK
 from callserver.signaling.messages import (
     BadMessage,

@@ -9,7 +9,8 @@ from aiohttp.typedefs import Handler
 
 from callserver import accounts
 from callserver.accounts import Account
-from callserver.chats.limits import RateLimiter
+from callserver.limits import RateLimiter
+from callserver.web import csrf
 from callserver.web.keys import DATABASE, SETTINGS, TEMPLATES
 
 COOKIE = "callserver_session"
@@ -94,6 +95,10 @@ def login_submit(area: str) -> Handler:
 def logout(area: str) -> Handler:
     async def submit(request: web.Request) -> web.StreamResponse:
         token = request.cookies.get(COOKIE)
+        form = await request.post()
+        if token and not csrf.is_valid(token, str(form.get(csrf.FIELD, ""))):
+            # Another site must not be able to sign people out (a form posted from elsewhere).
+            raise web.HTTPForbidden(text="This sign-out form has expired: reload the page and try again.")
         if token:
             async with request.app[DATABASE].session() as session:
                 await accounts.close_session(session, token)

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from callserver import i18n
 from callserver.assets import asset_dir
-from callserver.web.auth import current_account
+from callserver.web import csrf
+from callserver.web.auth import COOKIE, current_account
 from callserver.web.keys import SETTINGS
 
 
@@ -34,6 +35,8 @@ async def softphone_config(request: web.Request) -> web.Response:
             "operator": {"id": account.id, "email": account.email, "name": account.display_name},
             "lang": language,
             "texts": i18n.softphone_texts(language),
+            # For the page's forms (sign-out): the token cannot be read by other sites.
+            "csrf": csrf.token_for(request.cookies[COOKIE]),
         },
         headers={"Cache-Control": "no-store"},
     )

@@ -1,4 +1,4 @@
-"""CSRF tokens for the dashboard's forms: one per login session, checked on every POST.
+"""CSRF tokens for the forms of signed-in people: one per login session, checked on every POST.
 
 The token is derived from the session cookie, so it needs no storage and changes with each login.
 The cookie is HttpOnly and random, so another site can neither read nor guess the token; a keyed

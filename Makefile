@@ -39,8 +39,11 @@ pytest: $(STAMP) system-packages
 
 test: lint typecheck pytest
 
+# The call-bridge benchmark (real server and load generator processes; figures in the README).
+# Other modes: make bench BENCH_ARGS="--mode workers" (or delay, rss; add --quick for a smoke run).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bridge
+	$(BIN)/python -m benchmarks.bridge $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -63,8 +63,10 @@ WAIT_FOR_RING = """
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the server and its media workers (`CALLSERVER_MEDIA_WORKERS`, default one per core)."""
+    from benchmarks.bridge import tree_cpu
+
+    return sum(tree_cpu(pid).values())
 
 
 async def wait_healthy(url: str) -> None:

@@ -1,13 +1,24 @@
 """The benchmark's load generator: N synthetic calls through the real signaling, each with real Opus.
 
 Run by `benchmarks.bridge` in a process of its own; it reads commands on stdin (one JSON object a
-line: `{"calls": N, "window": seconds}` or `{"stop": true}`) and answers on stdout.
+line) and answers on stdout:
+- `{"calls": N, "window": seconds, "loss": fraction}` — ramp up to N calls held open, measure a window
+  (with `loss`, that share of the packets each shopper sends is dropped before it leaves: loss on one leg);
+- `{"churn": total, "concurrency": K, "hold": seconds, "every": 100}` — `total` short calls, K at a
+  time, each hung up by the shopper after `hold` seconds; `{"progress": n}` after every `every` calls;
+- `{"stop": true}`.
 
 It is built to cost much less per call than the server: aiortc only negotiates ICE and DTLS for its
 peers; an `SrtpTap` sends pre-encoded Opus (440 Hz from shoppers, 1000 Hz from operators) from one
 20 ms ticker for all peers, and what comes back is only counted from the RTP header (sequence
 numbers, arrival gaps) — a few packets per leg are kept and decoded at the end of a window to check
 that each leg hears the other side's tone.
+
+Delay through the bridge: every packet a peer sends carries its send time (`time.monotonic()`, one
+clock for the whole host) in RTP padding (RFC 3550 section 5.1: the last octet counts the padding
+octets). The forwarder relays the payload with its padding untouched, so the peer on the other leg
+reads the stamp on arrival. The transcoding bridge decodes and re-encodes: no stamp survives, and no
+delay is reported for it.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ FRAME = 960
 TICK = 0.02
 SHOPPER_HZ, OPERATOR_HZ = 440.0, 1000.0
 SAMPLE_PACKETS = 50  # packets per leg kept for the tone and dropout check (1 s)
+STAMP = struct.Struct("!dB")  # send time, then the padding length (9) as RTP padding's last octet
 
 
 def tone_packets(hz: float) -> list[bytes]:
@@ -83,15 +95,19 @@ class LegCounter:
     cycles: int = 0
     last_arrival: float | None = None
     gaps: list[float] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
     sample: deque[bytes] = field(default_factory=lambda: deque(maxlen=SAMPLE_PACKETS))
     first_packet_at: float | None = None
     first_packet: asyncio.Event = field(default_factory=asyncio.Event)
 
     def window_start(self) -> None:
-        self.received, self.first_seq, self.cycles, self.gaps = 0, None, 0, []
+        self.received, self.first_seq, self.cycles, self.gaps, self.delays = 0, None, 0, [], []
 
     def packet(self, data: bytes, arrival: float) -> None:
         seq = (data[2] << 8) | data[3]
+        if data[0] & 0x20 and data[-1] == STAMP.size and len(data) > 12 + STAMP.size:
+            # Read the clock here, not the loop's cached time: uvloop's `time()` has 1 ms steps.
+            self.delays.append(time.monotonic() - STAMP.unpack_from(data, len(data) - STAMP.size)[0])
         if self.first_packet_at is None:
             self.first_packet_at = time.monotonic()
             self.first_packet.set()
@@ -124,6 +140,7 @@ class SyntheticPeer:
         self.ts = random.randrange(1 << 32)
         self.index = 0
         self.payload_type = 111
+        self.loss = 0.0  # share of the packets dropped before they leave (loss injected on this leg)
 
     async def offer(self) -> str:
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
@@ -143,8 +160,10 @@ class SyntheticPeer:
         self.ts = (self.ts + FRAME) & 0xFFFFFFFF
         payload = self.tone[self.index % len(self.tone)]
         self.index += 1
-        header = struct.pack("!BBHII", 0x80, self.payload_type, self.seq, self.ts, self.tap.ssrc)
-        self.tap.send_rtp(header + payload)
+        if self.loss and random.random() < self.loss:
+            return  # lost on the way: the sequence number moves on
+        header = struct.pack("!BBHII", 0xA0, self.payload_type, self.seq, self.ts, self.tap.ssrc)
+        self.tap.send_rtp(header + payload + STAMP.pack(time.monotonic(), STAMP.size))
 
     def heard(self) -> tuple[float | None, int]:
         payloads = []
@@ -152,7 +171,8 @@ class SyntheticPeer:
             start = 12 + 4 * (packet[0] & 0x0F)
             if packet[0] & 0x10:
                 start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
-            payloads.append(packet[start:])
+            end = len(packet) - packet[-1] if packet[0] & 0x20 else len(packet)
+            payloads.append(packet[start:end])
         return listen(payloads)
 
     async def close(self) -> None:
@@ -166,6 +186,8 @@ class Call:
     operator: SyntheticPeer
     ws: aiohttp.ClientWebSocketResponse
     setup_seconds: float | None = None
+    call_id: str | None = None
+    ended: asyncio.Future[None] | None = None
 
 
 class LoadGenerator:
@@ -186,9 +208,14 @@ class LoadGenerator:
         self.lags: list[float] = []
         self._ticker: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self.opened = 0  # calls opened so far: each has a visitor token of its own
+        self.loss = 0.0
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession()
+        # No cap on connections: aiohttp's default connector holds at most 100 at once and makes the
+        # next `ws_connect` wait for a free one, forever with WebSockets that stay open. With one
+        # socket per operator and one per shopper, that stalled the ramp at 40 calls of the 60 step.
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._ticker = asyncio.ensure_future(self._tick())
         self._lag_task = asyncio.ensure_future(self._measure_lag())
 
@@ -242,17 +269,20 @@ class LoadGenerator:
             self.went_online.clear()
             await self.went_online.wait()
 
-    async def open_call(self, number: int) -> None:
+    async def open_call(self) -> Call:
         assert self.session is not None
+        number = self.opened
+        self.opened += 1
         started = time.monotonic()
         ws = await self.session.ws_connect(
             f"{self.url}/ws/widget?site={self.site}&visitor=bench-{number:05d}-{os.getpid()}",
             headers={"Origin": self.origin},
         )
         shopper = SyntheticPeer(self.tones["shopper"])
+        shopper.loss = self.loss
         operator = SyntheticPeer(self.tones["operator"])
         self.peers += [shopper, operator]
-        call = Call(shopper, operator, ws)
+        call = Call(shopper, operator, ws, ended=asyncio.get_running_loop().create_future())
         self.calls.append(call)
         await ws.send_json({"type": "call.offer", "sdp": await shopper.offer(), "context": {"page": "bench"}})
         async for message in ws:
@@ -260,12 +290,13 @@ class LoadGenerator:
             if os.environ.get("BENCH_DEBUG"):
                 print("shopper", number, data["type"], file=sys.stderr)
             if data["type"] == "call.answer":
+                call.call_id = data["call_id"]
                 await shopper.answered(data["sdp"])
                 break
             if data["type"] in {"call.ended", "error"}:
                 raise RuntimeError(f"call refused: {data}")
         # Keep reading: aiohttp answers the server's heartbeat pings only while the socket is read.
-        self.drains.append(asyncio.ensure_future(self._drain(ws)))
+        self.drains.append(asyncio.ensure_future(self._drain(call)))
         # The router rings one free operator (longest idle); this call's operator peer answers the
         # next call rung anywhere (calls set up side by side may swap operators: all send the same tone).
         index, call_id = await self.rung.get()
@@ -280,19 +311,56 @@ class LoadGenerator:
         await operator.counter.first_packet.wait()
         assert operator.counter.first_packet_at is not None
         call.setup_seconds = operator.counter.first_packet_at - started
+        return call
 
-    async def _drain(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for message in ws:
+    async def _drain(self, call: Call) -> None:
+        async for message in call.ws:
             if os.environ.get("BENCH_DEBUG"):
                 print("shopper", message.data, file=sys.stderr)
+            data = json.loads(message.data)
+            if data.get("type") == "call.ended" and call.ended is not None and not call.ended.done():
+                call.ended.set_result(None)
+
+    async def hang_up(self, call: Call) -> None:
+        """The shopper hangs up; once the server has ended the call (its operator is free), close it."""
+        await call.ws.send_json({"type": "call.hangup"})
+        assert call.ended is not None
+        await asyncio.wait_for(call.ended, 30)
+        self.calls.remove(call)
+        for peer in (call.operator, call.shopper):
+            self.peers.remove(peer)
+            await peer.close()
+        await call.ws.close()
+
+    async def churn(self, total: int, concurrency: int, hold: float, every: int) -> dict[str, Any]:
+        """`total` short calls, `concurrency` at a time, each held `hold` seconds then hung up."""
+        await self.open_operators(concurrency)
+        done = failed = 0
+        started = time.monotonic()
+        while done < total:
+            wave: list[Call] = []
+            for _ in range(min(concurrency, total - done)):
+                wave.append(await self.open_call())
+            await asyncio.sleep(hold)
+            for call in wave:
+                if min(call.shopper.counter.received, call.operator.counter.received) < 10:
+                    failed += 1
+                await self.hang_up(call)
+                done += 1
+                if done % every == 0:
+                    print(json.dumps({"progress": done}), flush=True)
+        return {"calls": done, "calls_without_audio": failed, "seconds": round(time.monotonic() - started, 1)}
 
     async def ramp(self, count: int) -> None:
         await self.open_operators(count)
         # One call at a time: the router rings the longest-idle operator, who must be free when rung.
         while len(self.calls) < count:
-            await self.open_call(len(self.calls))
+            await self.open_call()
 
-    async def window(self, seconds: float) -> dict[str, Any]:
+    async def window(self, seconds: float, loss: float = 0.0) -> dict[str, Any]:
+        self.loss = loss
+        for call in self.calls:
+            call.shopper.loss = loss
         for peer in self.peers:
             peer.counter.window_start()
         self.lags = []
@@ -308,6 +376,7 @@ class LoadGenerator:
     def summary(self, elapsed: float, cpu: float) -> dict[str, Any]:
         received = expected = 0
         gaps: list[float] = []
+        delays: list[float] = []
         wrong_tone = dropouts = 0
         per_leg_pps: list[float] = []
         for call in self.calls:
@@ -316,6 +385,7 @@ class LoadGenerator:
                 received += counter.received
                 expected += max(counter.expected, counter.received)
                 gaps += counter.gaps
+                delays += counter.delays
                 per_leg_pps.append(counter.received / elapsed)
                 heard, silent_frames = peer.heard()
                 if heard is None or abs(heard - should_hear) > 25:
@@ -324,12 +394,17 @@ class LoadGenerator:
                     dropouts += 1
         setups = sorted(c.setup_seconds for c in self.calls if c.setup_seconds is not None)
         lags = sorted(self.lags)
+        delays.sort()
         return {
             "calls": len(self.calls),
             "seconds": round(elapsed, 2),
             "packets_received": received,
             "loss_percent": round(100 * (expected - received) / expected, 3) if expected else 100.0,
             "p99_gap_ms": round(1000 * percentile(sorted(gaps), 0.99), 1) if gaps else None,
+            "injected_loss_percent": round(100 * self.loss, 1),
+            "delay_ms_p50": round(1000 * percentile(delays, 0.5), 2) if delays else None,
+            "delay_ms_p99": round(1000 * percentile(delays, 0.99), 2) if delays else None,
+            "delay_ms_max": round(1000 * delays[-1], 2) if delays else None,
             "pps_per_leg": round(sum(per_leg_pps) / len(per_leg_pps), 1) if per_leg_pps else 0,
             "min_pps_per_leg": round(min(per_leg_pps), 1) if per_leg_pps else 0,
             "legs_with_wrong_tone": wrong_tone,
@@ -378,9 +453,14 @@ async def main(args: argparse.Namespace, cookies: list[str]) -> None:
             if command.get("stop"):
                 break
             try:
-                await asyncio.wait_for(load.ramp(command["calls"]), command.get("setup_timeout", 120))
-                await asyncio.sleep(command.get("settle", 2.0))
-                result = await load.window(command["window"])
+                if "churn" in command:
+                    result = await load.churn(
+                        command["churn"], command["concurrency"], command["hold"], command.get("every", 100)
+                    )
+                else:
+                    await asyncio.wait_for(load.ramp(command["calls"]), command.get("setup_timeout", 120))
+                    await asyncio.sleep(command.get("settle", 2.0))
+                    result = await load.window(command["window"], command.get("loss", 0.0))
             except Exception as e:
                 result = {"calls": len(load.calls), "error": f"{type(e).__name__}: {e}"}
             print(json.dumps({"result": result}), flush=True)

@@ -17,6 +17,7 @@ from callserver.dashboard import views as dashboard
 from callserver.media.engine import MediaEngine
 from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.transcoding_bridge import TranscodingEngine
+from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.settings import Settings
 from callserver.signaling.chat_service import setup_chat
 from callserver.signaling.operator_socket import operator_socket
@@ -48,7 +49,18 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
         media = TranscodingEngine(settings.ice_servers)
     else:
         recordings = CallRecordings(app[DATABASE], settings.recordings_dir, settings.var_dir)
-        media = ForwardingEngine(settings.ice_servers, recordings, settings.keep_leg_recordings)
+        if settings.media_workers > 1:
+            pool = WorkerPoolEngine(
+                settings.media_workers, settings.ice_servers, recordings, settings.keep_leg_recordings
+            )
+            try:
+                await pool.start()
+            except BaseException:
+                await pool.close()
+                raise
+            media = pool
+        else:
+            media = ForwardingEngine(settings.ice_servers, recordings, settings.keep_leg_recordings)
     app[MEDIA] = media
     switchboard = Switchboard(app[RECORDS], media, settings.presence_grace)
     app[SWITCHBOARD] = switchboard

@@ -43,6 +43,9 @@ class Settings(BaseModel):
     # "forwarding" relays Opus between the legs below aiortc and records without re-encoding;
     # "transcoding" decodes and re-encodes each leg (the plain aiortc bridge, the benchmark's baseline).
     media_engine: Literal["forwarding", "transcoding"] = "forwarding"
+    # Media worker processes for the forwarding engine: calls are spread over them, both legs of a call
+    # in one; 0 or 1 keeps the media in the main process. Default: one per core.
+    media_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
     # Keep each leg's Ogg/Opus file next to the mixed playback file (otherwise deleted once mixed).
     keep_leg_recordings: bool = False
     ring_timeout: float = 30.0

@@ -66,6 +66,10 @@ class Stack:
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    # Media in the test's process unless a test asks for workers: each worker process costs about a
+    # second of CPU to start, which every test would pay (tests/test_media_workers.py and the media
+    # tests run with workers, the default of a real server).
+    overrides.setdefault("media_workers", 0)
     return Settings(var_dir=tmp_path / "var", **overrides)
 
 

@@ -1,22 +1,32 @@
-"""Two real Chromium processes talk through the forwarding engine (the default)."""
+"""Two real Chromium processes talk through the forwarding engine in media workers (the default)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from playwright.async_api import Playwright, expect
 
-from callserver.media.forwarding_bridge import ForwardingEngine
+from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.web.keys import MEDIA
 from tests.browsers import go_online, hears, launch, sign_in
-from tests.stack import PASSWORD, Stack
+from tests.stack import PASSWORD, Stack, running_stack, settings_for
 from tests.test_browser_call import place_call
 
 
+@pytest.fixture
+async def worker_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """A server as it runs by default on a two-core machine: the forwarding engine in two workers."""
+    async with running_stack(settings_for(tmp_path, media_workers=2)) as running:
+        yield running
+
+
 async def test_browsers_hear_each_other_through_the_forwarding_engine(
-    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+    worker_stack: Stack, playwright: Playwright, tones: dict[str, Path]
 ) -> None:
-    assert isinstance(stack.app[MEDIA], ForwardingEngine)
+    stack = worker_stack
+    assert isinstance(stack.app[MEDIA], WorkerPoolEngine)
     await stack.add_user("anna@shop.example", name="Anna")
     operator_browser = await launch(playwright, tones["operator"])
     shopper_browser = await launch(playwright, tones["shopper"])

@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.recording import decode_mono
+from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.store.models import Site
 from callserver.web.keys import MEDIA
 from tests import peers
@@ -77,10 +78,11 @@ async def inbound_packets(peer: peers.Peer) -> int:
     return 0
 
 
-@pytest.fixture
-async def recording_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    """The default (forwarding) engine, with the test site recording calls and the leg files kept."""
-    settings = settings_for(tmp_path, ring_timeout=30, keep_leg_recordings=True)
+@pytest.fixture(params=[0, 2], ids=["in-process", "two-workers"])
+async def recording_stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The forwarding engine (in the main process, or in media workers: the default), with the test
+    site recording calls and the leg files kept."""
+    settings = settings_for(tmp_path, ring_timeout=30, keep_leg_recordings=True, media_workers=request.param)
     async with running_stack(settings) as running:
         async with running.database.session() as session:
             await session.execute(update(Site).where(Site.key == running.site.key).values(records_calls=True))
@@ -99,7 +101,7 @@ async def bridged_call(stack: Stack, session: aiohttp.ClientSession) -> tuple[pe
 
 async def test_the_default_engine_forwards_and_records_both_voices(recording_stack: Stack) -> None:
     stack = recording_stack
-    assert isinstance(stack.app[MEDIA], ForwardingEngine)
+    assert isinstance(stack.app[MEDIA], ForwardingEngine | WorkerPoolEngine)
     async with aiohttp.ClientSession() as session:
         await stack.add_user("anna@shop.example")
         softphone = await peers.operator(stack, "anna@shop.example")

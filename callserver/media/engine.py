@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 LegFailed = Callable[[str], None]
-"""Called with "shopper" or "operator" when that leg's connection fails or closes by itself."""
+"""Called with "shopper" or "operator" when that leg's connection fails or closes by itself, or with
+"media_worker" when the worker process that held both legs died."""
 
 
 class CallMedia(Protocol):

@@ -347,6 +347,19 @@ class ForwardingCall:
             self._engine.mix_later(self.call_id, legs, self._recording_dir / f"{self.call_id}.ogg")
 
 
+def check_opus_offer(sdp: str) -> None:
+    """Raise BadOffer unless `sdp` is an offer with Opus audio (all the forwarder can relay)."""
+    check_audio_offer(sdp)
+    description = SessionDescription.parse(sdp)
+    if not any(
+        codec.mimeType.lower() == "audio/opus"
+        for media in description.media
+        if media.kind == "audio"
+        for codec in media.rtp.codecs
+    ):
+        raise BadOffer("The SDP offer has no Opus audio.")
+
+
 class ForwardingEngine:
     """MediaEngine that forwards Opus between the legs below aiortc, and records without re-encoding."""
 
@@ -366,15 +379,7 @@ class ForwardingEngine:
         self._next_tick = 0.0
 
     def check_offer(self, sdp: str) -> None:
-        check_audio_offer(sdp)
-        description = SessionDescription.parse(sdp)
-        if not any(
-            codec.mimeType.lower() == "audio/opus"
-            for media in description.media
-            if media.kind == "audio"
-            for codec in media.rtp.codecs
-        ):
-            raise BadOffer("The SDP offer has no Opus audio.")
+        check_opus_offer(sdp)
 
     def open_call(
         self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None

@@ -1,0 +1,95 @@
+"""Media workers: calls spread over worker processes; a worker that dies ends only its own calls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from callserver.media.worker_pool import WorkerPoolEngine
+from callserver.web.keys import MEDIA
+from tests import peers
+from tests.stack import Stack, running_stack, settings_for
+from tests.test_media_forwarding import inbound_packets
+
+
+@pytest.fixture
+async def two_workers(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(settings_for(tmp_path, media_workers=2)) as running:
+        yield running
+
+
+async def flowing(peer: peers.Peer, seconds: float = 1.0) -> int:
+    """Packets `peer` received in the next `seconds`."""
+    before = await inbound_packets(peer)
+    await asyncio.sleep(seconds)
+    return (await inbound_packets(peer)) - before
+
+
+async def place_call(
+    stack: Stack, session: aiohttp.ClientSession, softphone: peers.Peer, token: str
+) -> tuple[peers.Peer, str]:
+    shopper = await peers.shopper(session, stack, token=token)
+    call_id = await peers.call(shopper, hz=440)
+    await softphone.receive("call.incoming")
+    await peers.answer(softphone, call_id, hz=1000)
+    return shopper, call_id
+
+
+async def test_a_worker_that_dies_ends_only_its_own_call_and_is_replaced(two_workers: Stack) -> None:
+    stack = two_workers
+    pool = stack.app[MEDIA]
+    assert isinstance(pool, WorkerPoolEngine)
+    async with aiohttp.ClientSession() as session:
+        await stack.add_user("anna@shop.example")
+        await stack.add_user("bob@shop.example")
+        anna = await peers.operator(stack, "anna@shop.example")
+        bob = await peers.operator(stack, "bob@shop.example")
+        first, first_id = await place_call(stack, session, anna, "visitor-first-01")
+        second, second_id = await place_call(stack, session, bob, "visitor-second-02")
+
+        # Least loaded first: the two calls are on the two workers, both legs of each in one.
+        first_worker, second_worker = pool.worker_of(first_id), pool.worker_of(second_id)
+        assert first_worker is not None and second_worker is not None
+        assert first_worker is not second_worker
+        for peer in (first, anna, second, bob):
+            assert await flowing(peer, 0.5) > 15
+
+        assert first_worker.pid is not None
+        os.kill(first_worker.pid, signal.SIGKILL)
+
+        # The call on the dead worker ends as failed, and both its sides are told.
+        record = await stack.ended_call(first_id)
+        assert record.end_reason == "failed"
+        assert (await first.receive("call.ended"))["reason"] == "failed"
+        assert (await anna.receive("call.ended"))["call_id"] == first_id
+        # The other call goes on, audio flowing both ways.
+        assert (await stack.call(second_id)).state == "answered"
+        assert await flowing(second) > 40
+        assert await flowing(bob) > 40
+
+        # A replacement worker takes the next call (it is the least loaded one).
+        for _ in range(200):
+            if all(w.alive and w.ready.done() for w in pool.workers):
+                break
+            await asyncio.sleep(0.1)
+        replacement = pool.workers[first_worker.slot]
+        assert replacement is not first_worker and replacement.alive
+        await anna.pc.close()  # the softphone makes a new peer connection for each call
+        anna.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        third, third_id = await place_call(stack, session, anna, "visitor-third-03")
+        assert pool.worker_of(third_id) is replacement
+        assert await flowing(third) > 40
+        assert await flowing(anna) > 40
+
+        for call_id, softphone in ((second_id, bob), (third_id, anna)):
+            await softphone.send(type="call.hangup", call_id=call_id)
+            assert (await stack.ended_call(call_id)).end_reason == "completed"
+        for peer in (third, second, first, bob, anna):
+            await peer.close()

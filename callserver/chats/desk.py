@@ -131,6 +131,7 @@ class ChatDesk:
         self._by_visitor: dict[tuple[int, str], LiveChat] = {}
         self._visitors: dict[tuple[int, str], list[ChatChannel]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._operators_push: asyncio.Task[Any] | None = None
         self._unlisten = seats.on_seat_change(self._seat_changed)
         self._closed = False
 
@@ -231,7 +232,17 @@ class ChatDesk:
             if seat.channels:
                 await self._to_operator(seat, "chat.queue", {"chats": self._queue_for(seat.account)})
 
-    async def _broadcast_operators(self) -> None:
+    def _operators_changed(self) -> None:
+        """Colleagues' presence or load changed: tell every softphone once, a moment later.
+
+        Each softphone gets the whole list, so sending it on every change costs operators squared;
+        changes that come together (a busy shop answering many calls) go out as one.
+        """
+        if self._operators_push is None or self._operators_push.done():
+            self._operators_push = self._spawn(self._broadcast_operators(delay=0.25))
+
+    async def _broadcast_operators(self, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)
         for seat in self._seats.seats():
             if seat.channels:
                 await self._to_operator(seat, "operators", {"operators": self._operators(seat.account)})
@@ -416,7 +427,7 @@ class ChatDesk:
     async def operator_joined(self, seat: Seat) -> None:
         """A softphone opened: the queue may drain to it, and colleagues see it."""
         await self._drain()
-        await self._broadcast_operators()
+        self._operators_changed()
 
     async def post_operator(
         self, seat: Seat, chat_id: str, text: str, client_id: str | None, origin: ChatChannel
@@ -481,7 +492,7 @@ class ChatDesk:
             chat, f"{seat.account.display_name} passed the chat to {target.account.display_name}."
         )
         await self._give(chat, target)
-        await self._broadcast_operators()
+        self._operators_changed()
 
     def _check_can_take(self, seat: Seat, chat: LiveChat) -> None:
         if not seat.account.works_for(chat.site.id):
@@ -547,7 +558,7 @@ class ChatDesk:
             await self._broadcast_queue()
         if seat.presence is Presence.ONLINE or seat.presence is Presence.OFFLINE:
             await self._drain()
-        await self._broadcast_operators()
+        self._operators_changed()
 
     async def _note(self, chat: LiveChat, text: str) -> None:
         """A system line in the conversation, seen by both sides."""
@@ -572,7 +583,7 @@ class ChatDesk:
             await self._broadcast_queue()
         else:
             await self._drain()
-        await self._broadcast_operators()
+        self._operators_changed()
 
     # Left messages, transcripts and canned replies -----------------------------------------------
 

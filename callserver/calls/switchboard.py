@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from callserver import events
 from callserver.accounts import Account
+from callserver.background import BackgroundTasks
 from callserver.calls.records import CallRecords, VisitorContext
 from callserver.calls.routing import OperatorChannel, Router, Seat
 from callserver.calls.states import CallState, EndReason, Presence, RingStrategy
@@ -94,7 +95,7 @@ class Switchboard:
         self._seats: dict[int, Seat] = {}
         self._calls: dict[str, LiveCall] = {}
         self._offline_timers: dict[int, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks("switchboard")
         self._seat_listeners: list[SeatListener] = []
         self._closed = False
 
@@ -151,7 +152,7 @@ class Switchboard:
         if seat and not seat.channels:
             seat.presence = Presence.OFFLINE
             log.info("operator %s is offline: softphone gone", seat.account.email)
-            self._spawn(self._seat_changed(seat))
+            self._background.spawn(self._seat_changed(seat))
 
     async def set_presence(self, operator_id: int, status: Presence) -> None:
         seat = self._seats[operator_id]
@@ -194,7 +195,7 @@ class Switchboard:
         """Take an operator who went away or offline out of every call ringing them."""
         for call in self._calls.values():
             if call.transfer_to is seat:
-                self._spawn(self._transfer_over(call, "unavailable"))
+                self._background.spawn(self._transfer_over(call, "unavailable"))
             if seat in call.ringing:
                 call.ringing.discard(seat)
                 if not call.ringing:
@@ -242,7 +243,7 @@ class Switchboard:
         """Start ringing operators (after the shopper has the answer)."""
         call = self._calls.get(call_id)
         if call is not None and call.ring_task is None:
-            call.ring_task = self._spawn(self._ring(call))
+            call.ring_task = self._background.spawn(self._ring(call))
 
     async def shopper_hangup(self, call_id: str) -> None:
         call = self._calls.get(call_id)
@@ -357,7 +358,7 @@ class Switchboard:
         call.transfer_to = target
         loop = asyncio.get_running_loop()
         call.transfer_timer = loop.call_later(
-            call.site.ring_timeout, lambda: self._spawn(self._transfer_over(call, "timeout"))
+            call.site.ring_timeout, lambda: self._background.spawn(self._transfer_over(call, "timeout"))
         )
         await self._records.event(
             call.id, events.CALL_TRANSFER_RANG, to_operator_id, from_operator=operator_id
@@ -439,7 +440,7 @@ class Switchboard:
     def _leg_failed(self, call_id: str, leg: str) -> None:
         call = self._calls.get(call_id)
         if call is not None:
-            self._spawn(self._end(call, EndReason.FAILED, failed_leg=leg))
+            self._background.spawn(self._end(call, EndReason.FAILED, failed_leg=leg))
 
     async def _end(self, call: LiveCall, reason: EndReason, **detail: Any) -> None:
         """End a call once: free the operator, close the media, write the record, tell both sides."""
@@ -483,17 +484,6 @@ class Switchboard:
             except Exception:
                 log.warning("could not tell operator %s that %s %s", seat.account.email, call_id, what)
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("switchboard task failed", exc_info=task.exception())
-
     async def close(self) -> None:
         """End every call in progress as `dropped` (the server is going away); safe to call twice."""
         if self._closed:
@@ -503,6 +493,4 @@ class Switchboard:
             await self._end(call, EndReason.DROPPED)
         for timer in self._offline_timers.values():
             timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()

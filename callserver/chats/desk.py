@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from callserver.accounts import Account
+from callserver.background import BackgroundTasks
 from callserver.calls.records import VisitorContext
 from callserver.calls.routing import Router, Seat
 from callserver.calls.states import Presence
@@ -130,7 +131,7 @@ class ChatDesk:
         self._chats: dict[str, LiveChat] = {}
         self._by_visitor: dict[tuple[int, str], LiveChat] = {}
         self._visitors: dict[tuple[int, str], list[ChatChannel]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks("chat desk")
         self._operators_push: asyncio.Task[Any] | None = None
         self._unlisten = seats.on_seat_change(self._seat_changed)
         self._closed = False
@@ -239,7 +240,7 @@ class ChatDesk:
         changes that come together (a busy shop answering many calls) go out as one.
         """
         if self._operators_push is None or self._operators_push.done():
-            self._operators_push = self._spawn(self._broadcast_operators(delay=0.25))
+            self._operators_push = self._background.spawn(self._broadcast_operators(delay=0.25))
 
     async def _broadcast_operators(self, delay: float = 0.0) -> None:
         await asyncio.sleep(delay)
@@ -274,7 +275,7 @@ class ChatDesk:
             if live is not None and live.closing is None and not self._closed:
                 # Moving to another page of the shop closes this socket for a moment only.
                 live.closing = asyncio.get_running_loop().call_later(
-                    self._visitor_grace, lambda: self._spawn(self._close(live, "visitor_left"))
+                    self._visitor_grace, lambda: self._background.spawn(self._close(live, "visitor_left"))
                 )
 
         return leave
@@ -628,7 +629,7 @@ class ChatDesk:
                 body="\n".join(lines),
                 reply_to=email,
             )
-            self._spawn(self._mail_left(left.id, mail))
+            self._background.spawn(self._mail_left(left.id, mail))
         return left.id
 
     async def _mail_left(self, message_id: str, mail: Mail) -> None:
@@ -658,7 +659,7 @@ class ChatDesk:
             subject=f"Your chat with {chat.site.name}",
             body="\n".join(_transcript_line(m) for m in messages) or "(no messages yet)",
         )
-        self._spawn(self._mail_transcript(chat, mail))
+        self._background.spawn(self._mail_transcript(chat, mail))
 
     async def _mail_transcript(self, chat: LiveChat, mail: Mail) -> None:
         try:
@@ -691,17 +692,6 @@ class ChatDesk:
 
     # Lifecycle -----------------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("chat desk task failed", exc_info=task.exception())
-
     async def close(self, mail_wait: float = 10.0) -> None:
         """Stop listening, give mail in flight a moment, and cancel the rest; chats stay open in the store."""
         if self._closed:
@@ -711,11 +701,7 @@ class ChatDesk:
         for chat in self._chats.values():
             if chat.closing is not None:
                 chat.closing.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=mail_wait)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close(grace=mail_wait)
 
 
 def _transcript_line(message: StoredMessage) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver.calls.records import VisitorContext, visitor_row
 from callserver.chats.models import CannedReply
@@ -137,11 +138,7 @@ class ChatRecords:
         chat_id = uuid.uuid4().hex
         async with self._db.session() as session:
             row = await visitor_row(session, site_id, visitor)
-            if call_id is not None:
-                # Only a call of this visitor on this site may be linked (the id comes from the page).
-                call = await session.get(Call, call_id)
-                if call is None or call.site_id != site_id or call.visitor_id != row.id:
-                    call_id = None
+            call_id = await _visitors_call(session, site_id, row.id, call_id)
             session.add(
                 Chat(
                     id=chat_id,
@@ -261,10 +258,7 @@ class ChatRecords:
         at = now()
         async with self._db.session() as session:
             row = await visitor_row(session, site_id, visitor)
-            if call_id is not None:
-                call = await session.get(Call, call_id)
-                if call is None or call.site_id != site_id or call.visitor_id != row.id:
-                    call_id = None
+            call_id = await _visitors_call(session, site_id, row.id, call_id)
             session.add(
                 LeftMessage(
                     id=message_id,
@@ -354,3 +348,13 @@ class ChatRecords:
                 query = query.where(CannedReply.site_id.in_(site_ids))
             result = await session.execute(query)
             return bool(getattr(result, "rowcount", 0))
+
+
+async def _visitors_call(
+    session: AsyncSession, site_id: int, visitor_id: int, call_id: str | None
+) -> str | None:
+    """`call_id` if it is a call of this visitor on this site, else None (the id comes from the page)."""
+    if call_id is None:
+        return None
+    call = await session.get(Call, call_id)
+    return call_id if call is not None and call.site_id == site_id and call.visitor_id == visitor_id else None

@@ -23,8 +23,9 @@ from callserver.signaling.chat_service import setup_chat
 from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import widget_socket
 from callserver.store.database import Database
+from callserver.visitors.country import CountryLookup
 from callserver.web import api, auth, hooks, softphone, visitors, widget
-from callserver.web.keys import DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
+from callserver.web.keys import COUNTRIES, DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_chat(app)  # after the calls: the chat desk shares the switchboard's operators
     visitors.setup(app)  # the shop floor: beacons, the visitors board, invitations
     app[SOCKETS] = weakref.WeakSet()
+    app[COUNTRIES] = CountryLookup()
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)
     app.router.add_get("/healthz", _health)

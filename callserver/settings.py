@@ -54,6 +54,8 @@ class Settings(BaseModel):
     # How many chats one operator handles at once; beyond that new chats wait in the queue.
     max_chats: int = Field(5, ge=1)
     session_days: int = 14
+    # Behind a reverse proxy: take the shopper's address from X-Forwarded-For (its first entry).
+    trust_forwarded_for: bool = False
     secure_cookies: bool = False
     max_frame_bytes: int = 64 * 1024
     smtp_host: str = ""

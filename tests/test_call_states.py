@@ -131,3 +131,20 @@ async def test_bad_operator_input_is_refused_and_the_call_in_progress_goes_on(st
         assert (await shopper.receive("call.ended"))["reason"] == "completed"
         for peer in (anna, ben, shopper):
             await peer.close()
+
+
+@pytest.mark.parametrize(("trusted", "country"), [(True, "GB"), (False, None)])
+async def test_the_shopper_s_country_comes_from_their_address_offline(
+    tmp_path: Path, trusted: bool, country: str | None
+) -> None:
+    settings = settings_for(tmp_path, trust_forwarded_for=trusted, ring_timeout=1)
+    async with (
+        running_stack(settings) as stack,
+        # A UK address as a reverse proxy reports it; untrusted, the loopback peer counts (no country).
+        aiohttp.ClientSession(headers={"X-Forwarded-For": "81.2.69.160, 10.0.0.1"}) as session,
+    ):
+        shopper = await peers.shopper(session, stack)
+        call_id = await peers.call(shopper)
+        record = await stack.ended_call(call_id)
+        assert record.visitor.country == country
+        await shopper.close()

@@ -36,7 +36,7 @@ from callserver.signaling.messages import (
     decode_widget,
     error,
 )
-from callserver.web.keys import DATABASE, SETTINGS, SWITCHBOARD
+from callserver.web.keys import COUNTRIES, DATABASE, SETTINGS, SWITCHBOARD
 from callserver.web.visitors import SHOP_FLOOR
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,15 @@ class ShopperConnection:
         await self.send({"type": type, **payload})
 
 
+def client_address(request: web.Request) -> str | None:
+    """The shopper's IP address (the proxy's own when the proxy is not trusted)."""
+    if request.app[SETTINGS].trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote
+
+
 def visitor_context(request: web.Request, token: str, context: CallContext) -> VisitorContext:
     """What the page and the request tell about the shopper."""
     identity = context.visitor
@@ -96,6 +105,7 @@ def visitor_context(request: web.Request, token: str, context: CallContext) -> V
         title=context.title,
         referrer=context.referrer,
         device=device_of(request.headers.get("User-Agent", "")),
+        country=request.app[COUNTRIES].country_of(client_address(request)),
         name=identity.name if identity else None,
         email=identity.email if identity else None,
         phone=identity.phone if identity else None,

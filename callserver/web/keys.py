@@ -10,6 +10,7 @@ from callserver.calls.switchboard import Switchboard
 from callserver.media.engine import MediaEngine
 from callserver.settings import Settings
 from callserver.store.database import Database
+from callserver.visitors.country import CountryLookup
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
@@ -17,5 +18,6 @@ RECORDS = web.AppKey("records", CallRecords)
 MEDIA = web.AppKey("media", MediaEngine)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 TEMPLATES = web.AppKey("templates", Environment)
+COUNTRIES = web.AppKey("countries", CountryLookup)
 # Open sockets, closed with a reason when the server shuts down.
 SOCKETS = web.AppKey("sockets", WeakSet[web.WebSocketResponse])

@@ -40,6 +40,10 @@ class Settings(BaseModel):
     database_url: str = ""
     # Host-only by default: aiortc would otherwise fall back to Google's public STUN server.
     ice_servers: list[IceServer] = Field(default_factory=list)
+    # coturn with `use-auth-secret`: browsers get credentials valid for `turn_ttl` seconds.
+    turn_urls: list[str] = Field(default_factory=list)
+    turn_secret: str = ""
+    turn_ttl: int = 3600
     # "forwarding" relays Opus between the legs below aiortc and records without re-encoding;
     # "transcoding" decodes and re-encodes each leg (the plain aiortc bridge, the benchmark's baseline).
     media_engine: Literal["forwarding", "transcoding"] = "forwarding"
@@ -87,7 +91,7 @@ class Settings(BaseModel):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
-_JSON_LIKE = {"ice_servers"}
+_JSON_LIKE = {"ice_servers", "turn_urls"}
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,3 +51,42 @@ def postgres() -> Iterator[str]:
     finally:
         run(_pg_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def coturn(secret: str) -> Iterator[str]:
+    """A coturn TURN server on 127.0.0.1 with TURN REST API credentials; yields its `turn:` URL."""
+    binary = shutil.which("turnserver")
+    if binary is None:
+        raise RuntimeError("coturn's turnserver is missing: `make test` installs the coturn package")
+    folder = Path(tempfile.mkdtemp(prefix="callserver-turn-"))
+    port = free_port()
+    relay_ports = free_port()
+    server = subprocess.Popen(
+        [
+            binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1",
+            f"--listening-port={port}", "--relay-ip=127.0.0.1", f"--min-port={relay_ports}",
+            f"--max-port={relay_ports + 20}", "--allow-loopback-peers", "--use-auth-secret",
+            f"--static-auth-secret={secret}", "--realm=callserver.test", f"--pidfile={folder / 'pid'}",
+            f"--log-file={folder / 'log'}", "--simple-log", f"--userdb={folder / 'users.db'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening_udp(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"turnserver did not start: {(folder / 'log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"turn:127.0.0.1:{port}?transport=udp"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _listening_udp(port: int) -> bool:
+    wanted = f":{port:04X} "
+    with open("/proc/net/udp") as table:
+        return any(wanted in line.split("00000000:0000")[0] for line in table)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from callserver import i18n
 from callserver.assets import asset_dir
+from callserver.media.ice import ice_servers_for
 from callserver.web import csrf
 from callserver.web.auth import COOKIE, current_account
 from callserver.web.keys import SETTINGS
@@ -31,7 +32,7 @@ async def softphone_config(request: web.Request) -> web.Response:
     language = i18n.choose(request.query.get("lang"))
     return web.json_response(
         {
-            "ice_servers": [s.model_dump(exclude_none=True) for s in settings.ice_servers],
+            "ice_servers": ice_servers_for(settings, f"operator-{account.id}"),
             "operator": {"id": account.id, "email": account.email, "name": account.display_name},
             "lang": language,
             "texts": i18n.softphone_texts(language),

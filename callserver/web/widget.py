@@ -13,6 +13,7 @@ from aiohttp import web
 from callserver import i18n
 from callserver.assets import asset_dir
 from callserver.errors import OriginNotAllowed, UnknownSite
+from callserver.media.ice import ice_servers_for
 from callserver.web.keys import SETTINGS, SWITCHBOARD
 from callserver.web.visitors import refusal, site_for
 
@@ -90,7 +91,7 @@ async def widget_config(request: web.Request) -> web.Response:
     is_open = profile.hours is None or profile.hours.is_open(now)
     config: dict[str, object] = {
         "site": {"name": profile.name, "records_calls": profile.records_calls},
-        "ice_servers": [s.model_dump(exclude_none=True) for s in request.app[SETTINGS].ice_servers],
+        "ice_servers": ice_servers_for(request.app[SETTINGS], "visitor"),
         "operators_online": request.app[SWITCHBOARD].operators_online(profile.id),
         "chat": True,
         "lang": language,

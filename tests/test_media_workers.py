@@ -93,3 +93,32 @@ async def test_a_worker_that_dies_ends_only_its_own_call_and_is_replaced(two_wor
             assert (await stack.ended_call(call_id)).end_reason == "completed"
         for peer in (third, second, first, bob, anna):
             await peer.close()
+
+
+async def test_a_hung_worker_is_killed_and_its_call_fails_while_the_other_goes_on(two_workers: Stack) -> None:
+    stack = two_workers
+    pool = stack.app[MEDIA]
+    assert isinstance(pool, WorkerPoolEngine)
+    async with aiohttp.ClientSession() as session:
+        await stack.add_user("anna@shop.example")
+        await stack.add_user("bob@shop.example")
+        anna = await peers.operator(stack, "anna@shop.example")
+        bob = await peers.operator(stack, "bob@shop.example")
+        first, first_id = await place_call(stack, session, anna, "visitor-first-01")
+        second, second_id = await place_call(stack, session, bob, "visitor-second-02")
+        hung = pool.worker_of(first_id)
+        assert hung is not None and hung.pid is not None and hung is not pool.worker_of(second_id)
+
+        # A worker that neither works nor exits (stopped, or stuck in a loop) is found out by its pings.
+        os.kill(hung.pid, signal.SIGSTOP)
+        record = await stack.ended_call(first_id, within=20)
+        assert record.end_reason == "failed"
+        assert (await first.receive("call.ended"))["reason"] == "failed"
+        assert hung.process is not None and hung.process.returncode == -signal.SIGKILL
+        assert (await stack.call(second_id)).state == "answered"
+        assert await flowing(second) > 40
+
+        await bob.send(type="call.hangup", call_id=second_id)
+        assert (await stack.ended_call(second_id)).end_reason == "completed"
+        for peer in (second, first, bob, anna):
+            await peer.close()

@@ -88,6 +88,8 @@ class MediaWorker:
                 Path(directory) if directory else None,
             )
             return None
+        if op == "ping":
+            return None
         if op == "recordings_done":
             await self.engine.recordings_done()
             return None

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 60.0  # seconds for a new worker to import aiortc and encode the tones
 STOP_TIMEOUT = 15.0  # seconds for a worker to finish mixing recordings once told to stop
 RESTART_DELAY = 1.0  # seconds before replacing a worker that died before it was ready
+# A worker whose event loop does not answer a ping for this long is hung (or stopped): its calls
+# are silent anyway, so it is killed, which ends its calls as `failed` and replaces it.
+PING_EVERY = 2.0
+PING_TIMEOUT = 6.0
 
 
 class WorkerLost(Exception):
@@ -50,6 +54,7 @@ class Worker:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -96,14 +101,31 @@ class Worker:
         if event.name == "ready":
             if not self.ready.done():
                 self.ready.set_result(None)
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         elif event.name == "leg_failed" and event.call_id in self.calls:
             self.calls[event.call_id].leg_failed(str(event.args.get("leg")))
         elif event.name == "recording_ready" and event.call_id is not None:
             self.pool.recording_ready(event.call_id, Path(event.args["path"]))
 
+    async def _watch(self) -> None:
+        """Ping the worker; kill it when it stops answering (a hung worker never exits by itself)."""
+        while self.alive:
+            await asyncio.sleep(PING_EVERY)
+            try:
+                await asyncio.wait_for(self.request("ping"), PING_TIMEOUT)
+            except WorkerLost:
+                return
+            except TimeoutError:
+                log.error("media worker %s stopped answering: killing it", self.pid)
+                if self.process is not None and self.process.returncode is None:
+                    self.process.kill()
+                return
+
     async def _gone(self) -> None:
         """The pipe closed: the process exited (or is about to). Fail what it held."""
         self.alive = False
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
         if not self.ready.done():
             self.ready.set_exception(WorkerLost("The media worker exited before it was ready."))
             self.ready.exception()  # retrieved: `start()` or `_replace()` reports it, not the loop
@@ -150,6 +172,8 @@ class Worker:
         process = self.process
         if process is None:
             return
+        if self._watchdog is not None:
+            self._watchdog.cancel()  # a worker mixing its last recordings is busy, not hung
         if process.stdin is not None and not process.stdin.is_closing():
             process.stdin.close()
         try:

@@ -249,7 +249,7 @@
         }
         break;
       case 'call.transfer_failed':
-        showAlert(`The transfer was not taken (${frame.reason || 'no answer'}); the call is still yours.`);
+        showAlert(t('alert_transfer_not_taken', 'The transfer was not taken ({reason}); the call is still yours.', { reason: frame.reason || 'no answer' }));
         callTransferButton.disabled = false;
         break;
       case 'presence':
@@ -278,7 +278,7 @@
           active.answered = true;
           activeStatus.textContent = 'Connecting audio…';
           active.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch((error) => {
-            showAlert(`The call's audio could not be set up: ${error.message}`);
+            showAlert(t('alert_audio_failed', "The call's audio could not be set up: {error}", { error: error.message }));
             hangup();
           });
         }
@@ -313,7 +313,7 @@
   presenceSelect.addEventListener('change', () => {
     if (!send({ type: 'presence.set', status: presenceSelect.value })) {
       presenceSelect.value = confirmedPresence;
-      showAlert('Not connected to the server: status not changed.');
+      showAlert(t('alert_offline_status', 'Not connected to the server: status not changed.'));
     }
   });
 
@@ -391,7 +391,7 @@
 
   function decline(id) {
     if (!send({ type: 'call.decline', call_id: id })) {
-      showAlert('Not connected to the server: the call could not be declined.');
+      showAlert(t('alert_offline_decline', 'Not connected to the server: the call could not be declined.'));
       return;
     }
     removeIncoming(id);
@@ -497,7 +497,7 @@
     try {
       iceServers = await loadConfig();
     } catch (error) {
-      showAlert(`Could not load the softphone settings (${error.message}); trying without TURN.`);
+      showAlert(t('alert_config_no_turn', 'Could not load the softphone settings ({error}); trying without TURN.', { error: error.message }));
     }
     try {
       current.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -534,14 +534,14 @@
       await iceGathered(pc, ICE_GATHERING_WAIT_MS);
     } catch (error) {
       if (active !== current) return;
-      showAlert(`The call could not be set up: ${error.message}`);
+      showAlert(t('alert_call_failed', 'The call could not be set up: {error}', { error: error.message }));
       send({ type: 'call.decline', call_id: id });
       finishActive('Could not take the call');
       return;
     }
     if (active !== current) return;
     if (!send({ type: 'call.accept', call_id: id, sdp: current.pc.localDescription.sdp })) {
-      showAlert('Not connected to the server: the call could not be answered.');
+      showAlert(t('alert_offline_answer', 'Not connected to the server: the call could not be answered.'));
       finishActive('Could not take the call');
       return;
     }
@@ -600,7 +600,7 @@
     if (!active || !active.connected) return;
     const on = !active.held;
     if (!send({ type: 'call.hold', call_id: active.id, on })) {
-      showAlert('Not connected to the server: hold not changed.');
+      showAlert(t('alert_offline_hold', 'Not connected to the server: hold not changed.'));
       return;
     }
     active.held = on;
@@ -746,7 +746,7 @@
     if (!entry) return;
     chats.delete(id);
     entry.tab.parentElement.remove();
-    if (reason === 'visitor' || reason === 'visitor_left') showAlert(`${visitorLabel(entry.chat)} left the chat.`);
+    if (reason === 'visitor' || reason === 'visitor_left') showAlert(t('alert_visitor_left', '{visitor} left the chat.', { visitor: visitorLabel(entry.chat) }));
     if (selectedChat === id) {
       selectedChat = null;
       const next = chats.keys().next();
@@ -848,7 +848,7 @@
     if (!entry || !text) return;
     const clientId = String(++clientIds);
     if (!send({ type: 'chat.send', chat_id: entry.chat.id, text, client_id: clientId })) {
-      showAlert('Not connected to the server: the message was not sent.');
+      showAlert(t('alert_offline_message', 'Not connected to the server: the message was not sent.'));
       return;
     }
     const pending = el('li', { class: 'operator pending' }, text);
@@ -1086,7 +1086,7 @@
 
   function invite(row, button) {
     if (!send({ type: 'visitor.invite', visitor_id: String(row.id), site_id: row.site_id })) {
-      showAlert('Not connected to the server: the invitation was not sent.');
+      showAlert(t('alert_offline_invite', 'Not connected to the server: the invitation was not sent.'));
       return;
     }
     button.disabled = true;
@@ -1106,6 +1106,6 @@
 
   // ---- start ---------------------------------------------------------------------------------
 
-  loadConfig().catch((error) => showAlert(`Could not load the softphone settings (${error.message}).`));
+  loadConfig().catch((error) => showAlert(t('alert_config_failed', 'Could not load the softphone settings ({error}).', { error: error.message })));
   connect();
 })();

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -92,6 +94,14 @@ def test_every_language_pack_has_every_text() -> None:
         pack = i18n.pack(language)
         for part in ("widget", "softphone", "days"):
             assert set(pack[part]) == set(english[part]), (language, part)
+    # Every text the browser code asks for by key is in the packs.
+    root = Path(__file__).resolve().parents[1]
+    for part, script in (
+        ("widget", "web_button/widget.js"),
+        ("softphone", "operator_softphone/softphone.js"),
+    ):
+        asked = set(re.findall(r"\bt\('([a-z_]+)'", (root / script).read_text()))
+        assert asked and asked <= set(english[part]), (script, asked - set(english[part]))
     assert i18n.choose("ru-RU") == "ru"
     assert i18n.choose("pt-BR") == "en"
     assert i18n.choose("ru", site_language="pl") == "pl"

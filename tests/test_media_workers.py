@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.web.keys import MEDIA
@@ -42,17 +41,25 @@ async def place_call(
     return shopper, call_id
 
 
+async def two_calls(
+    stack: Stack, session: aiohttp.ClientSession
+) -> tuple[peers.Peer, peers.Peer, tuple[peers.Peer, str], tuple[peers.Peer, str]]:
+    """Anna and Bob online, each in a call with a shopper of their own."""
+    await stack.add_user("anna@shop.example")
+    await stack.add_user("bob@shop.example")
+    anna = await peers.operator(stack, "anna@shop.example")
+    bob = await peers.operator(stack, "bob@shop.example")
+    first = await place_call(stack, session, anna, "visitor-first-01")
+    second = await place_call(stack, session, bob, "visitor-second-02")
+    return anna, bob, first, second
+
+
 async def test_a_worker_that_dies_ends_only_its_own_call_and_is_replaced(two_workers: Stack) -> None:
     stack = two_workers
     pool = stack.app[MEDIA]
     assert isinstance(pool, WorkerPoolEngine)
     async with aiohttp.ClientSession() as session:
-        await stack.add_user("anna@shop.example")
-        await stack.add_user("bob@shop.example")
-        anna = await peers.operator(stack, "anna@shop.example")
-        bob = await peers.operator(stack, "bob@shop.example")
-        first, first_id = await place_call(stack, session, anna, "visitor-first-01")
-        second, second_id = await place_call(stack, session, bob, "visitor-second-02")
+        anna, bob, (first, first_id), (second, second_id) = await two_calls(stack, session)
 
         # Least loaded first: the two calls are on the two workers, both legs of each in one.
         first_worker, second_worker = pool.worker_of(first_id), pool.worker_of(second_id)
@@ -81,8 +88,6 @@ async def test_a_worker_that_dies_ends_only_its_own_call_and_is_replaced(two_wor
             await asyncio.sleep(0.1)
         replacement = pool.workers[first_worker.slot]
         assert replacement is not first_worker and replacement.alive
-        await anna.pc.close()  # the softphone makes a new peer connection for each call
-        anna.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         third, third_id = await place_call(stack, session, anna, "visitor-third-03")
         assert pool.worker_of(third_id) is replacement
         assert await flowing(third) > 40
@@ -100,12 +105,7 @@ async def test_a_hung_worker_is_killed_and_its_call_fails_while_the_other_goes_o
     pool = stack.app[MEDIA]
     assert isinstance(pool, WorkerPoolEngine)
     async with aiohttp.ClientSession() as session:
-        await stack.add_user("anna@shop.example")
-        await stack.add_user("bob@shop.example")
-        anna = await peers.operator(stack, "anna@shop.example")
-        bob = await peers.operator(stack, "bob@shop.example")
-        first, first_id = await place_call(stack, session, anna, "visitor-first-01")
-        second, second_id = await place_call(stack, session, bob, "visitor-second-02")
+        anna, bob, (first, first_id), (second, second_id) = await two_calls(stack, session)
         hung = pool.worker_of(first_id)
         assert hung is not None and hung.pid is not None and hung is not pool.worker_of(second_id)
 

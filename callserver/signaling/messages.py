@@ -15,6 +15,10 @@ MAX_CHAT_FRAME_TEXT = 32_000
 EMAIL = r"^[^@\s]{1,200}@[^@\s]{1,200}$"
 
 
+# Call, chat and message ids: what the server handed out, so never longer than this.
+Id = Annotated[str, Field(max_length=64)]
+
+
 class Incoming(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
 
@@ -145,75 +149,75 @@ class PresenceSet(Incoming):
 
 class CallAccept(Incoming):
     type: Literal["call.accept"]
-    call_id: str = Field(max_length=64)
+    call_id: Id
     sdp: str = Field(max_length=MAX_SDP)
 
 
 class CallDecline(Incoming):
     type: Literal["call.decline"]
-    call_id: str = Field(max_length=64)
+    call_id: Id
 
 
 class OperatorHangup(Incoming):
     type: Literal["call.hangup"]
-    call_id: str = Field(max_length=64)
+    call_id: Id
 
 
 class CallHold(Incoming):
     type: Literal["call.hold"]
-    call_id: str = Field(max_length=64)
+    call_id: Id
     on: bool
 
 
 class CallTransfer(Incoming):
     type: Literal["call.transfer"]
-    call_id: str = Field(max_length=64)
+    call_id: Id
     operator_id: int
 
 
 class OperatorChatSend(Incoming):
     type: Literal["chat.send"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
     text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
     client_id: str | None = Field(None, max_length=64)
 
 
 class OperatorTyping(Incoming):
     type: Literal["chat.typing"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
     active: bool = True
 
 
 class OperatorRead(Incoming):
     type: Literal["chat.read"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
     up_to: int = Field(ge=0)
 
 
 class ChatPick(Incoming):
     type: Literal["chat.pick"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
 
 
 class ChatTransfer(Incoming):
     type: Literal["chat.transfer"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
     operator_id: int
 
 
 class OperatorChatClose(Incoming):
     type: Literal["chat.close"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
 
 
 class ChatOfferCall(Incoming):
     type: Literal["chat.offer_call"]
-    chat_id: str = Field(max_length=64)
+    chat_id: Id
 
 
 class MessageHandled(Incoming):
     type: Literal["message.handled"]
-    id: str = Field(max_length=64)
+    id: Id
 
 
 class CannedAdd(Incoming):
@@ -232,7 +236,7 @@ class VisitorInvite(Incoming):
     """The operator invites a visitor from the board (`op-invite`)."""
 
     type: Literal["visitor.invite"]
-    visitor_id: str = Field(max_length=64)
+    visitor_id: Id
     site_id: int
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -14,6 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callserver.errors import InvalidInput, NotFound
 from callserver.orders.attribution import AttributedBy, attribute_order
 from callserver.store.models import Order, Site, WebhookDelivery
+
+# `orders.total` is Numeric(14, 2): twelve digits before the point. A larger total would overflow
+# the column (PostgreSQL refuses it, SQLite keeps a float) and is no real order anyway.
+MAX_TOTAL = Decimal("1e12")
+# Orders are placed after this service existed and not in the future; a shop's clock may be a
+# little ahead of ours. Far-off times would also overflow the attribution window's arithmetic.
+EARLIEST_ORDER = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=1)
+# Column widths (callserver/store/models.py `Order`).
+TEXT_LIMITS = {"order_id": 100, "number": 100, "currency": 3, "visitor_token": 64, "email": 320, "phone": 50}
 
 
 class Source(StrEnum):
@@ -44,6 +54,29 @@ class Intake:
     created: bool
 
 
+def check_report(report: OrderReport, now: datetime) -> None:
+    """Raise InvalidInput, naming the field, for a report that cannot be stored as it is."""
+    if not report.order_id:
+        raise InvalidInput("order_id: an order needs its id.")
+    for name, limit in TEXT_LIMITS.items():
+        value: str | None = getattr(report, name)
+        if value is not None and len(value) > limit:
+            raise InvalidInput(f"{name}: at most {limit} characters.")
+        if value is not None and "\x00" in value:
+            # PostgreSQL text cannot hold NUL, and no real id or address contains one.
+            raise InvalidInput(f"{name}: contains a NUL character.")
+    if not report.total.is_finite() or not 0 <= report.total < MAX_TOTAL:
+        raise InvalidInput(f"total: from 0 up to (not including) {MAX_TOTAL:,.0f}.")
+    if report.created_at is not None:
+        if report.created_at.tzinfo is None:
+            raise InvalidInput("created_at: an order's time needs a UTC offset.")
+        if not EARLIEST_ORDER <= report.created_at <= now + CLOCK_SKEW:
+            raise InvalidInput(
+                f"created_at: {report.created_at.isoformat()} is not a time an order was placed "
+                f"(from {EARLIEST_ORDER:%Y-%m-%d} until now)."
+            )
+
+
 async def find_order(session: AsyncSession, site_id: int, order_id: str) -> Order | None:
     return await session.scalar(select(Order).where(Order.site_id == site_id, Order.order_id == order_id))
 
@@ -64,10 +97,10 @@ async def record_order(
     Reporting an order again may change its total, currency and display number, and fills in a
     visitor token, e-mail or phone it lacked; its creation time and source stay as first reported.
     Attribution runs again (new contact details may find the conversation) unless it was set by hand.
+    Raises InvalidInput for a report that cannot be stored (see `check_report`).
     """
     now = now or datetime.now(UTC)
-    if report.created_at is not None and report.created_at.tzinfo is None:
-        raise InvalidInput("An order's created_at needs a UTC offset.")
+    check_report(report, now)
     # Stored times are UTC: SQLite keeps no offset, so another one would compare wrongly.
     created_at = report.created_at.astimezone(UTC) if report.created_at else now
     order = await find_order(session, site.id, report.order_id)

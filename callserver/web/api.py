@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hmac
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal, TypeVar
@@ -24,55 +22,31 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.json_schema import models_json_schema
+from pydantic_core import PydanticCustomError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver.calls.states import CallState, EndReason
-from callserver.errors import CallserverError, InvalidInput, NotFound
+from callserver.errors import NotFound
 from callserver.orders.attribution import Channel
-from callserver.orders.intake import OrderReport, Source, order_of_site, record_order
+from callserver.orders.intake import MAX_TOTAL, TEXT_LIMITS, OrderReport, Source, order_of_site, record_order
 from callserver.store.models import Call, Order, Site
-from callserver.web.errors import json_error
+from callserver.web.errors import HttpError, json_errors
 from callserver.web.keys import DATABASE
 
 MAX_BODY = 1024 * 1024
+# No order or platform webhook nests deeper than a handful of levels; a body that does is refused
+# before anything walks it (Python's own recursion limit is about 1000).
+MAX_JSON_DEPTH = 32
 PREFIX = "/api/v1"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What `_cursor` hands out is about 80 characters; ids are uuid4().hex (`Call.id`: String(32)).
+MAX_CURSOR = 200
+CALL_ID_LENGTH = 32
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiError(Exception):
-    """An HTTP error the views raise; `json_errors` turns it into the JSON error body."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-
-def json_errors(handler: Handler) -> Handler:
-    """Map API and domain errors to `{"error": {...}}` with a fitting status."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as e:
-            return json_error(e.status, e.code, e.message, e.headers)
-        except NotFound as e:
-            return json_error(404, "not_found", e.message)
-        except InvalidInput as e:
-            return json_error(400, e.code, e.message)
-        except CallserverError as e:
-            return json_error(409, e.code, e.message)
-
-    return wrapped
-
-
-def _too_large() -> ApiError:
-    return ApiError(413, "too_large", f"The request body is over {MAX_BODY // (1024 * 1024)} MB.")
+def _too_large() -> HttpError:
+    return HttpError(413, "too_large", f"The request body is over {MAX_BODY // (1024 * 1024)} MB.")
 
 
 def refuse_large_body(request: web.Request) -> None:
@@ -94,12 +68,34 @@ async def read_body(request: web.Request) -> bytes:
     return body
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    # Walked with a stack, not recursion: the point is to refuse what would exhaust recursion.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def parse_json(body: bytes) -> Any:
     """JSON with exact decimals (a total of 0.1 stays 0.1); 400 `bad_json` when it is none."""
     try:
-        return json.loads(body, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiError(400, "bad_json", f"The body is not JSON: {e}.") from e
+        data = json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
+    except RecursionError as e:
+        raise HttpError(400, "bad_json", f"The body nests deeper than {MAX_JSON_DEPTH} levels.") from e
+    except ValueError as e:  # bad JSON, bad UTF-8, NaN, or an integer of thousands of digits
+        raise HttpError(400, "bad_json", f"The body is not JSON: {e}.") from e
+    if _depth_over(data, MAX_JSON_DEPTH):
+        raise HttpError(400, "bad_json", f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return data
 
 
 def validate(model: type[M], data: Any) -> M:
@@ -109,7 +105,7 @@ def validate(model: type[M], data: Any) -> M:
     except ValidationError as e:
         error = e.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise ApiError(400, "invalid", f"{field}: {error['msg']}.") from e
+        raise HttpError(400, "invalid", f"{field}: {error['msg']}.") from e
 
 
 async def authenticated_site(request: web.Request, session: AsyncSession) -> Site:
@@ -120,7 +116,7 @@ async def authenticated_site(request: web.Request, session: AsyncSession) -> Sit
     if scheme.lower() == "bearer" and 0 < len(token) <= 200:
         site = await session.scalar(select(Site).where(Site.secret == token).limit(1))
     if site is None or not hmac.compare_digest(site.secret.encode(), token.encode()):
-        raise ApiError(
+        raise HttpError(
             401,
             "unauthorized",
             "Send the site secret as `Authorization: Bearer <secret>`.",
@@ -132,11 +128,16 @@ async def authenticated_site(request: web.Request, session: AsyncSession) -> Sit
 # ---- wire models: validated in, serialised out, and the source of the OpenAPI document ----
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # A time without an offset is taken as UTC: shops' systems that drop it almost always mean UTC.
+def utc(value: datetime | None) -> datetime | None:
+    """The time in UTC; one without an offset is taken as UTC (shops' systems that drop it mean UTC)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as e:  # 0001-01-01T00:00+01:00 is before the first time Python can hold
+        raise PydanticCustomError(
+            "datetime_range", "Input should be a time between the years 1 and 9999"
+        ) from e
 
 
 def _cents(value: Decimal) -> Decimal:
@@ -147,10 +148,10 @@ def _blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+UtcDateTime = Annotated[datetime, AfterValidator(utc)]
 Money = Annotated[
     Decimal,
-    Field(ge=0, lt=Decimal("1e12"), description="Rounded to cents.", examples=["123.45"]),
+    Field(ge=0, lt=MAX_TOTAL, description="Rounded to cents.", examples=["123.45"]),
     AfterValidator(_cents),
     PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
 ]
@@ -364,7 +365,10 @@ async def post_order(request: web.Request) -> web.StreamResponse:
 async def get_order(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
-        order = await order_of_site(session, site.id, request.match_info["order_id"])
+        order_id = request.match_info["order_id"]
+        if len(order_id) > TEXT_LIMITS["order_id"] or "\x00" in order_id:
+            raise NotFound(f"No order {order_id[:100]!r} has been reported for this site.")
+        order = await order_of_site(session, site.id, order_id)
         return _json(OrderOut.of(order))
 
 
@@ -377,15 +381,20 @@ def _cursor(call: Call) -> str:
 
 
 def _after_cursor(cursor: str) -> tuple[datetime, str]:
+    refused = HttpError(400, "invalid", "cursor: not a cursor this API handed out.")
+    if len(cursor) > MAX_CURSOR:
+        raise refused
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, call_id = json.loads(raw)
         when = datetime.fromisoformat(at)
-        if not isinstance(call_id, str) or when.tzinfo is None:
+        if when.tzinfo is None or not isinstance(call_id, str) or len(call_id) > CALL_ID_LENGTH:
             raise ValueError(cursor)
-    except (binascii.Error, ValueError, TypeError) as e:
-        raise ApiError(400, "invalid", "cursor: not a cursor this API handed out.") from e
-    return when.astimezone(UTC), call_id
+        when = when.astimezone(UTC)
+    # binascii.Error and UnicodeDecodeError are ValueErrors; OverflowError: year 1 or 9999 with an offset.
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise refused from e
+    return when, call_id
 
 
 async def _linked_orders(session: AsyncSession, site_id: int, call_ids: list[str]) -> dict[str, list[Order]]:
@@ -441,9 +450,12 @@ async def list_calls(request: web.Request) -> web.StreamResponse:
 async def get_call(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
-        call = await session.get(Call, request.match_info["call_id"])
+        call_id = request.match_info["call_id"]
+        # No stored id is longer or holds a NUL (which PostgreSQL would refuse to compare).
+        plausible = len(call_id) <= CALL_ID_LENGTH and "\x00" not in call_id
+        call = await session.get(Call, call_id) if plausible else None
         if call is None or call.site_id != site.id:
-            raise NotFound(f"This site has no call {request.match_info['call_id']!r}.")
+            raise NotFound(f"This site has no call {call_id[:100]!r}.")
         linked = await _linked_orders(session, site.id, [call.id])
         return _json(CallOut.of(call, linked[call.id]))
 

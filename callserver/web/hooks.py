@@ -6,19 +6,20 @@ import base64
 import hashlib
 import hmac
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import sites
 from callserver.errors import UnknownSite
-from callserver.orders.intake import OrderReport, Source, first_delivery, record_order
+from callserver.orders.intake import MAX_TOTAL, OrderReport, Source, first_delivery, record_order
 from callserver.store.models import Site
-from callserver.web.api import ApiError, json_errors, parse_json, read_body, refuse_large_body, validate
+from callserver.web.api import parse_json, read_body, refuse_large_body, utc, validate
+from callserver.web.errors import HttpError, json_errors
 from callserver.web.keys import DATABASE
 
 # The widget writes the visitor token into the cart's attributes under this name.
@@ -41,7 +42,7 @@ async def _site(request: web.Request, session: AsyncSession) -> Site:
     try:
         return await sites.site_by_key(session, request.match_info["site_key"])
     except UnknownSite as e:
-        raise ApiError(404, "not_found", e.message) from e
+        raise HttpError(404, "not_found", e.message) from e
 
 
 async def _verified_site(
@@ -50,7 +51,7 @@ async def _verified_site(
     """The site of the URL, when the body carries its signature; checked before the body is parsed."""
     site = await _site(request, session)
     if not signature_matches(site.webhook_secret or site.secret, body, request.headers.get(signature_header)):
-        raise ApiError(
+        raise HttpError(
             401, "bad_signature", f"The {signature_header} header is missing or does not match the body."
         )
     return site
@@ -63,14 +64,14 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class _Platform(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+# Times in UTC (one without an offset is UTC), checked while validating so an impossible one is a 400.
+UtcDateTime = Annotated[datetime, AfterValidator(utc)]
+# Bounded like the API's totals: what `orders.total` holds, and quantizing to cents stays exact.
+Total = Annotated[Decimal, Field(ge=0, lt=MAX_TOTAL)]
 
 
 # ---- Shopify ----
@@ -95,12 +96,12 @@ class ShopifyOrder(_Platform):
 
     id: int | str
     name: str | None = None
-    total_price: Decimal = Field(ge=0)
+    total_price: Total
     currency: str = Field(pattern=r"^[A-Za-z]{3}$")
     email: str | None = None
     contact_email: str | None = None
     phone: str | None = None
-    created_at: datetime | None = None
+    created_at: UtcDateTime | None = None
     note_attributes: list[ShopifyAttribute] | None = None
     customer: ShopifyCustomer | None = None
     billing_address: ShopifyAddress | None = None
@@ -121,7 +122,7 @@ class ShopifyOrder(_Platform):
             number=_text(self.name),
             total=self.total_price.quantize(Decimal("0.01")),
             currency=self.currency.upper(),
-            created_at=_utc(self.created_at),
+            created_at=self.created_at,
             visitor_token=(attributes.get(VISITOR_ATTRIBUTE) or "")[:64] or None,
             email=_text(self.email) or _text(self.contact_email) or _text(customer.email),
             phone=next((p for p in map(_text, phones) if p), None),
@@ -162,18 +163,13 @@ class WooOrder(_Platform):
     id: int
     number: str | int | None = None
     status: str | None = None
-    total: Decimal = Field(ge=0)
+    total: Total
     currency: str = Field(pattern=r"^[A-Za-z]{3}$")
-    date_created_gmt: datetime | None = None
+    # WooCommerce writes `*_gmt` times without an offset; they are UTC by name.
+    date_created_gmt: UtcDateTime | None = None
     billing: WooAddress | None = None
     shipping: WooAddress | None = None
     meta_data: list[WooMeta] | None = None
-
-    @field_validator("date_created_gmt", mode="after")
-    @classmethod
-    def _gmt(cls, value: datetime | None) -> datetime | None:
-        # WooCommerce writes `*_gmt` times without an offset; they are UTC by name.
-        return _utc(value)
 
     def report(self) -> OrderReport:
         meta = {_text(m.key): _text(m.value) for m in self.meta_data or []}

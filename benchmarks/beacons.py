@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.call_setup import cpu_seconds, wait_healthy
-from tests.stack import free_port
+from tests.stack import free_port, sign_in_form
 
 
 def pin(pid: int, core: int) -> None:
@@ -147,7 +147,8 @@ async def main(seconds: float, connections: int, visitors: int) -> dict[str, Any
         site = demo["site_key"]
         jar = aiohttp.CookieJar(unsafe=True)
         async with aiohttp.ClientSession(cookie_jar=jar) as session:
-            login = {"email": demo["operator"]["email"], "password": demo["operator"]["password"]}
+            operator = demo["operator"]
+            login = await sign_in_form(session, url, "operator", operator["email"], operator["password"])
             async with session.post(f"{url}/operator/login", data=login, allow_redirects=False) as response:
                 assert response.status == 302
             ws = await session.ws_connect(f"{url}/ws/operator")

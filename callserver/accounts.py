@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -14,12 +15,26 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver.errors import AlreadyExists, InvalidInput, NotFound
+from callserver.store.database import Database
 from callserver.store.models import AuthSession, Site, User
 
 ROLES = ("operator", "owner")
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown e-mail as slow as one with a wrong password.
 _DUMMY_HASH = _hasher.hash("not a real password")
+
+
+def check_password(password_hash: str, password: str) -> bool:
+    """Whether `password` matches `password_hash` (argon2: about a CPU-second by design, so blocking)."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def hash_password(password: str) -> str:
+    """The argon2 hash of `password`, computed in a thread: on the event loop it stalls every socket."""
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
 @dataclass(frozen=True)
@@ -62,7 +77,7 @@ async def create_user(
     user = User(
         email=email,
         name=name,
-        password_hash=_hasher.hash(password),
+        password_hash=await hash_password(password),
         role=role,
         created_at=datetime.now(UTC),
         sites=list(sites or []),
@@ -75,16 +90,26 @@ async def create_user(
     return _account(user)
 
 
-async def authenticate(session: AsyncSession, email: str, password: str) -> Account | None:
-    """The account for these credentials, or None (unknown, disabled or wrong password)."""
-    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
+async def authenticate(database: Database, email: str, password: str) -> Account | None:
+    """The account for these credentials, or None (unknown, disabled or wrong password).
+
+    The password is checked in a thread with no database connection held: a burst of sign-ins
+    must neither stall the event loop nor take every pooled connection for a second each.
+    """
+    email = email.strip().lower()
+    async with database.session() as session:
+        found = (
+            await session.execute(select(User.id, User.password_hash).where(User.email == email))
+        ).first()
+    stored = found.password_hash if found else _DUMMY_HASH
+    if not await asyncio.to_thread(check_password, stored, password) or found is None:
         return None
-    if user is None or user.disabled:
-        return None
-    return _account(user)
+    async with database.session() as session:
+        user = await session.get(User, found.id)
+        # Disabled, deleted or given a new password while the hash was being checked: no entry.
+        if user is None or user.disabled or user.password_hash != stored:
+            return None
+        return _account(user)
 
 
 def _hash_token(token: str) -> str:
@@ -125,10 +150,11 @@ async def set_password(session: AsyncSession, user_id: int, password: str) -> No
     """Give a user a new password and sign them out everywhere (a reset is often after a leak)."""
     if len(password) < 8:
         raise InvalidInput("The password needs at least 8 characters.")
+    password_hash = await hash_password(password)
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound(f"No user has the id {user_id}.")
-    user.password_hash = _hasher.hash(password)
+    user.password_hash = password_hash
     await session.execute(delete(AuthSession).where(AuthSession.user_id == user_id))
 
 

@@ -21,7 +21,7 @@ from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.settings import Settings
 from callserver.signaling.chat_service import setup_chat
 from callserver.signaling.operator_socket import operator_socket
-from callserver.signaling.widget_socket import widget_socket
+from callserver.signaling.widget_socket import setup_address_limits, widget_socket
 from callserver.store.database import Database
 from callserver.visitors.country import CountryLookup
 from callserver.web import api, auth, hooks, softphone, visitors, widget
@@ -102,6 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     visitors.setup(app)  # the shop floor: beacons, the visitors board, invitations
     app[SOCKETS] = weakref.WeakSet()
     app[COUNTRIES] = CountryLookup()
+    setup_address_limits(app)  # per client address: widget sockets, new visitors, call attempts
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)
     app.router.add_get("/healthz", _health)

@@ -59,6 +59,12 @@ class RateLimiter:
             self._forget_full()
         return bucket.take(cost)
 
+    def give_back(self, key: Hashable, cost: float = 1.0) -> None:
+        """Return what a `take` spent on an attempt that turned out not to count (e.g. a right password)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + cost)
+
     def allows(self, key: Hashable, cost: float = 1.0) -> bool:
         """Whether `take(key, cost)` would succeed now, without spending anything."""
         bucket = self._buckets.get(key)

@@ -62,6 +62,8 @@ class Settings(BaseModel):
     trust_forwarded_for: bool = False
     secure_cookies: bool = False
     max_frame_bytes: int = 64 * 1024
+    # Widget sockets one client address may hold open at once; more are closed with 4429.
+    widget_sockets_per_address: int = Field(20, ge=1)
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_user: str = ""

@@ -15,7 +15,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from tests.stack import PASSWORD, Stack
+from tests.stack import Stack, sign_in_form
 
 Frame = dict[str, Any]
 
@@ -90,9 +90,8 @@ async def softphone(stack: Stack, email: str, name: str = "") -> AsyncIterator[S
     """A signed-in operator's softphone socket (the account is created here)."""
     account = await stack.add_user(email, name=name)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        async with session.post(
-            f"{stack.url}/operator/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
-        ) as response:
+        form = await sign_in_form(session, stack.url, "operator", email)
+        async with session.post(f"{stack.url}/operator/login", data=form, allow_redirects=False) as response:
             assert response.status == 302, await response.text()
         ws = await session.ws_connect(f"{stack.url}/ws/operator")
         phone = Softphone(ws)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from callserver import accounts
 from callserver.store.models import Call, CallEvent, Chat, ChatMessage, LeftMessage, Order, Site, Visitor
-from tests.stack import PASSWORD, Stack
+from tests.stack import PASSWORD, Stack, sign_in_form
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -136,8 +136,7 @@ async def signed_in(stack: Stack, email: str) -> AsyncIterator[aiohttp.ClientSes
     """An HTTP client with the dashboard session cookie of `email` (redirects are not followed)."""
     # unsafe=True: the test server is on an IP address, whose cookies aiohttp drops by default.
     async with aiohttp.ClientSession(stack.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
-        async with client.post(
-            "/dashboard/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
-        ) as response:
+        form = await sign_in_form(client, "", "dashboard", email)
+        async with client.post("/dashboard/login", data=form, allow_redirects=False) as response:
             assert response.status == 302, await response.text()
         yield client

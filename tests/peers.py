@@ -16,7 +16,7 @@ import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from av import AudioFrame
 
-from tests.stack import PASSWORD
+from tests.stack import sign_in_form
 
 
 class SiteKey(Protocol):
@@ -133,11 +133,8 @@ async def call(peer: Peer, hz: float = 440, page: str = "https://shop.example/p/
 async def operator(stack: Server, email: str, online: bool = True) -> Peer:
     """A signed-in softphone (with a session and cookie jar of its own), optionally set online."""
     own = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with own.post(
-        f"{stack.url}/operator/login",
-        data={"email": email, "password": PASSWORD},
-        allow_redirects=False,
-    ) as response:
+    form = await sign_in_form(own, stack.url, "operator", email)
+    async with own.post(f"{stack.url}/operator/login", data=form, allow_redirects=False) as response:
         assert response.status == 302, await response.text()
     ws = await own.ws_connect(f"{stack.url}/ws/operator")
     peer = Peer(ws, own)

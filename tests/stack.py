@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from callserver import accounts, sites
@@ -20,6 +22,21 @@ from callserver.store.database import Database
 from callserver.web.keys import DATABASE, RECORDS, SWITCHBOARD
 
 PASSWORD = "correct horse battery"
+_SIGN_IN_TOKEN = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+async def sign_in_form(
+    client: aiohttp.ClientSession, base_url: str, area: str, email: str, password: str = PASSWORD
+) -> dict[str, str]:
+    """The sign-in form of `area` as a browser posts it: fetched first, for its CSRF cookie and token.
+
+    `base_url` may be "" for a client made with a base URL.
+    """
+    async with client.get(f"{base_url}/{area}/login") as response:
+        assert response.status == 200, await response.text()
+        match = _SIGN_IN_TOKEN.search(await response.text())
+    assert match, "no CSRF token in the sign-in form"
+    return {"email": email, "password": password, "csrf": match.group(1)}
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from callserver.settings import ConfigError, load_settings
-from tests.stack import free_port
+from tests.stack import free_port, sign_in_form
 
 
 def test_settings_come_from_toml_then_environment(tmp_path: Path) -> None:
@@ -75,7 +75,9 @@ async def test_demo_serves_a_shop_on_a_second_origin_that_embeds_the_widget(tmp_
                 config_url, headers={"Origin": f"http://127.0.0.1:{shop_port}"}
             ) as response:
                 assert response.status == 200
-            login = {"email": operator[1], "password": operator[2]}
+            login = await sign_in_form(
+                session, f"http://127.0.0.1:{port}", "operator", operator[1], operator[2]
+            )
             async with session.post(f"http://127.0.0.1:{port}/operator/login", data=login) as response:
                 assert response.status == 200 and response.url.path == "/operator/"
     finally:
@@ -84,17 +86,17 @@ async def test_demo_serves_a_shop_on_a_second_origin_that_embeds_the_widget(tmp_
 
 
 async def test_guessing_passwords_is_slowed_down(tmp_path: Path) -> None:
-    from tests.stack import PASSWORD, running_stack, settings_for
+    from tests.stack import running_stack, settings_for
 
     async with running_stack(settings_for(tmp_path)) as stack:
         await stack.add_user("op@shop.example")
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             login = f"{stack.url}/operator/login"
+            right = await sign_in_form(session, stack.url, "operator", "op@shop.example")
+            wrong = {**right, "password": "guess"}
             for _ in range(10):
-                wrong = {"email": "op@shop.example", "password": "guess"}
                 async with session.post(login, data=wrong, allow_redirects=False) as response:
                     assert response.status == 401
-            right = {"email": "op@shop.example", "password": PASSWORD}
             async with session.post(login, data=right, allow_redirects=False) as response:
                 assert response.status == 429
                 assert "Too many sign-in attempts" in await response.text()

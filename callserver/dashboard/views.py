@@ -392,7 +392,9 @@ async def operator_disable(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         user = await _managed_operator(session, owner, request)
         await accounts.set_disabled(session, user.id, disable)
-        email = user.email
+        email, user_id = user.email, user.id
+    if disable:  # after the commit: an open softphone is cut off and cannot sign in again
+        await auth.end_sessions_of(request.app, user_id)
     raise _back("/dashboard/operators", notice=f"{email} is {'disabled' if disable else 'enabled again'}.")
 
 
@@ -402,9 +404,10 @@ async def operator_password(request: web.Request) -> web.StreamResponse:
         async with request.app[DATABASE].session() as session:
             user = await _managed_operator(session, owner, request)
             await accounts.set_password(session, user.id, str(form.get("password", "")))
-            email = user.email
+            email, user_id = user.email, user.id
     except (InvalidInput, NotFound) as e:
         raise _back("/dashboard/operators", error=e.message) from e
+    await auth.end_sessions_of(request.app, user_id)  # signed out everywhere, open softphones too
     raise _back("/dashboard/operators", notice=f"New password set for {email}; they were signed out.")
 
 

@@ -37,7 +37,7 @@ from callserver.signaling.messages import (
     error,
 )
 from callserver.visitors.invitations import VisitorGone
-from callserver.web.auth import current_account
+from callserver.web.auth import current_account, watch_socket
 from callserver.web.keys import SETTINGS, SWITCHBOARD
 from callserver.web.visitors import SHOP_FLOOR
 
@@ -103,6 +103,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=CLOSE_LOGIN_REQUIRED, message=b"login_required")
         return ws
 
+    unwatch = watch_socket(request, account, ws)  # signing out (or being disabled) closes this socket
     desk = request.app[CHAT_DESK]
     softphone = OperatorConnection(ws)
     leave = switchboard.operator_joined(account, softphone)
@@ -139,6 +140,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
         if stop_watching is not None:
             stop_watching()
         leave()
+        unwatch()
     return ws
 
 

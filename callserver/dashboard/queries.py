@@ -107,15 +107,19 @@ class Cursor:
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
+        damaged = InvalidInput("This page link is damaged; start again from the first page.")
+        if len(value) > 200:  # what `encode` hands out is under 100 characters
+            raise damaged
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
             stamp, row_id = raw.split("|", 1)
             created_at = datetime.fromisoformat(stamp)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidInput("This page link is damaged; start again from the first page.") from e
-        if created_at.tzinfo is None or len(row_id) > 64:
-            raise InvalidInput("This page link is damaged; start again from the first page.")
-        return cls(created_at.astimezone(UTC), row_id)
+            if created_at.tzinfo is None or len(row_id) > 64 or "\x00" in row_id:
+                raise damaged
+            # OverflowError: a year-1 or year-9999 time with an offset has no UTC Python can hold.
+            return cls(created_at.astimezone(UTC), row_id)
+        except (ValueError, OverflowError) as e:  # binascii.Error and UnicodeDecodeError included
+            raise damaged from e
 
 
 @dataclass(frozen=True)

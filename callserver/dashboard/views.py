@@ -31,6 +31,7 @@ from callserver.errors import CallserverError, InvalidInput, NotFound
 from callserver.orders.attribution import set_attribution
 from callserver.store.models import AuditEntry, LeftMessage, Order, Site, User, UserSite
 from callserver.web import auth, csrf
+from callserver.web.errors import html_errors
 from callserver.web.keys import DATABASE, SETTINGS, TEMPLATES
 from callserver.web.visitors import SHOP_FLOOR
 
@@ -153,23 +154,38 @@ FORMATS = {"duration": _duration, "money": _money, "when": _when, "percent": _pe
 # ---------------------------------------------------------------------------------------- parsing
 
 
+# Dates a filter may name: ranges are turned into [start 00:00, end + 1 day) and a month's worth
+# is subtracted for the overview's default start, which must stay within what Python can hold.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+# Ids are SQL BIGINTs at most (SQLite and PostgreSQL refuse a larger parameter outright).
+MAX_ID = 2**63 - 1
+
+
 def _day(value: str | None, name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value.strip())
     except ValueError as e:
-        raise InvalidInput(f"The {name} date must look like 2024-05-31, not {value!r}.") from e
+        raise InvalidInput(f"The {name} date must look like 2024-05-31, not {value[:40]!r}.") from e
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidInput(f"The {name} date must lie between {FIRST_DAY} and {LAST_DAY}, not {day}.")
+    return day
 
 
-def _int(value: Any, name: str) -> int | None:
+def _int(value: Any, name: str, at_least: int = -MAX_ID, at_most: int = MAX_ID) -> int | None:
     text = str(value or "").strip()
     if not text:
         return None
-    try:
-        return int(text)
-    except ValueError as e:
-        raise InvalidInput(f"{name} must be a whole number, not {text!r}.") from e
+    # isdecimal first: int() would take "١٢" or "1_000", and spend seconds on a million digits.
+    digits = text.removeprefix("-")
+    if not digits.isascii() or not digits.isdecimal() or len(digits) > len(str(MAX_ID)):
+        raise InvalidInput(f"{name} must be a whole number, not {text[:40]!r}.")
+    number = int(text)
+    if not at_least <= number <= at_most:
+        raise InvalidInput(f"{name} must be between {at_least} and {at_most}, not {number}.")
+    return number
 
 
 def _range(query: Any) -> tuple[date, date]:
@@ -200,22 +216,13 @@ def _log_filters(query: Any) -> queries.LogFilters:
     return queries.LogFilters(
         start=queries.day_bounds(start, start)[0] if start else None,
         end=queries.day_bounds(end, end)[1] if end else None,
-        site_id=_int(query.get("site"), "Site"),
-        operator_id=_int(query.get("operator"), "Operator"),
+        site_id=_int(query.get("site"), "Site", at_least=1),
+        operator_id=_int(query.get("operator"), "Operator", at_least=1),
         state=state,
         end_reason=end_reason,
         channel=channel,
         orders=orders,
     )
-
-
-def _bad_request(request: web.Request, error: CallserverError) -> web.HTTPBadRequest:
-    html = (
-        request.app[TEMPLATES]
-        .get_template("dashboard/error.html")
-        .render(title="Cannot show this page", message=error.message)
-    )
-    return web.HTTPBadRequest(text=html, content_type="text/html")
 
 
 async def _site_names(session: AsyncSession, site_ids: Sequence[int]) -> dict[int, str]:
@@ -228,10 +235,7 @@ async def _site_names(session: AsyncSession, site_ids: Sequence[int]) -> dict[in
 
 async def overview_page(request: web.Request) -> web.StreamResponse:
     owner = await _owner(request)
-    try:
-        start, end = _range(request.query)
-    except InvalidInput as e:
-        raise _bad_request(request, e) from e
+    start, end = _range(request.query)
     async with request.app[DATABASE].session() as session:
         figures = await queries.overview(session, owner.site_ids, start, end)
     return _render(
@@ -241,12 +245,9 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
 
 async def log_page(request: web.Request) -> web.StreamResponse:
     owner = await _owner(request)
-    try:
-        filters = _log_filters(request.query)
-        after = request.query.get("after")
-        cursor = queries.Cursor.decode(after) if after else None
-    except InvalidInput as e:
-        raise _bad_request(request, e) from e
+    filters = _log_filters(request.query)
+    after = request.query.get("after")
+    cursor = queries.Cursor.decode(after) if after else None
     async with request.app[DATABASE].session() as session:
         page = await queries.conversation_log(session, owner.site_ids, filters, cursor)
         operators = await queries.operators_of(session, owner.site_ids)
@@ -328,10 +329,7 @@ async def attribution_submit(request: web.Request) -> web.StreamResponse:
 
 async def activity_page(request: web.Request) -> web.StreamResponse:
     owner = await _owner(request)
-    try:
-        start, end = _range(request.query)
-    except InvalidInput as e:
-        raise _bad_request(request, e) from e
+    start, end = _range(request.query)
     async with request.app[DATABASE].session() as session:
         people = await queries.operator_activity(session, owner.site_ids, start, end)
         site_names = await _site_names(session, owner.site_ids)
@@ -415,7 +413,7 @@ async def messages_page(request: web.Request) -> web.StreamResponse:
     owner = await _owner(request)
     status = request.query.get("status") or None
     if status not in (None, "new", "handled"):
-        raise _bad_request(request, InvalidInput(f"Unknown status {status!r}."))
+        raise InvalidInput(f"Unknown status {status[:40]!r}.")
     async with request.app[DATABASE].session() as session:
         rows = await queries.left_messages(session, owner.site_ids, status)
         site_names = await _site_names(session, owner.site_ids)
@@ -444,14 +442,21 @@ async def message_status(request: web.Request) -> web.StreamResponse:
 
 
 def _csv_range(request: web.Request) -> tuple[datetime | None, datetime | None]:
-    try:
-        start, end = _day(request.query.get("from"), "start"), _day(request.query.get("to"), "end")
-    except InvalidInput as e:
-        raise _bad_request(request, e) from e
+    start, end = _day(request.query.get("from"), "start"), _day(request.query.get("to"), "end")
     return (
         queries.day_bounds(start, start)[0] if start else None,
         queries.day_bounds(end, end)[1] if end else None,
     )
+
+
+# Spreadsheets run a cell that starts with one of these as a formula, TAB and CR (and LF) included
+# because some of them skip those before looking (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """The cell with a leading `'` when a spreadsheet would take it for a formula (CSV injection)."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
 def _csv_export(
@@ -474,8 +479,7 @@ def _csv_export(
         async with request.app[DATABASE].session() as session:
             count = 0
             async for row in rows(session, owner.site_ids, start, end):
-                # A leading = + - @ makes spreadsheets run the cell as a formula (CSV injection).
-                writer.writerow(["'" + v if v[:1] in ("=", "+", "-", "@") else v for v in row])
+                writer.writerow([spreadsheet_safe(v) for v in row])
                 count += 1
                 if count % 500 == 0:
                     await response.write(buffer.getvalue().encode())
@@ -520,9 +524,10 @@ def _site_settings(site: Site, form: MultiDictProxy[Any]) -> None:
     if site.ring_timeout is not None and not 5 <= site.ring_timeout <= 300:
         raise InvalidInput("The ring timeout must be between 5 and 300 seconds.")
     site.records_calls = form.get("records_calls") == "on"
-    site.retention_days = _int(form.get("retention_days"), "Retention days")
-    if site.retention_days is not None and site.retention_days < 1:
-        raise InvalidInput("Keep recordings at least one day, or leave the field empty to keep them.")
+    try:
+        site.retention_days = _int(form.get("retention_days"), "Retention days", at_least=1, at_most=36_500)
+    except InvalidInput as e:
+        raise InvalidInput("Keep recordings 1 to 36,500 days, or leave the field empty to keep them.") from e
     attribution = _int(form.get("attribution_days"), "Attribution days")
     if attribution is None or not 0 <= attribution <= 365:
         raise InvalidInput("The attribution window is 0 to 365 days.")
@@ -626,6 +631,8 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     """Add the dashboard's routes and its recording-retention task (after the database opens)."""
     auth.add_routes(app, "dashboard")
+    # A filter or form the dashboard refuses (InvalidInput, NotFound, ...) is its error page, not a 500.
+    app.middlewares.append(html_errors("/dashboard"))
     app.cleanup_ctx.append(_retention)
     add = app.router
     add.add_get("/dashboard", _to_dashboard)

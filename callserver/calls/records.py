@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import events
@@ -54,14 +55,22 @@ class VisitorContext:
 
 
 async def visitor_row(session: AsyncSession, site_id: int, visitor: VisitorContext) -> Visitor:
-    """The site's row for this visitor token (created on first contact), updated with what we learnt."""
+    """The site's row for this visitor token (created on first contact), updated with what we learnt.
+
+    Race-free: two sockets of a brand-new visitor may get here at once (a chat and a left message);
+    the insert does nothing when the other one's row is there already, and both use that one row.
+    """
     at = now()
-    row = await session.scalar(
-        select(Visitor).where(Visitor.site_id == site_id, Visitor.token == visitor.token)
-    )
+    where = (Visitor.site_id == site_id, Visitor.token == visitor.token)
+    row = await session.scalar(select(Visitor).where(*where))
     if row is None:
-        row = Visitor(site_id=site_id, token=visitor.token, created_at=at, last_seen_at=at)
-        session.add(row)
+        await session.execute(
+            insert_or_ignore(session, Visitor).values(
+                site_id=site_id, token=visitor.token, created_at=at, last_seen_at=at, invitations=0
+            )
+        )
+        row = await session.scalar(select(Visitor).where(*where).execution_options(populate_existing=True))
+        assert row is not None, "the visitor row exists once inserted"
     row.last_seen_at = at
     for name in ("name", "email", "phone", "country", "device"):
         value = getattr(visitor, name)
@@ -69,6 +78,13 @@ async def visitor_row(session: AsyncSession, site_id: int, visitor: VisitorConte
             setattr(row, name, value)
     await session.flush()
     return row
+
+
+def insert_or_ignore(session: AsyncSession, table: type[Any]) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` for this session's database (SQLite or PostgreSQL): a row
+    another transaction inserted first is left as it is, instead of failing on the unique key."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing()
 
 
 class CallRecords:

@@ -72,6 +72,13 @@ class LiveCall:
     prefer: int | None = None  # the operator to ring first (the one the shopper was chatting with)
     transfer_to: Seat | None = None  # the operator being rung to take over the answered call
     transfer_timer: asyncio.TimerHandle | None = None
+    visitor_token: str = ""
+    # The softphone whose peer connection carries the operator's leg: when it goes, so does the call.
+    operator_channel: OperatorChannel | None = None
+
+
+# Why a call ended when one side's socket went away without hanging up (its media went with the page).
+CONNECTION_LOST = "connection_lost"
 
 
 SeatListener = Callable[[Seat], Awaitable[None]]
@@ -94,6 +101,7 @@ class Switchboard:
         self._clock = clock
         self._seats: dict[int, Seat] = {}
         self._calls: dict[str, LiveCall] = {}
+        self._placing: set[tuple[int, str]] = set()  # (site, visitor token) whose offer is being recorded
         self._offline_timers: dict[int, asyncio.TimerHandle] = {}
         self._background = BackgroundTasks("switchboard")
         self._seat_listeners: list[SeatListener] = []
@@ -136,6 +144,14 @@ class Switchboard:
         def leave() -> None:
             if channel in seat.channels:
                 seat.channels.remove(channel)
+            call = self._calls.get(seat.call_id) if seat.call_id is not None else None
+            if (
+                call is not None
+                and call.operator is seat
+                and (call.operator_channel is channel or not seat.channels)
+            ):
+                # The softphone that held the call's peer connection is gone: nobody hears the shopper.
+                self._background.spawn(self._end(call, EndReason.FAILED, by="operator", why=CONNECTION_LOST))
             if not seat.channels:
                 self._stop_ringing(seat)
                 # A reload or a short network drop should not take the operator offline.
@@ -216,7 +232,16 @@ class Switchboard:
         `prefer_operator` rings first (a chat's operator who offered the call), then the site's routing.
         """
         self._media.check_offer(offer_sdp)
-        call_id = await self._records.open(site.id, visitor)
+        visitor_key = (site.id, visitor.token)
+        if visitor_key in self._placing or self.ringing_call_of(site.id, visitor.token) is not None:
+            raise CallInProgress("Your call is already ringing.")
+        # Held from before the record is written until the call is in `_calls`: two offers of one
+        # visitor on two sockets cannot both pass the check above.
+        self._placing.add(visitor_key)
+        try:
+            call_id = await self._records.open(site.id, visitor)
+        finally:
+            self._placing.discard(visitor_key)
         media = self._media.open_call(call_id, lambda leg: self._leg_failed(call_id, leg))
         call = LiveCall(
             id=call_id,
@@ -224,6 +249,7 @@ class Switchboard:
             shopper=shopper,
             media=media,
             prefer=prefer_operator,
+            visitor_token=visitor.token,
             view={
                 "id": call_id,
                 "site": site.name,
@@ -245,12 +271,34 @@ class Switchboard:
         if call is not None and call.ring_task is None:
             call.ring_task = self._background.spawn(self._ring(call))
 
+    def ringing_call_of(self, site_id: int, visitor_token: str) -> str | None:
+        """The id of this visitor's call that is ringing now, if any (a visitor rings one at a time)."""
+        for call in self._calls.values():
+            if (
+                call.state is CallState.RINGING
+                and call.site.id == site_id
+                and call.visitor_token == visitor_token
+            ):
+                return call.id
+        return None
+
     async def shopper_hangup(self, call_id: str) -> None:
         call = self._calls.get(call_id)
         if call is None:
             return
         reason = EndReason.ABANDONED if call.state is CallState.RINGING else EndReason.COMPLETED
         await self._end(call, reason, by="shopper")
+
+    async def shopper_gone(self, call_id: str) -> None:
+        """The shopper's page went away without hanging up: a ringing call is abandoned, an answered
+        one failed (its media went with the page; `lost`, with resuming, is for later)."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        if call.state is CallState.RINGING:
+            await self._end(call, EndReason.ABANDONED, by="shopper")
+        else:
+            await self._end(call, EndReason.FAILED, by="shopper", why=CONNECTION_LOST)
 
     # Operator side -----------------------------------------------------------------------------
 
@@ -260,14 +308,16 @@ class Switchboard:
             raise UnknownCall(f"There is no call {call_id!r} in progress.")
         return call
 
-    async def accept(self, operator_id: int, call_id: str, offer_sdp: str) -> str:
-        """The operator answers: their leg is terminated and bridged; returns the answer SDP."""
+    async def accept(
+        self, operator_id: int, call_id: str, offer_sdp: str, channel: OperatorChannel | None = None
+    ) -> str:
+        """The operator answers on `channel`: their leg is terminated and bridged; returns the answer SDP."""
         call = self._call_for(call_id)
         seat = self._seats.get(operator_id)
         if seat is None or seat.presence is not Presence.ONLINE:
             raise NotOnline("Set yourself online to answer calls.")
         if call.transfer_to is seat:
-            return await self._take_over(call, seat, offer_sdp)
+            return await self._take_over(call, seat, offer_sdp, channel)
         if call.state is not CallState.RINGING or call.operator is not None:
             raise CallNotRinging(f'Cannot answer call {call_id} in state "{call.state}".')
         if seat.call_id is not None:
@@ -276,6 +326,7 @@ class Switchboard:
             raise NotYourCall("This call is not ringing for you.")
         self._media.check_offer(offer_sdp)
         call.operator = seat
+        call.operator_channel = channel
         seat.call_id = call.id
         others = call.ringing - {seat}
         call.ringing.clear()
@@ -378,7 +429,9 @@ class Switchboard:
         if call.operator is not None and call.state is CallState.ANSWERED:
             await self._tell(call.operator, "transfer_failed", call.id, reason)
 
-    async def _take_over(self, call: LiveCall, seat: Seat, offer_sdp: str) -> str:
+    async def _take_over(
+        self, call: LiveCall, seat: Seat, offer_sdp: str, channel: OperatorChannel | None
+    ) -> str:
         if seat.call_id is not None:
             raise OperatorBusy("Hang up your current call before taking another.")
         self._media.check_offer(offer_sdp)
@@ -393,6 +446,7 @@ class Switchboard:
                 await self._tell(first, "transfer_failed", call.id, "failed")
             raise BadOffer(f"Your offer could not be answered: {e}") from e
         call.operator = seat
+        call.operator_channel = channel
         call.held = False
         seat.call_id = call.id
         if first is not None:

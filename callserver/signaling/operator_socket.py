@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from callserver.signaling.messages import (
     VisitorInvite,
     decode_operator,
     error,
+    internal_error,
 )
 from callserver.visitors.invitations import VisitorGone
 from callserver.web.auth import current_account, watch_socket
@@ -134,6 +136,12 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
                     await softphone.send(error(e.code, e.message))
                 except CallserverError as e:
                     await softphone.send(error(e.code, e.message, getattr(message, "client_id", None)))
+                except Exception as e:
+                    # A bug must not kill the operator's socket: one line in the log, an error frame.
+                    kind = message.type if message is not None else "?"
+                    log.error("operator message %s failed: %s: %s", kind, type(e).__name__, e)
+                    with contextlib.suppress(ConnectionError):
+                        await softphone.send(internal_error(getattr(message, "client_id", None)))
             elif frame.type is WSMsgType.BINARY:
                 await softphone.send(error("bad_message", "Binary frames are not accepted."))
     finally:
@@ -156,7 +164,7 @@ async def _handle(
         case PresenceSet(status=status):
             await switchboard.set_presence(account.id, Presence(status))
         case CallAccept(call_id=call_id, sdp=sdp):
-            answer = await switchboard.accept(account.id, call_id, sdp)
+            answer = await switchboard.accept(account.id, call_id, sdp, softphone)
             await softphone.answer(call_id, answer)
             await switchboard.operator_connected(account.id, call_id)
         case CallDecline(call_id=call_id):

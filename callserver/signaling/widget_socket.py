@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -17,7 +18,7 @@ from callserver.chats.desk import ChatSite
 from callserver.chats.errors import RateLimited
 from callserver.errors import CallInProgress, CallserverError, NoCall, OriginNotAllowed, UnknownSite
 from callserver.hours import WorkingHours, check_open
-from callserver.limits import TokenBucket
+from callserver.limits import AddressLimits, TokenBucket
 from callserver.signaling.chat_service import CHAT_DESK
 from callserver.signaling.messages import (
     BadMessage,
@@ -35,6 +36,7 @@ from callserver.signaling.messages import (
     WidgetMessage,
     decode_widget,
     error,
+    internal_error,
 )
 from callserver.web.keys import COUNTRIES, DATABASE, SETTINGS, SWITCHBOARD
 from callserver.web.visitors import SHOP_FLOOR
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSE_NOT_ALLOWED = 4403
 CLOSE_UNKNOWN_SITE = 4404
+CLOSE_TOO_MANY = 4429  # too many sockets, or too many new visitors, from this client address
+# Sockets, new visitor tokens and call attempts per client address (limits.AddressLimits).
+ADDRESS_LIMITS = web.AppKey("address_limits", AddressLimits)
 # Per socket, every frame: typing previews every 300 ms fit easily, a script hammering the socket does not.
 SOCKET_RATE = 10.0
 SOCKET_BURST = 40.0
@@ -113,11 +118,33 @@ def visitor_context(request: web.Request, token: str, context: CallContext) -> V
     )
 
 
+def setup_address_limits(app: web.Application) -> None:
+    """Give the app the per-address limits the widget socket keeps (after SETTINGS is set)."""
+    app[ADDRESS_LIMITS] = AddressLimits(app[SETTINGS].widget_sockets_per_address)
+
+
 async def widget_socket(request: web.Request) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
-    switchboard = request.app[SWITCHBOARD]
+    limits = request.app[ADDRESS_LIMITS]
+    address = client_address(request) or ""
     ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=25)
     await ws.prepare(request)
+    # Counted before anything costs a database query: a refused socket costs the handshake only.
+    uncount = limits.open_socket(address)
+    if uncount is None:
+        log.info("refused a widget socket from %s: %d open already", address, limits.max_sockets)
+        await ws.close(code=CLOSE_TOO_MANY, message=b"too_many_connections")
+        return ws
+    try:
+        return await _serve(request, ws, address)
+    finally:
+        uncount()
+
+
+async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS]
+    switchboard = request.app[SWITCHBOARD]
+    limits = request.app[ADDRESS_LIMITS]
     try:
         async with request.app[DATABASE].session() as session:
             site = await sites.site_by_key(session, request.query.get("site", ""))
@@ -132,6 +159,10 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
     token = request.query.get("visitor", "")
     if not TOKEN.match(token):
         token = secrets.token_urlsafe(16)
+    if not limits.visitor_arrives(address, (site.id, token)):
+        log.info("refused a widget socket from %s: too many new visitors", address)
+        await ws.close(code=CLOSE_TOO_MANY, message=b"too_many_visitors")
+        return ws
     routing = SiteRouting(
         id=site.id,
         name=site.name,
@@ -159,8 +190,12 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
         elif isinstance(message, CallOffer):
             if shopper.call_id is not None:
                 raise CallInProgress("This page already has a call in progress.")
+            if switchboard.ringing_call_of(site.id, token) is not None:
+                raise CallInProgress("Your call is already ringing.")
             check_open(hours)
             desk.limit("call", site.id, token)
+            if not limits.call_allowed(address):
+                raise RateLimited("Too many calls from your network: please wait a moment and try again.")
             visitor = visitor_context(request, token, message.context)
             chat = desk.chat_of_visitor(site.id, token)
             prefer = None
@@ -222,11 +257,17 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
                     await shopper.send(error(e.code, e.message))
                 except CallserverError as e:
                     await shopper.send(error(e.code, e.message, getattr(message, "client_id", None)))
+                except Exception as e:
+                    # A bug must not kill the shopper's socket: one line in the log, an error frame.
+                    kind = message.type if message is not None else "?"
+                    log.error("widget message %s failed: %s: %s", kind, type(e).__name__, e)
+                    with contextlib.suppress(ConnectionError):
+                        await shopper.send(internal_error(getattr(message, "client_id", None)))
             elif frame.type is WSMsgType.BINARY:
                 await shopper.send(error("bad_message", "Binary frames are not accepted."))
     finally:
         leave_chat()
-        # The page went away: a ringing call is abandoned, a call in progress is over.
+        # The page went away without hanging up: a ringing call is abandoned, a call in progress failed.
         if shopper.call_id is not None:
-            await switchboard.shopper_hangup(shopper.call_id)
+            await switchboard.shopper_gone(shopper.call_id)
     return ws

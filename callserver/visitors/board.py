@@ -3,12 +3,19 @@
 A visitor is on the board while the widget has reported them in the last `active_for` seconds (the
 widget sends a heartbeat every ~20 s while its tab is visible). Operators see the board sorted by
 value score; changes reach their softphones through `BoardPublisher`, at most every `interval`.
+
+The board must stay small when someone fakes visitors by the thousand (anyone can post beacons): a
+site keeps at most `MAX_VISITORS_PER_SITE` visitors live (the least promising go first), what a visitor
+keeps live is capped (`MAX_VIEWS`, `LIVE_TEXT`), and a push carries the best `MAX_ROWS` rows and the
+count of the rest, only when what the operators would see has changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -21,8 +28,15 @@ from callserver.visitors.journey import PageSeen, search_in_referrer, source_of
 from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
 
 log = logging.getLogger(__name__)
-MAX_VIEWS = 50  # a visit's pages kept live (all of them are in the store)
-MAX_ROWS = 200  # rows sent to a softphone: the best by score
+MAX_VIEWS = 10  # a visit's pages kept live: the board shows the last 10 (all of them are in the store)
+LIVE_TEXT = 500  # characters of a page's address and title kept live (the store keeps them whole)
+# Rows a softphone gets: the best by score, plus the count of all. Fifty is more than a team reads
+# row by row, and keeps a push under ~100 KB however many visitors (fake or not) there are.
+MAX_ROWS = 50
+# Visitors kept live per site (~3 KB each, at most ~7 KB with the caps above: under ~35 MB a site).
+# A real shop with more people on it at once needs a bigger server anyway; past it the gone and the
+# least valuable (then the longest idle) visitors are forgotten, a tenth at a time so it stays cheap.
+MAX_VISITORS_PER_SITE = 5_000
 
 
 @dataclass
@@ -49,6 +63,7 @@ class LiveVisitor:
     currency: str | None = None
     views: list[PageViewLive] = field(default_factory=list)
     pages_seen: int = 0
+    dearest: float = 0.0  # the dearest product seen on this visit
     invited_by: str | None = None  # the operator's name on the invitation showing now
     invited_at: float | None = None
     inviter_id: int | None = None
@@ -65,7 +80,7 @@ class LiveVisitor:
         """The cart's value when the shop reports one, else the dearest product seen on this visit."""
         if self.cart_value:
             return self.cart_value
-        return max((v.product_price or 0.0 for v in self.views), default=0.0)
+        return self.dearest
 
     def facts(self, now: float) -> VisitFacts:
         return VisitFacts(
@@ -86,12 +101,19 @@ class VisitorBoard:
     """Every live visitor of this process, by (site id, visitor token)."""
 
     def __init__(
-        self, active_for: float = 120.0, forget_after: float = 1800.0, clock: Callable[[], float] = time.time
+        self,
+        active_for: float = 120.0,
+        forget_after: float = 1800.0,
+        clock: Callable[[], float] = time.time,
+        max_per_site: int = MAX_VISITORS_PER_SITE,
     ) -> None:
         self.active_for = active_for
         self._forget_after = forget_after
         self._clock = clock
+        self._max_per_site = max_per_site
         self._visitors: dict[tuple[int, str], LiveVisitor] = {}
+        self._per_site: dict[int, int] = {}
+        self.evicted = 0  # visitors forgotten early because their site's board was full
         self._listeners: list[Callable[[int], None]] = []
 
     def on_change(self, listener: Callable[[int], None]) -> Callable[[], None]:
@@ -112,17 +134,62 @@ class VisitorBoard:
     def is_active(self, visitor: LiveVisitor) -> bool:
         return self._clock() - visitor.last_seen <= self.active_for
 
+    def knows(self, site_id: int, token: str) -> bool:
+        """Whether a page view of this visitor continues a visit (rather than starting a new one)."""
+        visitor = self._visitors.get((site_id, token))
+        return visitor is not None and self._clock() - visitor.last_seen <= self._forget_after
+
+    def count(self, site_id: int) -> int:
+        """Visitors of this site kept live (active or not)."""
+        return self._per_site.get(site_id, 0)
+
+    def _add(self, visitor: LiveVisitor) -> list[LiveVisitor]:
+        """Put a new visitor on the board; returns those forgotten to make room."""
+        key = (visitor.site_id, visitor.token)
+        if key not in self._visitors:
+            self._per_site[visitor.site_id] = self._per_site.get(visitor.site_id, 0) + 1
+        self._visitors[key] = visitor
+        if self._per_site[visitor.site_id] <= self._max_per_site:
+            return []
+        now = self._clock()
+        others = [v for (s, _), v in self._visitors.items() if s == visitor.site_id and v is not visitor]
+        room = max(1, len(others) - (self._max_per_site * 9) // 10 + 1)
+        evict = heapq.nsmallest(
+            room, others, key=lambda v: (now - v.last_seen <= self.active_for, v.value, v.last_seen)
+        )
+        for gone in evict:
+            self._forget((gone.site_id, gone.token))
+        self.evicted += len(evict)
+        if self.evicted == len(evict) or self.evicted % 1000 < len(evict):  # the first, then every 1,000
+            log.warning(
+                "site %d has more than %d live visitors: forgot the least promising (%d so far)",
+                visitor.site_id,
+                self._max_per_site,
+                self.evicted,
+            )
+        return evict
+
+    def _forget(self, key: tuple[int, str]) -> None:
+        if self._visitors.pop(key, None) is not None:
+            left = self._per_site[key[0]] - 1
+            if left:
+                self._per_site[key[0]] = left
+            else:
+                del self._per_site[key[0]]
+
     def page_view(
         self, site_id: int, token: str, seen: PageSeen
-    ) -> tuple[LiveVisitor, PageViewLive | None, bool]:
-        """A page of the visit; returns the visitor, the page view it ends (if any), and whether it is new."""
+    ) -> tuple[LiveVisitor, PageViewLive | None, bool, list[LiveVisitor]]:
+        """A page of the visit; returns the visitor, the page view it ends (if any), whether the view is
+        new, and the visitors forgotten to make room for this one."""
         now = self._clock()
         visitor = self._visitors.get((site_id, token))
+        evicted: list[LiveVisitor] = []
         if visitor is None or now - visitor.last_seen > self._forget_after:
             visitor = LiveVisitor(site_id=site_id, token=token, started=now, last_seen=now)
             if visitor_was := self._visitors.get((site_id, token)):
                 visitor.invitations, visitor.dismissed = visitor_was.invitations, visitor_was.dismissed
-            self._visitors[(site_id, token)] = visitor
+            evicted = self._add(visitor)
             visitor.source = source_of(seen.referrer, seen.utm, seen.page)
             visitor.campaign = bool(seen.utm.get("source") or seen.utm.get("campaign"))
         visitor.last_seen = now
@@ -136,14 +203,18 @@ class VisitorBoard:
             visitor.currency = seen.currency
         ended = visitor.current
         if ended is not None and ended.view_id == seen.view_id:
-            return visitor, None, False  # the same page reported again (a retried beacon)
+            return visitor, None, False, evicted  # the same page reported again (a retried beacon)
+        title = seen.title[:LIVE_TEXT] if seen.title else seen.title
         visitor.views.append(
-            PageViewLive(seen.view_id, seen.page, seen.title, started=now, product_price=seen.product_price)
+            PageViewLive(
+                seen.view_id, seen.page[:LIVE_TEXT], title, started=now, product_price=seen.product_price
+            )
         )
         del visitor.views[:-MAX_VIEWS]
+        visitor.dearest = max(visitor.dearest, seen.product_price or 0.0)
         visitor.pages_seen += 1
         self.changed(site_id)
-        return visitor, ended, True
+        return visitor, ended, True, evicted
 
     def heartbeat(
         self, site_id: int, token: str, view_id: str, seconds: float, cart_value: float | None = None
@@ -181,7 +252,7 @@ class VisitorBoard:
         for key, visitor in list(self._visitors.items()):
             idle = now - visitor.last_seen
             if idle > self._forget_after:
-                del self._visitors[key]
+                self._forget(key)
             elif idle > self.active_for and not visitor.gone:
                 visitor.gone = True
                 changed.add(visitor.site_id)
@@ -222,24 +293,35 @@ class BoardChannel(Protocol):
     async def chat_event(self, type: str, payload: dict[str, Any]) -> None: ...
 
 
-RowsFor = Callable[[Account], list[dict[str, Any]]]
+# The board as one operator sees it: `{"visitors": [ROW, … at most MAX_ROWS], "total": N}`.
+BoardFor = Callable[[Account], dict[str, Any]]
+
+
+def _fingerprint(board: dict[str, Any]) -> int:
+    """What an operator would notice of a board: everything but the time on site, which the
+    softphone counts up by itself."""
+    rows = [{k: v for k, v in row.items() if k != "seconds_on_site"} for row in board["visitors"]]
+    return hash(json.dumps([rows, board.get("total")], sort_keys=True, default=str))
 
 
 class BoardPublisher:
-    """Pushes board changes to the softphones watching the sites that changed, at most every `interval`."""
+    """Pushes board changes to the softphones watching the sites that changed: at most one push per
+    `interval`, and to a softphone only when its board differs from the one it was last sent."""
 
     def __init__(
-        self, board: VisitorBoard, rows_for: RowsFor, interval: float = 0.25, sweep_every: float = 5.0
+        self, board: VisitorBoard, board_for: BoardFor, interval: float = 0.5, sweep_every: float = 5.0
     ):
         self._board = board
-        self._rows_for = rows_for
+        self._board_for = board_for
         self._interval = interval
         self._sweep_every = sweep_every
         self._watchers: dict[BoardChannel, Account] = {}
+        self._sent: dict[BoardChannel, int] = {}  # the fingerprint of the board each one has
         self._dirty: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unlisten = board.on_change(self.mark)
+        self.pushes = 0  # boards sent, snapshots included
 
     def mark(self, site_id: int) -> None:
         self._dirty.add(site_id)
@@ -251,11 +333,18 @@ class BoardPublisher:
 
         def stop() -> None:
             self._watchers.pop(channel, None)
+            self._sent.pop(channel, None)
 
         return stop
 
     async def snapshot(self, account: Account, channel: BoardChannel) -> None:
-        await channel.chat_event("visitors", {"visitors": self._rows_for(account)[:MAX_ROWS]})
+        board = self._board_for(account)
+        await self._send(channel, board, _fingerprint(board))
+
+    async def _send(self, channel: BoardChannel, board: dict[str, Any], fingerprint: int) -> None:
+        self._sent[channel] = fingerprint
+        self.pushes += 1
+        await channel.chat_event("visitors", board)
 
     def start(self) -> None:
         if self._task is None:
@@ -278,14 +367,19 @@ class BoardPublisher:
             await asyncio.sleep(self._interval)  # the throttle: a busy shop's changes go out in batches
 
     async def _publish(self, dirty: set[int]) -> None:
-        boards: dict[tuple[int, ...], list[dict[str, Any]]] = {}  # operators of the same sites share one
+        # Operators of the same sites share one board, computed once.
+        boards: dict[tuple[int, ...], tuple[dict[str, Any], int]] = {}
         for channel, account in list(self._watchers.items()):
             if account.site_ids and not (set(account.site_ids) & dirty):
                 continue
             if account.site_ids not in boards:
-                boards[account.site_ids] = self._rows_for(account)[:MAX_ROWS]
+                board = self._board_for(account)
+                boards[account.site_ids] = board, _fingerprint(board)
+            board, fingerprint = boards[account.site_ids]
+            if self._sent.get(channel) == fingerprint:
+                continue  # nothing this operator would see has changed
             try:
-                await channel.chat_event("visitors", {"visitors": boards[account.site_ids]})
+                await self._send(channel, board, fingerprint)
             except Exception:
                 log.exception("the visitors board could not be sent to %s", account.email)
 

@@ -6,35 +6,71 @@ listen for invitations. Nothing here knows about HTTP: `callserver/web/visitors.
 
 from __future__ import annotations
 
+import heapq
+import logging
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
 from callserver.accounts import Account
+from callserver.errors import CallserverError
+from callserver.limits import RateLimiter
 from callserver.store.database import Database
 from callserver.visitors.board import MAX_ROWS, BoardPublisher, VisitorBoard
 from callserver.visitors.invitations import InvitationRecords, Invitations, Seats, VisitorStream
 from callserver.visitors.journey import PageSeen, PageViewLog
 from callserver.visitors.profiles import SiteProfile, SiteProfiles
 
+log = logging.getLogger(__name__)
+# New visitors one client address may bring: a burst, then one every 5 s (720 an hour). An office or
+# a mobile carrier's NAT puts several real shoppers behind one address; a script faking visitors gets
+# no further than this, and visitors already on the board are never limited. Behind a reverse proxy
+# set `trust_forwarded_for`, or every shopper shares the proxy's address.
+NEW_VISITORS_BURST = 20
+NEW_VISITORS_PER_SECOND = 0.2
+
+
+class TooManyNewVisitors(CallserverError):
+    code = "too_many_visitors"
+
 
 class ShopFloor:
     """Who is in the shops right now; `start()` once the loop runs, `close()` (idempotent) at the end."""
 
-    def __init__(self, database: Database, seats: Seats, publish_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        database: Database,
+        seats: Seats,
+        publish_interval: float = 0.5,
+        new_visitors: RateLimiter | None = None,
+    ) -> None:
         self.profiles = SiteProfiles(database)
         self.board = VisitorBoard()
         self.journeys = PageViewLog(database)
         self.invitations = Invitations(self.board, InvitationRecords(database), seats)
-        self.publisher = BoardPublisher(self.board, self.rows_for, interval=publish_interval)
+        self.publisher = BoardPublisher(self.board, self.board_for, interval=publish_interval)
         self.streams: set[VisitorStream] = set()  # open event streams, ended when the server stops
+        self.new_visitors = new_visitors or RateLimiter(NEW_VISITORS_PER_SECOND, NEW_VISITORS_BURST)
+        self.limited = 0  # beacons refused because their address brought too many new visitors
         self._closed = False
 
     def start(self) -> None:
         self.journeys.start()
         self.publisher.start()
 
+    def admit(self, profile: SiteProfile, token: str, address: Hashable) -> None:
+        """Raise TooManyNewVisitors when this visitor is new and `address` brought too many new ones."""
+        if self.board.knows(profile.id, token) or self.new_visitors.take(address):
+            return
+        self.limited += 1
+        if self.limited == 1 or self.limited % 1000 == 0:
+            log.warning("too many new visitors from %s: beacon refused (%d so far)", address, self.limited)
+        raise TooManyNewVisitors("Too many new visitors from this address: please try again later.")
+
     def page_view(self, profile: SiteProfile, token: str, seen: PageSeen, dismissed: bool) -> None:
-        visitor, ended, new = self.board.page_view(profile.id, token, seen)
+        visitor, ended, new, evicted = self.board.page_view(profile.id, token, seen)
+        for gone in evicted:
+            self.invitations.forget(gone.site_id, gone.token)
         if not new:
             return
         if ended is not None:
@@ -53,17 +89,26 @@ class ShopFloor:
         if visitor is not None and visitor.current is not None and visitor.current.view_id == view_id:
             self.journeys.ended(profile.id, token, view_id, visitor.current.seconds)
 
-    def rows_for(self, account: Account) -> list[dict[str, Any]]:
-        """The board as this operator sees it: the visitors of their sites, the most promising first."""
-        rows = []
+    def board_for(self, account: Account) -> dict[str, Any]:
+        """The board as this operator sees it: the `MAX_ROWS` most promising visitors of their sites
+        (the newest first among equals) and how many there are in all."""
+        now = self.board.now()
+        ranked = []
         for visitor in self.board.active(account.site_ids or None):
             profile = self.profiles.by_id(visitor.site_id)
-            if profile is None:
-                continue
-            reachable = self.invitations.reachable(visitor.site_id, visitor.token)
-            rows.append(self.board.row(visitor, profile.name, profile.weights, reachable))
-        rows.sort(key=lambda r: (-r["score"], r["seconds_on_site"]))
-        return rows[:MAX_ROWS]
+            if profile is not None:
+                ranked.append((-visitor.score(profile.weights, now), now - visitor.started, visitor, profile))
+        best = heapq.nsmallest(MAX_ROWS, ranked, key=lambda r: (r[0], r[1]))
+        rows = [
+            self.board.row(
+                visitor,
+                profile.name,
+                profile.weights,
+                self.invitations.reachable(visitor.site_id, visitor.token),
+            )
+            for _score, _seconds, visitor, profile in best
+        ]
+        return {"visitors": rows, "total": len(ranked)}
 
     async def close(self) -> None:
         if self._closed:

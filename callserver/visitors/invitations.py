@@ -306,6 +306,10 @@ class Invitations:
         with contextlib.suppress(VisitorDismissed):  # they said no meanwhile, in another tab
             await self._deliver(profile, visitor, name, operator_id, rule.message, rule.max_per_visitor)
 
+    def forget(self, site_id: int, token: str) -> None:
+        """The board forgot this visitor: their rules no longer fire."""
+        self._cancel(site_id, token)
+
     def _cancel(self, site_id: int, token: str) -> None:
         for timer in self._timers.pop((site_id, token), []):
             timer.cancel()

@@ -14,7 +14,7 @@ from typing import Any
 
 from callserver.accounts import Account
 from callserver.errors import CallserverError
-from callserver.limits import RateLimiter
+from callserver.limits import NEW_VISITORS_BURST, NEW_VISITORS_RATE, RateLimiter
 from callserver.store.database import Database
 from callserver.visitors.board import MAX_ROWS, BoardPublisher, VisitorBoard
 from callserver.visitors.invitations import InvitationRecords, Invitations, Seats, VisitorStream
@@ -22,12 +22,10 @@ from callserver.visitors.journey import PageSeen, PageViewLog
 from callserver.visitors.profiles import SiteProfile, SiteProfiles
 
 log = logging.getLogger(__name__)
-# New visitors one client address may bring: a burst, then one every 5 s (720 an hour). An office or
-# a mobile carrier's NAT puts several real shoppers behind one address; a script faking visitors gets
-# no further than this, and visitors already on the board are never limited. Behind a reverse proxy
-# set `trust_forwarded_for`, or every shopper shares the proxy's address.
-NEW_VISITORS_BURST = 20
-NEW_VISITORS_PER_SECOND = 0.2
+# New visitors one client address may bring on the board: the same allowance as for widget sockets
+# (`callserver/limits.py`): an office or a mobile carrier's NAT puts several real shoppers behind one
+# address, a script faking visitors gets no further. Visitors already on the board are never limited.
+# Behind a reverse proxy set `trust_forwarded_for`, or every shopper shares the proxy's address.
 
 
 class TooManyNewVisitors(CallserverError):
@@ -50,7 +48,7 @@ class ShopFloor:
         self.invitations = Invitations(self.board, InvitationRecords(database), seats)
         self.publisher = BoardPublisher(self.board, self.board_for, interval=publish_interval)
         self.streams: set[VisitorStream] = set()  # open event streams, ended when the server stops
-        self.new_visitors = new_visitors or RateLimiter(NEW_VISITORS_PER_SECOND, NEW_VISITORS_BURST)
+        self.new_visitors = new_visitors or RateLimiter(NEW_VISITORS_RATE, NEW_VISITORS_BURST)
         self.limited = 0  # beacons refused because their address brought too many new visitors
         self._closed = False
 

@@ -9,6 +9,11 @@ opens a server-sent-events stream — a plain GET the browser keeps open, one-wa
 framing to parse — but only while someone could answer: a beacon's 204 carries `CB-Listen: 1` when
 operators of the site are online and the shop is open, and the widget closes the stream when its tab
 is hidden, the stream fails, or it is told to stop listening.
+
+Anyone can post beacons, so the endpoint takes abuse without harm: a body is bounded in size, and
+`decode_beacon` bounds its nesting and numbers before parsing (400 with a code, never a 500); a
+client address bringing new visitors too fast gets 429 (see `callserver/visitors/floor.py`), while
+visitors already on the board go on as before.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from aiohttp import web
 from callserver.errors import OriginNotAllowed, UnknownSite
 from callserver.hours import WorkingHours
 from callserver.signaling.messages import MAX_BEACON_BYTES, BadMessage, decode_beacon
-from callserver.visitors.floor import ShopFloor
+from callserver.visitors.floor import ShopFloor, TooManyNewVisitors
 from callserver.visitors.journey import PageSeen
 from callserver.visitors.profiles import SiteProfile
+from callserver.web.clients import client_address
 from callserver.web.errors import json_error
 from callserver.web.keys import DATABASE, SWITCHBOARD
 
@@ -87,14 +93,19 @@ async def beacon(request: web.Request) -> web.Response:
         message = decode_beacon(body)
     except BadMessage as e:
         return json_error(413 if e.code == "too_large" else 400, e.code, e.message, headers)
+    if message.kind == "view" and not message.page:
+        return json_error(400, "bad_message", "A `view` beacon needs the `page`.", headers)
     floor = request.app[SHOP_FLOOR]
+    if message.kind in ("view", "dismiss"):  # the kinds that can bring a visitor we don't know yet
+        try:
+            floor.admit(profile, message.visitor, client_address(request))
+        except TooManyNewVisitors as e:
+            return json_error(429, e.code, e.message, {**headers, "Retry-After": "10"})
     known = True
     if message.kind == "view":
-        if not message.page:
-            return json_error(400, "bad_message", "A `view` beacon needs the `page`.", headers)
         seen = PageSeen(
             view_id=message.view,
-            page=message.page,
+            page=message.page or "",  # never empty: checked above
             title=message.title,
             referrer=message.referrer,
             utm=message.utm.model_dump(exclude_none=True) if message.utm else {},

@@ -70,6 +70,9 @@ class Settings(BaseModel):
     smtp_password: str = ""
     smtp_tls: bool = False
     mail_from: str = "callserver@localhost"
+    # Seconds before a left message's failed mail is tried again; later gaps grow from it (5×, 30×, 2 h
+    # at the default 60 s, …) for about a day (chats/left_mail.py).
+    mail_retry_after: float = Field(60.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("ring_timeout", "presence_grace")

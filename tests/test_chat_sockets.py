@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from callserver.store.models import Chat, ChatMessage
-from tests.chat_clients import Inbox, mail_text, peers, softphone, widget
-from tests.stack import Stack, free_port, running_stack, settings_for
+from callserver import accounts
+from callserver.store.models import Chat, ChatMessage, Site
+from tests.chat_clients import Inbox, Softphone, mail_text, peers, softphone, widget
+from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for, sign_in_form
 
 
 async def test_messages_are_stored_before_the_ack_and_carry_delivery_and_read_state(stack: Stack) -> None:
@@ -175,3 +179,51 @@ async def test_the_visitor_gets_the_transcript_by_mail(tmp_path: Path) -> None:
     assert mail["X-Envelope-To"] == "mia@example.com"
     body = mail_text(mail)
     assert "You: Which wood is it?" in body and "Anna: Solid oak." in body
+
+
+@asynccontextmanager
+async def site_softphone(
+    stack: Stack, email: str, name: str, site_ids: list[int]
+) -> AsyncIterator[Softphone]:
+    """A softphone of an operator who works for the given sites only."""
+    async with stack.database.session() as session:
+        sites = list(await session.scalars(select(Site).where(Site.id.in_(site_ids))))
+        account = await accounts.create_user(session, email, PASSWORD, "operator", sites=sites, name=name)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        form = await sign_in_form(session, stack.url, "operator", email)
+        async with session.post(f"{stack.url}/operator/login", data=form, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+        phone = Softphone(await session.ws_connect(f"{stack.url}/ws/operator"))
+        phone.account_id = account.id
+        try:
+            phone.hello = await phone.next("hello")
+            yield phone
+        finally:
+            await phone.close()
+
+
+def names(frame: dict[str, object]) -> list[str]:
+    operators = frame["operators"]
+    assert isinstance(operators, list)
+    return [o["name"] for o in operators]
+
+
+async def test_an_operator_sees_only_colleagues_who_share_a_site(stack: Stack) -> None:
+    other = await stack.add_site("Other shop", ["https://other.example"])
+    async with (
+        site_softphone(stack, "anna@shop.example", "Anna", [stack.site.id]) as anna,
+        site_softphone(stack, "carl@shop.example", "Carl", [stack.site.id]) as carl,
+        site_softphone(stack, "olga@other.example", "Olga", [other.id]) as olga,
+        softphone(stack, "boss@shop.example", "Boss") as boss,  # no sites: works for every site
+    ):
+        await olga.online()
+        await carl.online()
+        await anna.online()
+        await boss.online()
+        await anna.next("operators", lambda f: names(f) == ["Boss", "Carl"])
+        await carl.next("operators", lambda f: names(f) == ["Anna", "Boss"])
+        await olga.next("operators", lambda f: names(f) == ["Boss"])
+        await boss.next("operators", lambda f: names(f) == ["Anna", "Carl", "Olga"])
+        # A later page load of the softphone gets the same list at once.
+        async with site_softphone(stack, "dana@other.example", "Dana", [other.id]) as dana:
+            assert names(dana.hello) == ["Boss", "Olga"]

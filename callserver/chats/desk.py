@@ -33,7 +33,8 @@ from callserver.chats.errors import (
     RateLimited,
     UnknownChat,
 )
-from callserver.chats.records import Canned, ChatRecords, StoredMessage
+from callserver.chats.left_mail import LeftMail
+from callserver.chats.records import Canned, ChatRecords, Left, StoredMessage
 from callserver.errors import InvalidInput, NotOnline
 from callserver.limits import RateLimiter
 from callserver.mail import Mail
@@ -114,6 +115,7 @@ class ChatDesk:
         max_chats: int = 5,
         visitor_grace: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        mail_retry_after: float = 60.0,
     ) -> None:
         self._records = records
         self._seats = seats
@@ -134,7 +136,12 @@ class ChatDesk:
         self._background = BackgroundTasks("chat desk")
         self._operators_push: asyncio.Task[Any] | None = None
         self._unlisten = seats.on_seat_change(self._seat_changed)
+        self._left_mail = LeftMail(records, outbox, self._mail_changed, mail_retry_after)
         self._closed = False
+
+    def start_mailing(self) -> None:
+        """Start mailing left messages (what a previous run left due goes out now)."""
+        self._left_mail.start()
 
     def limit(self, kind: str, site_id: int, token: str) -> None:
         """Raise RateLimited when this visitor did `kind` too often (other visitors are unaffected)."""
@@ -177,7 +184,7 @@ class ChatDesk:
                 "chats": len(s.chats),
             }
             for s in sorted(self._seats.seats(), key=lambda s: s.account.display_name)
-            if s.account.id != account.id
+            if s.account.id != account.id and _share_a_site(account, s.account)
         ]
 
     def _queue_for(self, account: Account) -> list[dict[str, Any]]:
@@ -598,48 +605,38 @@ class ChatDesk:
         text: str,
         call_id: str | None = None,
     ) -> str:
-        """Store the offline form, show it to operators, and mail it to the site in the background."""
+        """Store the offline form, show it to operators, and mail it to the site in the background.
+
+        The mail is retried until it goes out (see left_mail.py); its state is listed with the message.
+        """
         body = self._body(text)
         if not (email or phone):
             raise InvalidInput("Leave an e-mail address or a phone number, so that we can answer.")
         self.limit("form", site.id, visitor.token)
         left = await self._records.leave_message(
-            site.id, site.name, visitor, name, email, phone, body, call_id
+            site.id,
+            site.name,
+            visitor,
+            name,
+            email,
+            phone,
+            body,
+            call_id,
+            mail=bool(site.notify_email and self._outbox.configured),
         )
         for seat in self._seats.seats():
             if seat.account.works_for(site.id):
                 await self._to_operator(seat, "message.new", {"message": left.wire()})
-        if site.notify_email and self._outbox.configured:
-            who = name or email or phone or "a visitor"
-            lines = [
-                f"{who} left a message on {site.name}:",
-                "",
-                body,
-                "",
-                f"Name: {name or '-'}",
-                f"E-mail: {email or '-'}",
-                f"Phone: {phone or '-'}",
-                f"Page: {visitor.page or '-'}",
-            ]
-            if left.call_id:
-                lines.append(f"They tried to call first (call {left.call_id}).")
-            mail = Mail(
-                to=site.notify_email,
-                subject=f"New message from {who} ({site.name})",
-                body="\n".join(lines),
-                reply_to=email,
-            )
-            self._background.spawn(self._mail_left(left.id, mail))
+        if left.mail is not None:
+            self._left_mail.wake()
         return left.id
 
-    async def _mail_left(self, message_id: str, mail: Mail) -> None:
-        try:
-            await self._outbox.send(mail)
-        except Exception as e:
-            # The message is stored and listed for operators: a mail failure loses nothing.
-            log.warning("left message %s was not mailed: %s", message_id, e)
-            return
-        await self._records.mailed(message_id)
+    async def _mail_changed(self, left: Left) -> None:
+        """A mail try ended: operators of the site see the message's mail state."""
+        frame = {"id": left.id, "mail": left.mail.wire() if left.mail else None}
+        for seat in self._seats.seats():
+            if seat.account.works_for(left.site_id):
+                await self._to_operator(seat, "message.mail", frame)
 
     async def mark_handled(self, seat: Seat, message_id: str) -> None:
         if not await self._records.handled(message_id, seat.account.site_ids):
@@ -701,7 +698,13 @@ class ChatDesk:
         for chat in self._chats.values():
             if chat.closing is not None:
                 chat.closing.cancel()
+        await self._left_mail.close(grace=mail_wait)
         await self._background.close(grace=mail_wait)
+
+
+def _share_a_site(one: Account, other: Account) -> bool:
+    """Whether two accounts work for a common site (no sites means every site)."""
+    return not one.site_ids or not other.site_ids or bool(set(one.site_ids) & set(other.site_ids))
 
 
 def _transcript_line(message: StoredMessage) -> str:

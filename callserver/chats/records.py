@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver.calls.records import VisitorContext, visitor_row
 from callserver.chats.models import CannedReply
 from callserver.store.database import Database
-from callserver.store.models import Call, Chat, ChatMessage, LeftMessage, User, Visitor
+from callserver.store.models import Call, Chat, ChatMessage, LeftMessage, Site, User, Visitor
 
 
 def now() -> datetime:
@@ -77,6 +77,7 @@ class Left:
     call_id: str | None
     status: str
     mailed: bool
+    mail: MailState | None = None  # None: no mail goes out for it (no notification address or SMTP)
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -92,7 +93,35 @@ class Left:
             "call_id": self.call_id,
             "status": self.status,
             "mailed": self.mailed,
+            "mail": self.mail.wire() if self.mail else None,
         }
+
+
+@dataclass(frozen=True)
+class MailState:
+    """Where the mail of a left message is: `pending`, `sent`, `retrying` or `failed` (given up)."""
+
+    state: str
+    attempts: int = 0
+    error: str | None = None
+    next_at: datetime | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "attempts": self.attempts,
+            "error": self.error,
+            "next_at": self.next_at.isoformat() if self.next_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class MailJob:
+    """A left message claimed for one mail attempt, with what the mail needs."""
+
+    left: Left
+    notify_email: str | None
+    attempts: int  # tries before this one
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,32 @@ def _message(row: ChatMessage, names: dict[int, str]) -> StoredMessage:
         operator_name=names.get(row.operator_id) if row.operator_id else None,
         delivered=row.delivered_at is not None,
         read=row.read_at is not None,
+    )
+
+
+MAIL_TO_TRY = ("pending", "retrying")
+
+
+def _left(row: LeftMessage, site_name: str) -> Left:
+    mail = (
+        MailState(row.mail_state, row.mail_attempts, row.mail_error, row.mail_next_at)
+        if row.mail_state
+        else None
+    )
+    return Left(
+        row.id,
+        row.site_id,
+        site_name,
+        row.created_at,
+        row.name,
+        row.email,
+        row.phone,
+        row.body,
+        row.page,
+        row.call_id,
+        row.status,
+        row.mailed_at is not None,
+        mail,
     )
 
 
@@ -252,10 +307,12 @@ class ChatRecords:
         phone: str | None,
         body: str,
         call_id: str | None,
+        mail: bool = False,
     ) -> Left:
-        """Store what the shopper left in the offline form (before anything is mailed)."""
+        """Store what the shopper left in the offline form; with `mail`, its mail is due at once."""
         message_id = uuid.uuid4().hex
         at = now()
+        mail_state = MailState("pending", next_at=at) if mail else None
         async with self._db.session() as session:
             row = await visitor_row(session, site_id, visitor)
             call_id = await _visitors_call(session, site_id, row.id, call_id)
@@ -272,17 +329,103 @@ class ChatRecords:
                     body=body,
                     status="new",
                     page=visitor.page,
+                    mail_state=mail_state.state if mail_state else None,
+                    mail_attempts=0,
+                    mail_next_at=at if mail_state else None,
                 )
             )
         return Left(
-            message_id, site_id, site_name, at, name, email, phone, body, visitor.page, call_id, "new", False
+            message_id,
+            site_id,
+            site_name,
+            at,
+            name,
+            email,
+            phone,
+            body,
+            visitor.page,
+            call_id,
+            "new",
+            False,
+            mail_state,
         )
 
-    async def mailed(self, message_id: str) -> None:
+    async def mail_due(self, at: datetime, limit: int = 20) -> list[str]:
+        """Ids of left messages whose mail should be tried by `at`, oldest first."""
+        async with self._db.session() as session:
+            return list(
+                await session.scalars(
+                    select(LeftMessage.id)
+                    .where(LeftMessage.mail_state.in_(MAIL_TO_TRY), LeftMessage.mail_next_at <= at)
+                    .order_by(LeftMessage.mail_next_at)
+                    .limit(limit)
+                )
+            )
+
+    async def next_mail_at(self) -> datetime | None:
+        """When the next mail try is due (None: nothing to try)."""
+        async with self._db.session() as session:
+            due: datetime | None = await session.scalar(
+                select(func.min(LeftMessage.mail_next_at)).where(LeftMessage.mail_state.in_(MAIL_TO_TRY))
+            )
+            return due
+
+    async def claim_mail(self, message_id: str, at: datetime, until: datetime) -> MailJob | None:
+        """Take a due mail for one try: it is not due again before `until` (None: not due, or taken).
+
+        The claim is one conditional UPDATE, so of two processes sharing the database only one sends it.
+        """
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(LeftMessage)
+                .where(
+                    LeftMessage.id == message_id,
+                    LeftMessage.mail_state.in_(MAIL_TO_TRY),
+                    LeftMessage.mail_next_at <= at,
+                )
+                .values(mail_next_at=until)
+            )
+            if not getattr(result, "rowcount", 0):
+                return None
+            found = (
+                await session.execute(
+                    select(LeftMessage, Site.name, Site.notify_email)
+                    .join(Site, Site.id == LeftMessage.site_id)
+                    .where(LeftMessage.id == message_id)
+                )
+            ).one()
+            row, site_name, notify_email = found
+            return MailJob(_left(row, site_name), notify_email, row.mail_attempts)
+
+    async def mail_sent(self, message_id: str) -> Left | None:
+        return await self._mail_outcome(
+            message_id, mail_state="sent", mailed_at=now(), mail_error=None, mail_next_at=None
+        )
+
+    async def mail_failed(self, message_id: str, error: str, retry_at: datetime | None) -> Left | None:
+        """Record a failed try: `retrying` at `retry_at`, or `failed` (given up) when it is None."""
+        return await self._mail_outcome(
+            message_id,
+            mail_state="retrying" if retry_at else "failed",
+            mail_error=error[:1000],
+            mail_next_at=retry_at,
+        )
+
+    async def _mail_outcome(self, message_id: str, **values: Any) -> Left | None:
         async with self._db.session() as session:
             await session.execute(
-                update(LeftMessage).where(LeftMessage.id == message_id).values(mailed_at=now())
+                update(LeftMessage)
+                .where(LeftMessage.id == message_id)
+                .values(mail_attempts=LeftMessage.mail_attempts + 1, **values)
             )
+            found = (
+                await session.execute(
+                    select(LeftMessage, Site.name)
+                    .join(Site, Site.id == LeftMessage.site_id)
+                    .where(LeftMessage.id == message_id)
+                )
+            ).one_or_none()
+            return _left(found[0], found[1]) if found else None
 
     async def handled(self, message_id: str, site_ids: tuple[int, ...]) -> bool:
         """Mark a left message as handled; `site_ids` empty means every site. False if not found."""
@@ -295,8 +438,6 @@ class ChatRecords:
 
     async def left_messages(self, site_ids: tuple[int, ...], limit: int = 50) -> list[Left]:
         """The newest messages still `new`, for the given sites (empty: every site)."""
-        from callserver.store.models import Site
-
         async with self._db.session() as session:
             query = (
                 select(LeftMessage, Site.name)
@@ -307,23 +448,7 @@ class ChatRecords:
             )
             if site_ids:
                 query = query.where(LeftMessage.site_id.in_(site_ids))
-            return [
-                Left(
-                    m.id,
-                    m.site_id,
-                    site_name,
-                    m.created_at,
-                    m.name,
-                    m.email,
-                    m.phone,
-                    m.body,
-                    m.page,
-                    m.call_id,
-                    m.status,
-                    m.mailed_at is not None,
-                )
-                for m, site_name in (await session.execute(query)).all()
-            ]
+            return [_left(m, site_name) for m, site_name in (await session.execute(query)).all()]
 
     # Canned replies ------------------------------------------------------------------------------
 

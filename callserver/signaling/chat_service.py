@@ -21,7 +21,9 @@ async def _chat_desk(app: web.Application) -> AsyncIterator[None]:
         app[SWITCHBOARD],
         SmtpOutbox(settings),
         max_chats=settings.max_chats,
+        mail_retry_after=settings.mail_retry_after,
     )
+    desk.start_mailing()
     app[CHAT_DESK] = desk
     yield
     await desk.close()

@@ -226,6 +226,11 @@ class LeftMessage(Base):
     status: Mapped[str] = mapped_column(String(20), default="new")  # new, handled
     mailed_at: Mapped[datetime | None]
     page: Mapped[str | None] = mapped_column(Text)
+    # The mail to the site (0005_left_mail): pending, sent, retrying, failed; None when none is sent.
+    mail_state: Mapped[str | None] = mapped_column(String(20))
+    mail_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    mail_error: Mapped[str | None] = mapped_column(Text)
+    mail_next_at: Mapped[datetime | None] = mapped_column(index=True)  # when the next try is due
 
 
 class Order(Base):

@@ -14,6 +14,7 @@ from callserver.calls.recordings import CallRecordings
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
 from callserver.dashboard import views as dashboard
+from callserver.media.candidates import PolicedEngine
 from callserver.media.engine import MediaEngine
 from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.transcoding_bridge import TranscodingEngine
@@ -24,7 +25,7 @@ from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import setup_address_limits, widget_socket
 from callserver.store.database import Database
 from callserver.visitors.country import CountryLookup
-from callserver.web import api, auth, hooks, softphone, visitors, widget
+from callserver.web import api, auth, hooks, security, softphone, visitors, widget
 from callserver.web.keys import COUNTRIES, DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
         else:
             media = ForwardingEngine(settings.ice_servers, recordings, settings.keep_leg_recordings)
     app[MEDIA] = media
-    switchboard = Switchboard(app[RECORDS], media, settings.presence_grace)
+    # Offers reach the media only through the network policy for candidates (media/candidates.py).
+    policed = PolicedEngine(media, settings.denied_networks)
+    switchboard = Switchboard(app[RECORDS], policed, settings.presence_grace)
     app[SWITCHBOARD] = switchboard
     yield
     # Calls first (they write their records), then the media they used.
@@ -85,7 +88,17 @@ async def _going_away(app: web.Application) -> None:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    """Readiness: this node can take sockets and requests (its database answers)."""
+    database = await request.app[DATABASE].reachable()
+    return web.json_response(
+        {"status": "ready" if database else "unavailable", "checks": {"database": database}},
+        status=200 if database else 503,
+    )
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -105,7 +118,9 @@ def create_app(settings: Settings) -> web.Application:
     setup_address_limits(app)  # per client address: widget sockets, new visitors, call attempts
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)
+    security.setup(app)  # CSP and framing headers on every HTML page, the pages' stylesheets
     app.router.add_get("/healthz", _health)
+    app.router.add_get("/readyz", _ready)
     app.router.add_get("/ws/widget", widget_socket)
     app.router.add_get("/ws/operator", operator_socket)
     widget.add_routes(app)

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from callserver.media.candidates import DEFAULT_DENIED_NETWORKS, Network, parse_networks
+
 ENV_PREFIX = "CALLSERVER_"
 
 
@@ -44,6 +46,9 @@ class Settings(BaseModel):
     turn_urls: list[str] = Field(default_factory=list)
     turn_secret: str = ""
     turn_ttl: int = 3600
+    # Networks the server's ICE agent never sends checks to, whatever an offer names (loopback,
+    # link-local, multicast, IPv4-mapped by default; see media/candidates.py). `[]` allows everything.
+    ice_denied_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_NETWORKS))
     # "forwarding" relays Opus between the legs below aiortc and records without re-encoding;
     # "transcoding" decodes and re-encodes each leg (the plain aiortc bridge, the benchmark's baseline).
     media_engine: Literal["forwarding", "transcoding"] = "forwarding"
@@ -82,6 +87,16 @@ class Settings(BaseModel):
             raise ValueError("must be greater than 0")
         return value
 
+    @field_validator("ice_denied_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # a ValueError names the entry that is not a network
+        return value
+
+    @property
+    def denied_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.ice_denied_networks)
+
     @property
     def effective_database_url(self) -> str:
         """The configured database, or SQLite in `var_dir`."""
@@ -96,7 +111,7 @@ class Settings(BaseModel):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
-_JSON_LIKE = {"ice_servers", "turn_urls"}
+_JSON_LIKE = {"ice_servers", "turn_urls", "ice_denied_networks"}
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

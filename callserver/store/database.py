@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -40,6 +42,15 @@ class Database:
         """Bring the schema to the newest migration."""
         async with self.engine.begin() as connection:
             await connection.run_sync(_upgrade)
+
+    async def reachable(self) -> bool:
+        """Whether the database answers a trivial query within two seconds."""
+        try:
+            async with asyncio.timeout(2.0), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (TimeoutError, OSError, SQLAlchemyError):
+            return False
+        return True
 
     async def close(self) -> None:
         if not self._closed:

@@ -237,6 +237,11 @@
       case 'message.new':
         if (frame.message) addLeftMessage(frame.message, true);
         break;
+      case 'message.mail': {
+        const item = leftList.querySelector(`[data-message-id="${CSS.escape(String(frame.id))}"]`);
+        if (item) showMailState(item, frame.mail);
+        break;
+      }
       case 'message.handled': {
         const item = leftList.querySelector(`[data-message-id="${CSS.escape(String(frame.id))}"]`);
         if (item) item.remove();
@@ -950,6 +955,18 @@
 
   // ---- left messages -------------------------------------------------------------------------
 
+  // Whether the shop's mail about a left message went out (it is retried for about a day).
+  function showMailState(item, mail) {
+    const line = item.querySelector('[data-testid="op-message-mail"]');
+    line.dataset.mailState = (mail && mail.state) || '';
+    line.hidden = !mail;
+    if (!mail) return;
+    const tries = mail.attempts === 1 ? '1 attempt' : `${mail.attempts} attempts`;
+    line.textContent = mail.state === 'retrying' || mail.state === 'failed'
+      ? `Mail ${mail.state} (${tries})${mail.error ? `: ${mail.error}` : ''}`
+      : `Mail ${mail.state}`;
+  }
+
   function addLeftMessage(message, notify) {
     const handled = el('button', { type: 'button' }, 'Handled');
     handled.addEventListener('click', () => send({ type: 'message.handled', id: message.id }));
@@ -959,8 +976,10 @@
       el('p', { class: 'meta' }, `${message.site || ''} · ${new Date(message.at).toLocaleString()}${message.call_id ? ' · tried to call' : ''}`),
       el('p', {}, String(message.text)),
       message.page ? el('p', { class: 'meta' }, safeLink(message.page)) : null,
+      el('p', { class: 'meta', 'data-testid': 'op-message-mail' }),
       handled);
     item.dataset.messageId = String(message.id);
+    showMailState(item, message.mail);
     leftList.prepend(item);
     noMessages.hidden = true;
     if (notify) chatAlert('New message left', `${contact}: ${message.text}`);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -23,6 +24,7 @@ from callserver.store.database import Database
 from callserver.store.models import LeftMessage, Site
 from tests.browsers import launch, sign_in
 from tests.chat_clients import Inbox, mail_text, softphone, widget
+from tests.dashboard_support import add_owner, signed_in
 from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
 
 NOTIFY = "orders@northwood.example"
@@ -140,6 +142,16 @@ async def test_a_message_is_kept_and_listed_when_the_mail_server_is_down(tmp_pat
             [listed] = anna.hello["left_messages"]
             assert listed["text"] == "Call me, please." and listed["mailed"] is False
             assert listed["mail"]["state"] == "retrying" and listed["mail"]["attempts"] == 1
+            # The owner's inbox shows it too: retrying, how often it was tried, and why it failed.
+            await add_owner(stack, "owner@shop.example")
+            async with (
+                signed_in(stack, "owner@shop.example") as owner,
+                owner.get("/dashboard/messages") as response,
+            ):
+                page = await response.text()
+            cell = re.search(r'data-mail-state="([a-z]*)">(.*?)</td>', page, re.S)
+            assert cell is not None and cell.group(1) == "retrying"
+            assert "1 attempt" in cell.group(2) and "Connection refused" in cell.group(2)
             await anna.send({"type": "message.handled", "id": left_id})
             await anna.next("message.handled")
         assert (await left_messages(stack))[0].status == "handled"

@@ -450,13 +450,15 @@ def _csv_range(request: web.Request) -> tuple[datetime | None, datetime | None]:
 
 
 # Spreadsheets run a cell that starts with one of these as a formula, TAB and CR (and LF) included
-# because some of them skip those before looking (OWASP, "CSV Injection").
+# because some of them skip those before looking (OWASP, "CSV Injection"); so is a formula behind
+# leading blanks, which some spreadsheets trim away.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def spreadsheet_safe(cell: str) -> str:
     """The cell with a leading `'` when a spreadsheet would take it for a formula (CSV injection)."""
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+    risky = cell.startswith(FORMULA_STARTS) or cell.lstrip().startswith(FORMULA_STARTS[:4])
+    return "'" + cell if risky else cell
 
 
 def _csv_export(

@@ -58,6 +58,8 @@ def check_report(report: OrderReport, now: datetime) -> None:
     """Raise InvalidInput, naming the field, for a report that cannot be stored as it is."""
     if not report.order_id:
         raise InvalidInput("order_id: an order needs its id.")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in report.order_id):
+        raise InvalidInput("order_id: contains a control character.")
     for name, limit in TEXT_LIMITS.items():
         value: str | None = getattr(report, name)
         if value is not None and len(value) > limit:

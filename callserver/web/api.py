@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import (
@@ -155,7 +156,12 @@ Money = Annotated[
     AfterValidator(_cents),
     PlainSerializer(lambda value: f"{value:.2f}", return_type=str, when_used="json"),
 ]
-OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none)]
+# Optional text: blank is None. The length limit sits on the `str` branch: on the union it would be
+# applied to None too, and pydantic raises TypeError (a 500) for `"number": " "`.
+Text50 = Annotated[Annotated[str, Field(max_length=50)] | None, BeforeValidator(_blank_to_none)]
+Text64 = Annotated[Annotated[str, Field(max_length=64)] | None, BeforeValidator(_blank_to_none)]
+Text100 = Annotated[Annotated[str, Field(max_length=100)] | None, BeforeValidator(_blank_to_none)]
+Text320 = Annotated[Annotated[str, Field(max_length=320)] | None, BeforeValidator(_blank_to_none)]
 
 
 class OrderIn(BaseModel):
@@ -173,16 +179,12 @@ class OrderIn(BaseModel):
             }
         ),
     ] = Field(min_length=1, max_length=100)
-    number: Annotated[
-        OptionalText, Field(max_length=100, description="What the shop shows people, e.g. #1001.")
-    ] = None
+    number: Annotated[Text100, Field(description="What the shop shows people, e.g. #1001.")] = None
     total: Money
     currency: str = Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code, e.g. EUR.")
-    visitor_token: Annotated[
-        OptionalText, Field(max_length=64, description="`CallButton.visitorToken()`.")
-    ] = None
-    email: Annotated[OptionalText, Field(max_length=320)] = None
-    phone: Annotated[OptionalText, Field(max_length=50)] = None
+    visitor_token: Annotated[Text64, Field(description="`CallButton.visitorToken()`.")] = None
+    email: Text320 = None
+    phone: Text50 = None
     created_at: UtcDateTime | None = Field(
         default=None, description="When the order was placed (ISO 8601; without offset: UTC). Default: now."
     )
@@ -357,7 +359,8 @@ async def post_order(request: web.Request) -> web.StreamResponse:
         report = validate(OrderIn, parse_json(await read_body(request))).report()
         intake = await record_order(session, site, report, Source.API)
         out = OrderOut.of(intake.order)
-    location = f"{PREFIX}/orders/{intake.order.order_id}"
+    # Percent-encoded: an id is the shop's text, and a header cannot carry all of it as it is.
+    location = f"{PREFIX}/orders/{quote(intake.order.order_id, safe='')}"
     return _json(out, 201 if intake.created else 200, {"Location": location})
 
 
@@ -611,7 +614,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/orders", post_order)
-    app.router.add_get(f"{PREFIX}/orders/{{order_id}}", get_order)
+    # `[^/]+`: the default pattern leaves out `{` and `}`, and such an id would get the router's
+    # plain-text 404 instead of the API's JSON one.
+    app.router.add_get(f"{PREFIX}/orders/{{order_id:[^/]+}}", get_order)
     app.router.add_get(f"{PREFIX}/calls", list_calls)
-    app.router.add_get(f"{PREFIX}/calls/{{call_id}}", get_call)
+    app.router.add_get(f"{PREFIX}/calls/{{call_id:[^/]+}}", get_call)
     app.router.add_get(f"{PREFIX}/openapi.json", openapi)

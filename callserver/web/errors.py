@@ -48,9 +48,9 @@ def answer_for(error: BaseException) -> HttpError | None:
 
 
 def _log_refusal(request: web.Request, answer: HttpError) -> None:
-    log.info(
-        "%s %s refused: %d %s: %s", request.method, request.path, answer.status, answer.code, answer.message
-    )
+    # The raw (still percent-encoded) path: a decoded one could carry line breaks into the log.
+    path = request.raw_path[:300]
+    log.info("%s %s refused: %d %s: %r", request.method, path, answer.status, answer.code, answer.message)
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:

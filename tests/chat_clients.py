@@ -104,11 +104,14 @@ async def softphone(stack: Stack, email: str, name: str = "") -> AsyncIterator[S
 
 
 @asynccontextmanager
-async def widget(stack: Stack, token: str) -> AsyncIterator[Widget]:
-    """A shopper's widget socket on the shop's origin."""
+async def widget(stack: Stack, token: str, address: str | None = None) -> AsyncIterator[Widget]:
+    """A shopper's widget socket on the shop's origin; `address` comes as X-Forwarded-For (for a stack
+    with `trust_forwarded_for`, a shopper at that address)."""
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(
-            f"{stack.url}/ws/widget?site={stack.site.key}&visitor={token}", origin=stack.shop_url
+            f"{stack.url}/ws/widget?site={stack.site.key}&visitor={token}",
+            origin=stack.shop_url,
+            headers={"X-Forwarded-For": address} if address else None,
         )
         page = Widget(ws)
         page.hello = await page.next("hello")

@@ -111,9 +111,14 @@ class Peer:
             await self.session.close()
 
 
-async def shopper(session: aiohttp.ClientSession, stack: Server, token: str = "visitor-0001") -> Peer:
+async def shopper(
+    session: aiohttp.ClientSession, stack: Server, token: str = "visitor-0001", address: str | None = None
+) -> Peer:
+    """A widget socket; `address` comes as X-Forwarded-For (a shopper there, if the server trusts it)."""
     ws = await session.ws_connect(
-        f"{stack.url}/ws/widget?site={stack.site.key}&visitor={token}", origin=stack.shop_url
+        f"{stack.url}/ws/widget?site={stack.site.key}&visitor={token}",
+        origin=stack.shop_url,
+        headers={"X-Forwarded-For": address} if address else None,
     )
     peer = Peer(ws)
     await peer.receive("hello")

@@ -132,7 +132,7 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
     # Counted before anything costs a database query: a refused socket costs the handshake only.
     uncount = limits.open_socket(address)
     if uncount is None:
-        log.info("refused a widget socket from %s: %d open already", address, limits.max_sockets)
+        log.debug("refused a widget socket from %s: %d open already", address, limits.max_sockets)
         await ws.close(code=CLOSE_TOO_MANY, message=b"too_many_connections")
         return ws
     try:
@@ -145,9 +145,18 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
     settings = request.app[SETTINGS]
     switchboard = request.app[SWITCHBOARD]
     limits = request.app[ADDRESS_LIMITS]
+    site_key = request.query.get("site", "")
+    token = request.query.get("visitor", "")
+    if not TOKEN.match(token):
+        token = secrets.token_urlsafe(16)
+    # Before the site is looked up: a flood of fresh tokens costs no database query.
+    if not limits.visitor_arrives(address, (site_key, token)):
+        log.debug("refused a widget socket from %s: too many new visitors", address)
+        await ws.close(code=CLOSE_TOO_MANY, message=b"too_many_visitors")
+        return ws
     try:
         async with request.app[DATABASE].session() as session:
-            site = await sites.site_by_key(session, request.query.get("site", ""))
+            site = await sites.site_by_key(session, site_key)
         sites.check_origin(site, request.headers.get("Origin"))
     except UnknownSite:
         await ws.close(code=CLOSE_UNKNOWN_SITE, message=b"unknown_site")
@@ -156,13 +165,6 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         await ws.close(code=CLOSE_NOT_ALLOWED, message=b"origin_not_allowed")
         return ws
 
-    token = request.query.get("visitor", "")
-    if not TOKEN.match(token):
-        token = secrets.token_urlsafe(16)
-    if not limits.visitor_arrives(address, (site.id, token)):
-        log.info("refused a widget socket from %s: too many new visitors", address)
-        await ws.close(code=CLOSE_TOO_MANY, message=b"too_many_visitors")
-        return ws
     routing = SiteRouting(
         id=site.id,
         name=site.name,
@@ -170,9 +172,9 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         ring_timeout=site.ring_timeout or settings.ring_timeout,
     )
     desk = request.app[CHAT_DESK]
-    chat_site = ChatSite(id=site.id, name=site.name, notify_email=site.notify_email)
-    shopper = ShopperConnection(ws)
     hours = WorkingHours.of_site(site.hours)
+    chat_site = ChatSite(id=site.id, name=site.name, notify_email=site.notify_email, hours=hours)
+    shopper = ShopperConnection(ws)
     invitations = request.app[SHOP_FLOOR].invitations
     await shopper.send(
         {

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.async_api import Playwright, expect
+from playwright.async_api import BrowserContext, Playwright, expect
 from sqlalchemy import func, select
 
 from callserver.store.models import Call
 from tests import peers
 from tests.browsers import launch
+from tests.chat_clients import Softphone, softphone
 from tests.stack import running_stack, settings_for
+
+
+async def close(context: BrowserContext) -> None:
+    """Stop the browser process behind `context`."""
+    assert context.browser is not None
+    await context.browser.close()
 
 
 async def test_a_page_on_an_origin_the_site_does_not_allow_gets_no_call_and_says_why(
@@ -26,7 +33,7 @@ async def test_a_page_on_an_origin_the_site_does_not_allow_gets_no_call_and_says
         await expect(page.get_by_test_id("cb-status")).to_contain_text("aren't enabled for this website")
         async with stack.database.session() as session:
             assert await session.scalar(select(func.count()).select_from(Call)) == 0
-        await browser.browser.close()
+        await close(browser)
 
 
 async def test_nobody_answering_is_told_to_the_shopper(
@@ -44,5 +51,96 @@ async def test_nobody_answering_is_told_to_the_shopper(
         async with stack.database.session() as session:
             calls = list(await session.scalars(select(Call)))
         assert [(c.state, c.end_reason) for c in calls] == [("ended", "missed")]
-        await browser.browser.close()
+        await close(browser)
         await softphone.close()
+
+
+async def _presence(phone: Softphone, status: str) -> None:
+    await phone.send({"type": "presence.set", "status": status})
+    await phone.next("presence", lambda f: f["status"] == status)
+
+
+async def test_with_nobody_online_the_launcher_says_so_and_opens_onto_the_message_form(
+    tmp_path: Path, playwright: Playwright
+) -> None:
+    async with running_stack(settings_for(tmp_path)) as stack:
+        await stack.add_user("op@shop.example")  # an operator exists, but is not online
+        browser = await launch(playwright, None)
+        try:
+            page = await browser.new_page()
+            await page.goto(stack.shop_url)
+            launcher = page.get_by_test_id("cb-launcher")
+            await expect(launcher).to_have_attribute("data-state", "offline")
+            await expect(launcher).to_have_attribute("aria-label", "We're offline: leave us a message")
+            await launcher.click()
+            await expect(page.get_by_test_id("cb-offline-form")).to_be_visible()
+            await expect(page.get_by_test_id("cb-status")).to_contain_text("Nobody is available")
+            await expect(page.get_by_test_id("cb-call")).to_be_hidden()
+            await expect(page.get_by_test_id("cb-chat-open")).to_be_hidden()
+        finally:
+            await close(browser)
+
+
+async def test_the_open_panel_follows_operators_going_offline_and_online(
+    tmp_path: Path, playwright: Playwright
+) -> None:
+    async with running_stack(settings_for(tmp_path)) as stack, softphone(stack, "op@shop.example") as op:
+        await op.online()
+        browser = await launch(playwright, None)
+        try:
+            page = await browser.new_page()
+            await page.goto(stack.shop_url)
+            launcher, form = page.get_by_test_id("cb-launcher"), page.get_by_test_id("cb-offline-form")
+            call = page.get_by_test_id("cb-call")
+            await expect(launcher).to_have_attribute("data-state", "online")
+            await launcher.click()
+            await expect(call).to_be_visible()
+            await expect(form).to_be_hidden()
+
+            await _presence(op, "offline")  # the last operator leaves while the panel is open
+            await expect(form).to_be_visible()
+            await expect(call).to_be_hidden()
+            await expect(page.get_by_test_id("cb-chat-open")).to_be_hidden()
+            await expect(launcher).to_have_attribute("data-state", "offline")
+
+            await _presence(op, "online")  # back: calling is offered again
+            await expect(call).to_be_visible()
+            await expect(form).to_be_hidden()
+            await expect(launcher).to_have_attribute("data-state", "online")
+
+            # Someone typing in the form keeps it (and may call instead) when an operator returns.
+            await _presence(op, "offline")
+            await form.locator("textarea[name=message]").fill("Do you have it in walnut?")
+            await _presence(op, "online")
+            await expect(call).to_be_visible()
+            await expect(form).to_be_visible()
+            await expect(form.locator("textarea[name=message]")).to_have_value("Do you have it in walnut?")
+        finally:
+            await close(browser)
+
+
+async def test_a_chat_in_progress_is_not_interrupted_when_the_operator_goes_offline(
+    tmp_path: Path, playwright: Playwright
+) -> None:
+    async with running_stack(settings_for(tmp_path)) as stack, softphone(stack, "op@shop.example") as op:
+        await op.online()
+        browser = await launch(playwright, None)
+        try:
+            page = await browser.new_page()
+            await page.goto(stack.shop_url)
+            await expect(page.get_by_test_id("cb-launcher")).to_have_attribute("data-state", "online")
+            await page.get_by_test_id("cb-launcher").click()
+            await page.get_by_test_id("cb-chat-open").click()
+            chat_id = (await op.next("chat.assigned"))["chat"]["id"]
+            await op.send({"type": "chat.send", "chat_id": chat_id, "text": "Hello, how can I help?"})
+            log = page.get_by_test_id("cb-chat-log")
+            await expect(log).to_contain_text("Hello, how can I help?")
+
+            await _presence(op, "offline")
+            await expect(page.get_by_test_id("cb-status")).to_contain_text("in the queue")
+            await expect(log).to_contain_text("Hello, how can I help?")
+            await expect(page.get_by_test_id("cb-chat-input")).to_be_visible()
+            await expect(page.get_by_test_id("cb-offline-form")).to_be_hidden()
+            await expect(page.get_by_test_id("cb-launcher")).to_have_attribute("data-state", "online")
+        finally:
+            await close(browser)

@@ -227,3 +227,29 @@ async def test_an_operator_sees_only_colleagues_who_share_a_site(stack: Stack) -
         # A later page load of the softphone gets the same list at once.
         async with site_softphone(stack, "dana@other.example", "Dana", [other.id]) as dana:
             assert names(dana.hello) == ["Boss", "Olga"]
+
+
+async def test_open_widgets_learn_when_nobody_can_answer_and_a_presence_flap_sends_little(
+    stack: Stack,
+) -> None:
+    async with softphone(stack, "anna@shop.example") as anna, widget(stack, "visitor-status-1") as shopper:
+        assert shopper.hello["operators_online"] == 0
+        await anna.online()
+        status = await shopper.next("site.status")
+        assert status == {"type": "site.status", "open": True, "operators_online": 1}
+        await anna.send({"type": "presence.set", "status": "offline"})
+        assert (await shopper.next("site.status"))["operators_online"] == 0
+        await anna.online()
+        assert (await shopper.next("site.status"))["operators_online"] == 1
+
+        # A flapping softphone: 20 changes, ending where it started.
+        for _ in range(10):
+            await anna.send({"type": "presence.set", "status": "offline"})
+            await anna.send({"type": "presence.set", "status": "online"})
+        for _ in range(20):
+            await anna.next("presence")
+        await asyncio.sleep(0.6)
+        flapped = [f for f in shopper.inbox if f["type"] == "site.status"]
+        assert len(flapped) <= 4, flapped  # one frame per change would be 20
+        if flapped:
+            assert flapped[-1]["operators_online"] == 1

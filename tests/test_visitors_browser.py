@@ -3,11 +3,13 @@ and a widget that fits every page of a shop (size, hostile CSS, keyboard, phone 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import pytest
 from playwright.async_api import Page, Playwright, expect
 from sqlalchemy import select
 
@@ -115,8 +117,19 @@ async def test_a_rule_invites_after_seconds_on_a_matching_page_and_a_dismissal_i
     await softphone.close()
 
 
+@pytest.fixture
+async def operator_online(stack: Stack) -> AsyncIterator[None]:
+    """Someone can answer, so the widget offers a call (with nobody online it opens onto the form)."""
+    await stack.add_user("on-duty@shop.example")
+    operator = await peers.operator(stack, "on-duty@shop.example")
+    try:
+        yield
+    finally:
+        await operator.close()
+
+
 async def test_closed_hours_offer_the_offline_form_with_the_opening_time_in_the_page_language(
-    stack: Stack, playwright: Playwright
+    stack: Stack, playwright: Playwright, operator_online: None
 ) -> None:
     zone = ZoneInfo("Europe/Rome")
     in_two_days = (datetime.now(UTC).astimezone(zone) + timedelta(days=2)).date()
@@ -172,7 +185,7 @@ HOSTILE = (
 
 
 async def test_the_widget_survives_hostile_css_works_by_keyboard_and_fits_a_phone(
-    stack: Stack, playwright: Playwright
+    stack: Stack, playwright: Playwright, operator_online: None
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     browser = await launch(playwright, None)

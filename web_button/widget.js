@@ -88,7 +88,7 @@
         configProblem = { 403: 'origin_not_allowed', 404: 'unknown_site' }[res.status] || 'unreachable';
       }
       if (body && body.texts) localize(body.texts);
-      if (closed() && !panel.hidden && !call) showOffline(config.closed_text);
+      applyStatus();
     } catch (e) {
       configProblem = 'unreachable';
     }
@@ -219,6 +219,7 @@ button:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 .launcher{width:60px;height:60px;border-radius:50%;padding:0;display:grid;place-items:center;background:#1d6f42;color:#fff;box-shadow:0 4px 14px rgba(0,0,0,.3)}
 .launcher svg{width:28px;height:28px;fill:currentColor}
 .launcher.live{background:#b42318}
+.launcher.offline{background:#57606a}
 .panel,.invite{position:absolute;right:0;bottom:72px;width:300px;box-sizing:border-box;background:#fff;border-radius:12px;padding:16px;box-shadow:0 8px 30px rgba(0,0,0,.25)}
 .head{display:flex;align-items:center;justify-content:space-between;gap:8px}
 .head h2{font-size:17px;margin:0;font-weight:600}
@@ -364,7 +365,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     muteButton.textContent = t(muted ? 'unmute' : 'mute');
     muteButton.setAttribute('aria-label', t(muted ? 'unmute_aria' : 'mute_aria'));
     chatButton.hidden = !(config && config.chat) || live || (!chatBox.hidden && chatState !== null) || !offlineForm.hidden;
-    if (closed() && !live && !call) callButton.hidden = true;
+    if (offline() && !live && !call) callButton.hidden = true;
     timerLine.hidden = view !== 'incall';
     launcher.classList.toggle('live', live);
     // A button that just hid would drop keyboard focus (and Escape) out of the panel.
@@ -373,19 +374,46 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   const closed = () => Boolean(config && config.open === false);
   const closedText = () => (config && config.closed_text) || t('closed_plain');
+  // Nobody can answer: outside working hours, or no operator online (kept live by site.status).
+  const offline = () => closed() || Boolean(config && config.operators_online === 0);
+  const offText = () => (closed() ? closedText() : t('nobody'));
+  const typed = () => Array.from(offlineForm.elements).some((field) => field.value.trim());
+  let wasOffline = null;
+
+  // Whether someone can answer changed (config, hello, site.status): the launcher says so, an open
+  // panel turns to the form or back to calling — never in the middle of a call or a chat, and the
+  // form the shopper is typing in stays.
+  function applyStatus() {
+    const off = offline();
+    const quiet = call || chatState;
+    launcher.classList.toggle('offline', off && !quiet);
+    launcher.dataset.state = off && !quiet ? 'offline' : 'online';
+    launcher.setAttribute('aria-label', t(off && !quiet ? 'launcher_offline' : 'launcher'));
+    const changed = off !== wasOffline;
+    wasOffline = off;
+    if (!changed || panel.hidden || quiet) render();
+    else if (off) formView(offText());
+    else { offlineForm.hidden = offlineForm.hidden || !typed(); show('idle', t('idle')); }
+  }
+
+  function formView(text) {
+    chatBox.hidden = true;
+    offlineForm.hidden = false;
+    show('ended', text);
+  }
 
   function open() {
     if (!host.isConnected) mount();
     hideInvite();
-    if (closed() && !call && !chatState && offlineForm.hidden) {
-      chatBox.hidden = true;
-      offlineForm.hidden = false;
-      show('ended', config.closed_text);
-    }
     if (!panel.hidden) return;
+    if (!call && !chatState) {
+      if (offline()) { if (offlineForm.hidden) formView(offText()); }
+      else if (!offlineForm.hidden && !typed()) { offlineForm.hidden = true; show('idle', t('idle')); }
+    }
     panel.hidden = false;
     launcher.setAttribute('aria-expanded', 'true');
-    (callButton.hidden ? hangupButton : callButton).focus();
+    (offlineForm.hidden ? (callButton.hidden ? hangupButton : callButton) : offlineForm.elements.message).focus();
+    connectChat(); // who can answer, live, while the panel is open
     emit('open', {});
     if (chatState) markRead();
   }
@@ -424,7 +452,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   }
 
   function chat() {
-    if (closed() && !chatState) { showOffline(config.closed_text); return; }
+    if (offline() && !chatState) { showOffline(offText()); return; }
     showChat();
     wantChat = true;
     if (chatWs && chatWs.readyState === WebSocket.OPEN) startChat();
@@ -444,7 +472,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     ws.onclose = (event) => {
       chatWs = null;
       // A network blip must not end the conversation: come back while a chat is open.
-      if (chatState && chatState.state !== 'closed' && event.code < 4000) setTimeout(connectChat, 2000);
+      if (((chatState && chatState.state !== 'closed') || !panel.hidden) && event.code < 4000) setTimeout(connectChat, 2000);
     };
   }
 
@@ -462,7 +490,11 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       case 'hello':
         if (frame.visitor_token) storeToken(String(frame.visitor_token));
         if (wantChat) startChat();
-        else restoreTimer = setTimeout(() => { if (!chatState) { remember(false); chatWs && chatWs.close(); } }, 3000);
+        else restoreTimer = setTimeout(() => { if (!chatState) { remember(false); if (panel.hidden && chatWs) chatWs.close(); } }, 3000);
+        siteStatus(frame);
+        break;
+      case 'site.status':
+        siteStatus(frame);
         break;
       case 'chat.history':
         clearTimeout(restoreTimer);
@@ -518,6 +550,13 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         break;
       default:
     }
+  }
+
+  function siteStatus(frame) {
+    if (!config || typeof frame.operators_online !== 'number') return;
+    config.operators_online = frame.operators_online;
+    if (typeof frame.open === 'boolean') config.open = frame.open;
+    applyStatus();
   }
 
   function setChat(info) {
@@ -626,9 +665,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   function showOffline(reason) {
     open();
-    chatBox.hidden = true;
-    offlineForm.hidden = false;
-    show('ended', reason);
+    formView(reason);
     offlineForm.elements.message.focus();
   }
 

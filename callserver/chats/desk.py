@@ -36,6 +36,7 @@ from callserver.chats.errors import (
 from callserver.chats.left_mail import LeftMail
 from callserver.chats.records import Canned, ChatRecords, Left, StoredMessage
 from callserver.errors import InvalidInput, NotOnline
+from callserver.hours import WorkingHours
 from callserver.limits import RateLimiter
 from callserver.mail import Mail
 
@@ -86,6 +87,10 @@ class ChatSite:
     id: int
     name: str
     notify_email: str | None = None
+    hours: WorkingHours | None = None  # None: always open
+
+    def is_open(self) -> bool:
+        return self.hours is None or self.hours.is_open(datetime.now(UTC))
 
 
 @dataclass(eq=False)
@@ -135,6 +140,10 @@ class ChatDesk:
         self._visitors: dict[tuple[int, str], list[ChatChannel]] = {}
         self._background = BackgroundTasks("chat desk")
         self._operators_push: asyncio.Task[Any] | None = None
+        # What open widgets were last told per site: (open, someone online). See _site_status_changed.
+        self._sites: dict[int, ChatSite] = {}
+        self._site_status: dict[int, tuple[bool, bool]] = {}
+        self._status_push: asyncio.Task[Any] | None = None
         self._unlisten = seats.on_seat_change(self._seat_changed)
         self._left_mail = LeftMail(records, outbox, self._mail_changed, mail_retry_after)
         self._closed = False
@@ -249,6 +258,35 @@ class ChatDesk:
         if self._operators_push is None or self._operators_push.done():
             self._operators_push = self._background.spawn(self._broadcast_operators(delay=0.25))
 
+    def _site_status_changed(self) -> None:
+        """Presence changed: open widgets learn, a moment later, whether someone can answer now.
+
+        Only a change of "can anyone answer" goes out (not every operator coming and going), and
+        changes that come together go out as one: a flapping softphone must not flood every widget.
+        """
+        if self._status_push is None or self._status_push.done():
+            self._status_push = self._background.spawn(self._push_site_status(delay=0.25))
+
+    def _availability(self, site: ChatSite) -> tuple[bool, int]:
+        return site.is_open(), self._seats.operators_online(site.id)
+
+    async def _push_site_status(self, delay: float = 0.0) -> None:
+        await asyncio.sleep(delay)
+        by_site: dict[int, list[ChatChannel]] = {}
+        for (site_id, _token), channels in self._visitors.items():
+            by_site.setdefault(site_id, []).extend(channels)
+        for site_id in set(self._site_status) - set(by_site):
+            del self._site_status[site_id]  # no widget open: the next one starts from its hello
+            self._sites.pop(site_id, None)
+        for site_id, channels in by_site.items():
+            is_open, online = self._availability(self._sites[site_id])
+            if self._site_status.get(site_id) == (is_open, online > 0):
+                continue
+            self._site_status[site_id] = (is_open, online > 0)
+            frame = {"open": is_open, "operators_online": online}
+            for channel in channels:
+                await self._send(channel, "site.status", frame)
+
     async def _broadcast_operators(self, delay: float = 0.0) -> None:
         await asyncio.sleep(delay)
         for seat in self._seats.seats():
@@ -264,6 +302,10 @@ class ChatDesk:
         """
         key = (site.id, token)
         self._visitors.setdefault(key, []).append(channel)
+        self._sites[site.id] = site
+        if site.id not in self._site_status:  # what its hello says; changes from here on are pushed
+            is_open, online = self._availability(site)
+            self._site_status[site.id] = (is_open, online > 0)
         chat = self._by_visitor.get(key) or await self._revive(site, token)
         if chat is not None:
             if chat.closing is not None:
@@ -436,6 +478,7 @@ class ChatDesk:
         """A softphone opened: the queue may drain to it, and colleagues see it."""
         await self._drain()
         self._operators_changed()
+        self._site_status_changed()
 
     async def post_operator(
         self, seat: Seat, chat_id: str, text: str, client_id: str | None, origin: ChatChannel
@@ -567,6 +610,7 @@ class ChatDesk:
         if seat.presence is Presence.ONLINE or seat.presence is Presence.OFFLINE:
             await self._drain()
         self._operators_changed()
+        self._site_status_changed()
 
     async def _note(self, chat: LiveChat, text: str) -> None:
         """A system line in the conversation, seen by both sides."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from tests.conversations import add_call, add_visitor
 from tests.stack import Stack
@@ -151,3 +153,40 @@ async def test_bad_queries_and_auth(stack: Stack) -> None:
             assert (await response.json())["error"]["code"] == "unauthorized"
         status, _ = await get(http, stack, "calls/nope", secret="sk_wrong")
         assert status == 401
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_crafted_cursors_and_times_are_400s(stack: Stack) -> None:
+    """Any string as a cursor (these were 500s: deep JSON, times without a UTC Python can hold)."""
+    cursors = [
+        "!!!",
+        "a",
+        b64(b"\xff\xfe"),
+        b64(b"{}"),
+        b64(b"[1, 2]"),
+        b64(b'["2024-01-01T00:00:00+00:00", 7]'),
+        b64(b'["2024-01-01T00:00:00", "x"]'),  # no offset
+        b64(b'["2024-01-01T00:00:00+00:00", "' + b"x" * 40 + b'"]'),
+        b64(b'["9999-12-31T23:59:59-01:00", "x"]'),
+        b64(b'["0001-01-01T00:00:00+01:00", "x"]'),
+        b64(b"[" * 3000),
+        b64(b"[" + b"9" * 5000 + b', "x"]'),
+        "x" * 300,
+    ]
+    async with aiohttp.ClientSession() as http:
+        for cursor in cursors:
+            status, answer = await get(http, stack, "calls", cursor=cursor)
+            assert status == 400, (cursor[:40], answer)
+            assert answer["error"]["code"] == "invalid" and answer["error"]["message"].startswith("cursor")
+        for field in ("since", "until"):
+            for value in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+                status, answer = await get(http, stack, "calls", **{field: value})
+                assert status == 400 and answer["error"]["message"].startswith(field), answer
+        for call_id in ("x" * 33, "%00", "%7B%7D"):
+            url = URL(f"{stack.url}/api/v1/calls/{call_id}", encoded=True)
+            async with http.get(url, headers=bearer(stack.site.secret)) as response:
+                assert response.status == 404
+                assert (await response.json())["error"]["code"] == "not_found"

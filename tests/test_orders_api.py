@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy import func, select
+from yarl import URL
 
 from callserver.store.models import Order
 from tests.conversations import add_call, add_visitor
@@ -174,3 +177,70 @@ async def test_the_openapi_document_describes_the_api(stack: Stack) -> None:
     text = json.dumps(document)
     for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:
         assert name in schemas, name
+
+
+def deep(depth: int) -> bytes:
+    return b'{"order_id": "1", "total": "1", "currency": "EUR", "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+async def test_hostile_bodies_are_coded_400s_and_change_nothing_stored(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each of these was a 500 once: deep nesting, times Python cannot hold, totals over the column."""
+    caplog.set_level(logging.INFO)
+    order = {"order_id": "1", "total": "1", "currency": "EUR"}
+    cases: list[tuple[Any, str, str]] = [
+        (deep(5000), "bad_json", "The body nests"),
+        (deep(40), "bad_json", "The body nests"),
+        (b"[" * 100_000, "bad_json", ""),
+        (b'{"order_id": "1", "total": ' + b"9" * 5000 + b', "currency": "EUR"}', "bad_json", ""),
+        (b'{"order_id": "1", "total": NaN, "currency": "EUR"}', "bad_json", ""),
+        ({**order, "created_at": "0001-01-01T00:00:00+01:00"}, "invalid", "created_at"),
+        ({**order, "created_at": "9999-12-31T23:59:59-01:00"}, "invalid", "created_at"),
+        ({**order, "created_at": "0001-01-02T00:00:00Z"}, "invalid", "created_at"),
+        ({**order, "created_at": "9999-12-31T23:59:59Z"}, "invalid", "created_at"),
+        ({**order, "created_at": 1e300}, "invalid", "created_at"),
+        ({**order, "total": "1e28"}, "invalid", "total"),
+        ({**order, "total": "1e12"}, "invalid", "total"),
+        ({**order, "total": 10**30}, "invalid", "total"),
+        ({**order, "number": "  "}, "", ""),  # blank optional text is none (this was a TypeError)
+        ({**order, "order_id": "a\nb"}, "invalid", "order_id"),
+        ({**order, "order_id": "x\x00"}, "invalid", "order_id"),
+    ]
+    async with aiohttp.ClientSession() as http:
+        status, _ = await post(http, stack, {"order_id": "kept", "total": "10.00", "currency": "EUR"})
+        assert status == 201
+        for body, code, message in cases:
+            status, answer = await post(http, stack, body)
+            if not code:
+                assert status == 201, answer
+                continue
+            assert status == 400, (body[:80], answer)
+            assert answer["error"]["code"] == code, answer
+            assert answer["error"]["message"].startswith(message), answer
+        async with http.get(f"{stack.url}/api/v1/orders/kept", headers=bearer(stack.site.secret)) as response:
+            assert (await response.json())["total"] == "10.00"
+    assert await order_count(stack) == 2
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    refusals = [r for r in caplog.records if r.name == "callserver.web.errors"]
+    assert len(refusals) == len(cases) - 1 and "refused: 400" in refusals[0].getMessage()
+
+
+async def test_an_order_id_of_any_text_comes_back_by_its_location(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{stack.url}/api/v1/orders",
+            json={"order_id": "{#1/ä?}", "total": "1", "currency": "EUR"},
+            headers=bearer(stack.site.secret),
+        ) as response:
+            assert response.status == 201
+            location = response.headers["Location"]
+        assert location == "/api/v1/orders/%7B%231%2F%C3%A4%3F%7D"
+        url = URL(stack.url + location, encoded=True)
+        async with http.get(url, headers=bearer(stack.site.secret)) as response:
+            assert response.status == 200 and (await response.json())["order_id"] == "{#1/ä?}"
+        for unknown in ("%7Bx%7D", "x" * 101, "%00"):
+            url = URL(f"{stack.url}/api/v1/orders/{unknown}", encoded=True)
+            async with http.get(url, headers=bearer(stack.site.secret)) as response:
+                assert response.status == 404
+                assert (await response.json())["error"]["code"] == "not_found"

@@ -266,3 +266,37 @@ async def test_a_body_over_one_megabyte_is_refused(stack: Stack) -> None:
         status, answer = await shopify_post(http, stack, payload)
     assert (status, answer["error"]["code"]) == (413, "too_large")
     assert await orders(stack) == []
+
+
+async def test_signed_but_hostile_bodies_are_coded_400s_on_both_hooks(stack: Stack) -> None:
+    """A correctly signed body is still checked: nesting, times and totals that were once 500s."""
+    now = datetime.now(UTC)
+    shopify = shopify_order(now)
+    woo = woo_order(now)
+    hooks = [
+        ("shopify", "X-Shopify-Hmac-Sha256", {"X-Shopify-Topic": "orders/create"}, shopify, "total_price"),
+        ("woocommerce", "X-WC-Webhook-Signature", {"X-WC-Webhook-Topic": "order.created"}, woo, "total"),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for platform, header, topic, order, total in hooks:
+            time_field = "created_at" if platform == "shopify" else "date_created_gmt"
+            bodies = [
+                b"[" * 5000 + b"]" * 5000,
+                json.dumps({**order, "x": json.loads("[" * 40 + "]" * 40)}).encode(),  # over 32 deep
+                b"{not json",
+                b'{"id": ' + b"7" * 5000 + b"}",
+                json.dumps({**order, total: "1e30"}).encode(),
+                json.dumps({**order, total: "1e12"}).encode(),
+                json.dumps({**order, time_field: "0001-01-01T00:00:00+01:00"}).encode(),
+                json.dumps({**order, time_field: "9999-12-31T23:59:59"}).encode(),
+            ]
+            for body in bodies:
+                headers = {header: sign(stack.site.secret, body), **topic}
+                async with http.post(
+                    f"{stack.url}/hooks/{platform}/{stack.site.key}/orders", data=body, headers=headers
+                ) as response:
+                    answer = await response.json()
+                    assert response.status == 400, (platform, body[:60], answer)
+                    assert answer["error"]["code"] in ("bad_json", "invalid"), answer
+    async with stack.database.session() as session:
+        assert list(await session.scalars(select(Order))) == []

@@ -53,10 +53,11 @@ async def test_softphone_reconnects_by_itself_and_rings_with_a_flashing_title(
         row = page.get_by_test_id("op-incoming")
         await expect(row).to_have_count(1)
         await expect(row).to_contain_text("products/sofa")
-        await page.wait_for_function("document.title.includes('Incoming call')")
+        # Functions, not expressions: the page's CSP refuses the eval Playwright would use for those.
+        await page.wait_for_function("() => document.title.includes('Incoming call')")
         await shopper.send(type="call.hangup")
         await expect(row).to_have_count(0)
-        await page.wait_for_function("!document.title.includes('Incoming call')")
+        await page.wait_for_function("() => !document.title.includes('Incoming call')")
         await shopper.close()
     await browser.browser.close()
 

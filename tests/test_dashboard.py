@@ -502,3 +502,50 @@ async def test_settled_days_are_counted_once_and_live_days_every_time(stack: Sta
     assert again[today - timedelta(days=5)] == first[today - timedelta(days=5)]
     assert again[today].calls == 2  # today is still counted live
     assert stored == 5  # the settled days start..today-2, one row each, empty ones too
+
+
+async def test_impossible_filters_are_a_400_page_not_a_500(stack: Stack) -> None:
+    """Huge ids, dates whose next day Python cannot hold, nonsense dates, damaged page links."""
+    await stack.add_user("boss@shop.example", role="owner")
+    dated = ["/dashboard/", "/dashboard/calls", "/dashboard/operators", "/dashboard/export/orders.csv"]
+    log_only = ["/dashboard/calls"]  # the other pages have no such filter and ignore it
+    cases = [
+        ("site=9223372036854775808", log_only),
+        ("operator=99999999999999999999", log_only),
+        ("operator=1_000", log_only),
+        ("after=" + "x" * 300, log_only),
+        ("after=OTk5OS0xMi0zMVQyMzo1OTo1OS0wMTowMHx4", log_only),  # 9999-12-31T23:59:59-01:00|x
+        ("to=9999-12-31", dated),
+        ("from=0001-01-01", dated),
+        ("to=0001-01-05", dated),
+        ("from=2024-02-30", dated),
+        ("to=yesterday", dated),
+    ]
+    async with signed_in(stack, "boss@shop.example") as owner:
+        for query, refusing in cases:
+            for page in dated:
+                async with owner.get(f"{page}?{query}") as response:
+                    text = await response.text()
+                    assert response.status == (400 if page in refusing else 200), (page, query, text[:200])
+                    if page in refusing:
+                        assert response.content_type == "text/html" and "<h1>" in text
+        # A site id in the path of a form that is no number is the same page (it was a 500 once).
+        async with owner.get("/dashboard/sites") as response:
+            token = csrf_token(await response.text())
+        async with owner.post("/dashboard/sites/99999999999999999999", data={"csrf": token}) as response:
+            assert response.status == 400 and "Site must be a whole number" in await response.text()
+
+
+async def test_every_cell_a_spreadsheet_would_run_is_neutralised(stack: Stack) -> None:
+    """OWASP's CSV-injection advice: a leading = + - @, TAB, CR or LF (or a formula behind blanks)."""
+    await stack.add_user("boss@shop.example", role="owner")
+    risky = ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1", "\tx", "\rx", " =1", "\u00a0@x"]
+    harmless = ["x=1", "a-b", "1.5", "", "plain"]
+    for n, page in enumerate(risky + harmless):
+        await add_call(stack, created_at=NOW + timedelta(seconds=n), page=page)
+    async with (
+        signed_in(stack, "boss@shop.example") as owner,
+        owner.get("/dashboard/export/calls.csv") as response,
+    ):
+        rows = list(csv.DictReader(io.StringIO(await response.text(), newline="")))
+    assert [r["page"] for r in rows] == ["'" + p for p in risky] + harmless

@@ -265,3 +265,12 @@ async def test_the_dashboard_and_sign_in_pages_run_under_their_policy(
         assert violations == [], violations
     finally:
         await context.browser.close()  # type: ignore[union-attr]
+
+
+async def test_a_forged_host_header_cannot_loosen_the_policy(stack: Stack) -> None:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"{stack.url}/operator/login", headers={"Host": "x; script-src *"}) as response,
+    ):
+        policy = response.headers["Content-Security-Policy"]
+    assert policy.count("script-src") == 1 and "script-src 'self';" in policy and "*" not in policy

@@ -189,7 +189,9 @@ def login_submit(area: str) -> Handler:
             )
         email, password = str(form.get("email", "")), str(form.get("password", ""))
         attempts = request.app[LOGIN_ATTEMPTS]
-        keys: list[Hashable] = [("email", email.strip().lower()), ("address", client_address(request))]
+        # 320 characters: the longest e-mail address there is; a megabyte "address" stays a short key.
+        account_key = email.strip().lower()[:320]
+        keys: list[Hashable] = [("email", account_key), ("address", client_address(request))]
         if not _take_attempt(attempts, keys):
             return _render_login(
                 request,

@@ -210,11 +210,15 @@
         break;
       }
       case 'chat.status': {
+        // "delivered" and "read" come from the operator's and the visitor's sockets, which the
+        // server serves concurrently: a late "delivered" must not take back a "read".
         const entry = chats.get(frame.chat_id);
+        let changed = false;
         for (const id of frame.ids || []) {
           const message = entry && entry.messages.get(id);
-          if (message) { message.status = frame.status; if (selectedChat === frame.chat_id) renderChat(); }
+          if (message && rank(frame.status) > rank(message.status)) { message.status = frame.status; changed = true; }
         }
+        if (changed && selectedChat === frame.chat_id) renderChat();
         break;
       }
       case 'chat.typing':
@@ -822,6 +826,11 @@
     if (fromOthers && message.sender === 'visitor' && (selectedChat !== chatId || document.hidden)) {
       chatAlert('New message', `${visitorLabel(entry.chat)}: ${message.text}`);
     }
+  }
+
+  /** How far a message got: sent < delivered < read. */
+  function rank(status) {
+    return status === 'read' ? 2 : status === 'delivered' ? 1 : 0;
   }
 
   function markRead(entry) {

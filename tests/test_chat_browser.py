@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from playwright.async_api import Playwright, expect
+import json
+import re
+
+from playwright.async_api import Playwright, WebSocketRoute, expect
 
 from tests.browsers import go_online, launch, sign_in
 from tests.stack import PASSWORD, Stack
@@ -62,3 +65,60 @@ async def test_a_shopper_without_a_microphone_chats_and_the_chat_follows_them_to
     await expect(operator.get_by_test_id("op-chats").locator("button")).to_have_count(1)
 
     await browser.close()
+
+
+async def test_a_late_delivered_never_takes_back_read_in_the_softphone(
+    stack: Stack, playwright: Playwright
+) -> None:
+    """The server serves the operator's and the shopper's sockets concurrently: "✓ delivered" for a
+    message can reach the softphone after "✓✓ read" for it (seen under load on two cores)."""
+    await stack.add_user("anna@shop.example", name="Anna")
+    shopper_browser = await launch(playwright, None)
+    browser = shopper_browser.browser
+    assert browser is not None
+    try:
+        operator = await (await browser.new_context()).new_page()
+        late = "a late delivered went out"
+
+        def reorder(ws: WebSocketRoute) -> None:
+            # Pass the operator's socket through, and after every "read" repeat the race: the stale
+            # "delivered" for the same messages, then a typing frame that tells the test it was seen.
+            server = ws.connect_to_server()
+
+            def from_server(message: str | bytes) -> None:
+                ws.send(message)
+                frame = json.loads(message)
+                if frame.get("type") == "chat.status" and frame.get("status") == "read":
+                    ws.send(json.dumps({**frame, "status": "delivered"}))
+                    ws.send(json.dumps({"type": "chat.typing", "chat_id": frame["chat_id"], "text": late}))
+
+            server.on_message(from_server)
+            ws.on_message(server.send)
+
+        await operator.route_web_socket(re.compile(r"/ws/operator$"), reorder)
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
+        await go_online(operator)
+
+        shop = await shopper_browser.new_page()
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        await shop.get_by_test_id("cb-launcher").click()
+        await shop.get_by_test_id("cb-chat-open").click()
+        await shop.get_by_test_id("cb-chat-input").fill("Do you deliver on Saturdays?")
+        await shop.get_by_test_id("cb-chat-send").click()
+        log = operator.get_by_test_id("op-chat-log")
+        await expect(log).to_contain_text("Do you deliver on Saturdays?", timeout=10_000)
+
+        await operator.get_by_test_id("op-chat-input").fill("Yes, until noon.")
+        await operator.get_by_test_id("op-chat-send").click()
+        await expect(shop.get_by_test_id("cb-chat-log")).to_contain_text("Yes, until noon.")
+        answer = log.locator("li.operator", has_text="Yes, until noon.")
+        await expect(operator.get_by_test_id("op-chat-preview")).to_contain_text(late)
+        await expect(answer).to_contain_text("✓✓ read")
+        await expect(answer).not_to_contain_text("delivered")
+
+        # What the store says agrees: the softphone opened afresh shows it read too.
+        await operator.unroute_all()
+        await operator.reload()
+        await expect(log.locator("li.operator", has_text="Yes, until noon.")).to_contain_text("✓✓ read")
+    finally:
+        await browser.close()

@@ -20,6 +20,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from sqlalchemy import func, select
 
 from callserver import limits
+from callserver.signaling.chat_service import CHAT_DESK
 from callserver.store.models import Call, CallEvent, Chat, LeftMessage, Visitor
 from tests import peers
 from tests.chat_clients import Softphone, Widget, softphone, widget
@@ -91,6 +92,29 @@ async def test_deep_json_and_huge_ids_get_a_coded_error_and_the_sockets_live_on(
         await anna.send({"type": "canned.remove", "id": 2**31 - 1})
         assert (await anna.next("error"))["code"] == "unknown_chat"
     assert not tracebacks(caplog)
+
+
+async def test_a_bug_in_a_handler_answers_internal_error_and_logs_one_line(
+    stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    # A stand-in for whatever bug a handler may still hide: the socket must outlive it.
+    monkeypatch.setattr(stack.app[CHAT_DESK], "visitor_typing", broken)
+    monkeypatch.setattr(stack.switchboard, "set_presence", broken)
+    async with softphone(stack, "anna@shop.example") as anna, widget(stack, "visitor-abuse-02") as page:
+        await page.send({"type": "chat.typing", "text": "Hel"})
+        assert (await page.next("error"))["code"] == "internal_error"
+        await anna.send({"type": "presence.set", "status": "online"})
+        assert (await anna.next("error"))["code"] == "internal_error"
+        await page.send({"type": "ping"})
+        await page.next("pong")
+        await anna.send({"type": "ping"})
+        await anna.next("pong")
+    failures = [r for r in caplog.records if "a bug" in r.getMessage()]
+    assert len(failures) == 2 and not any(r.exc_info for r in failures)
+    assert not any(r.exc_info for r in caplog.records)
 
 
 # 3. Floods from one address --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from callserver.signaling import widget_socket
-from callserver.signaling.messages import (
+from callserver.wire.inbound import (
     MAX_DEPTH,
     BadMessage,
     decode_beacon,

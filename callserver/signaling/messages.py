@@ -1,430 +1,81 @@
-"""Wire messages (docs/signaling.md), validated into typed objects at the edge of the server."""
+"""Moved to `callserver.wire.inbound`: kept only until the sockets and `web/visitors.py` import it there."""
 
-from __future__ import annotations
+from callserver.wire.inbound import (
+    MAX_BEACON_BYTES,
+    BadMessage,
+    CallAccept,
+    CallContext,
+    CallDecline,
+    CallHold,
+    CallOffer,
+    CallTransfer,
+    CannedAdd,
+    CannedRemove,
+    ChatOfferCall,
+    ChatPick,
+    ChatStart,
+    ChatTransfer,
+    LeaveMessage,
+    MessageHandled,
+    OperatorChatClose,
+    OperatorChatSend,
+    OperatorHangup,
+    OperatorMessage,
+    OperatorRead,
+    OperatorTyping,
+    Ping,
+    PresenceSet,
+    ShopperHangup,
+    TranscriptRequest,
+    VisitorChatClose,
+    VisitorChatSend,
+    VisitorInvite,
+    VisitorRead,
+    VisitorTyping,
+    WidgetMessage,
+    decode_beacon,
+    decode_operator,
+    decode_widget,
+    error,
+    internal_error,
+)
 
-import json
-import re
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-
-MAX_SDP = 20_000
-MAX_TEXT = 2_000
-# Chat text is checked against its real limit (4,000 characters) in the domain, which answers
-# `message_too_long`; this bound only keeps absurd frames out.
-MAX_CHAT_FRAME_TEXT = 32_000
-EMAIL = r"^[^@\s]{1,200}@[^@\s]{1,200}$"
-
-
-# Call, chat and message ids: what the server handed out, so never longer than this.
-Id = Annotated[str, Field(max_length=64)]
-# Row ids (sites, operators, canned replies, chat messages) are INTEGER columns: 32 bits on PostgreSQL,
-# so a larger number could never name a row, and would fail at the database instead of here.
-RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
-MessageNumber = Annotated[int, Field(ge=0, le=2**31 - 1)]
-# Amounts from the page (cart value, product price): finite and below anything a shop sells.
-Amount = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
-# Nothing we accept nests deeper than a few levels (`context.utm.source`); a frame nested thousands deep
-# would exhaust the recursion of the JSON decoder and of pydantic, so it is refused before decoding.
-MAX_DEPTH = 16
-
-
-class Incoming(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
-
-
-class Ping(Incoming):
-    type: Literal["ping"]
-
-
-class Utm(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    source: str | None = Field(None, max_length=200)
-    medium: str | None = Field(None, max_length=200)
-    campaign: str | None = Field(None, max_length=200)
-    term: str | None = Field(None, max_length=200)
-    content: str | None = Field(None, max_length=200)
-
-
-class VisitorIdentity(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    name: str | None = Field(None, max_length=200)
-    email: str | None = Field(None, max_length=320)
-    phone: str | None = Field(None, max_length=50)
-
-
-class CallContext(BaseModel):
-    """What the widget knows of the shopper's visit when they call."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    page: str | None = Field(None, max_length=MAX_TEXT)
-    title: str | None = Field(None, max_length=500)
-    referrer: str | None = Field(None, max_length=MAX_TEXT)
-    utm: Utm | None = None
-    search: str | None = Field(None, max_length=500)
-    cart_value: Amount | None = None
-    currency: str | None = Field(None, max_length=3)
-    product_price: Amount | None = None
-    sku: str | None = Field(None, max_length=200)
-    visitor: VisitorIdentity | None = None
-
-
-class CallOffer(Incoming):
-    type: Literal["call.offer"]
-    sdp: str = Field(max_length=MAX_SDP)
-    context: CallContext = CallContext()
-    chat_id: Id | None = None  # the chat whose operator offered this call
-
-
-class ShopperHangup(Incoming):
-    type: Literal["call.hangup"]
-
-
-Fallback = Literal[
-    "microphone_denied",
-    "microphone_failed",
-    "no_webrtc",
-    "ice_failed",
-    "no_answer",
-    "all_busy",
-    "declined",
-    "failed",
+__all__ = [
+    "MAX_BEACON_BYTES",
+    "BadMessage",
+    "CallAccept",
+    "CallContext",
+    "CallDecline",
+    "CallHold",
+    "CallOffer",
+    "CallTransfer",
+    "CannedAdd",
+    "CannedRemove",
+    "ChatOfferCall",
+    "ChatPick",
+    "ChatStart",
+    "ChatTransfer",
+    "LeaveMessage",
+    "MessageHandled",
+    "OperatorChatClose",
+    "OperatorChatSend",
+    "OperatorHangup",
+    "OperatorMessage",
+    "OperatorRead",
+    "OperatorTyping",
+    "Ping",
+    "PresenceSet",
+    "ShopperHangup",
+    "TranscriptRequest",
+    "VisitorChatClose",
+    "VisitorChatSend",
+    "VisitorInvite",
+    "VisitorRead",
+    "VisitorTyping",
+    "WidgetMessage",
+    "decode_beacon",
+    "decode_operator",
+    "decode_widget",
+    "error",
+    "internal_error",
 ]
-
-
-class ChatStart(Incoming):
-    type: Literal["chat.start"]
-    context: CallContext = CallContext()
-    fallback: Fallback | None = None  # why the shopper is chatting instead of talking
-    call_id: Id | None = None  # the call this chat continues
-
-
-class VisitorChatSend(Incoming):
-    type: Literal["chat.send"]
-    text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
-    client_id: str | None = Field(None, max_length=64)
-
-
-class VisitorTyping(Incoming):
-    type: Literal["chat.typing"]
-    text: str = Field("", max_length=MAX_CHAT_FRAME_TEXT)
-
-
-class VisitorRead(Incoming):
-    type: Literal["chat.read"]
-    up_to: MessageNumber
-
-
-class VisitorChatClose(Incoming):
-    type: Literal["chat.close"]
-
-
-class TranscriptRequest(Incoming):
-    type: Literal["chat.transcript"]
-    email: str = Field(max_length=320, pattern=EMAIL)
-
-
-class LeaveMessage(Incoming):
-    type: Literal["message.leave"]
-    name: str | None = Field(None, max_length=200)
-    email: str | None = Field(None, max_length=320, pattern=EMAIL)
-    phone: str | None = Field(None, max_length=50, pattern=r"^[0-9+()./\- ]{3,50}$")
-    message: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
-    call_id: Id | None = None
-    context: CallContext = CallContext()
-
-
-WidgetMessage = Annotated[
-    CallOffer
-    | ShopperHangup
-    | ChatStart
-    | VisitorChatSend
-    | VisitorTyping
-    | VisitorRead
-    | VisitorChatClose
-    | TranscriptRequest
-    | LeaveMessage
-    | Ping,
-    Field(discriminator="type"),
-]
-
-
-class PresenceSet(Incoming):
-    type: Literal["presence.set"]
-    status: Literal["online", "away", "offline"]
-
-
-class CallAccept(Incoming):
-    type: Literal["call.accept"]
-    call_id: Id
-    sdp: str = Field(max_length=MAX_SDP)
-
-
-class CallDecline(Incoming):
-    type: Literal["call.decline"]
-    call_id: Id
-
-
-class OperatorHangup(Incoming):
-    type: Literal["call.hangup"]
-    call_id: Id
-
-
-class CallHold(Incoming):
-    type: Literal["call.hold"]
-    call_id: Id
-    on: bool
-
-
-class CallTransfer(Incoming):
-    type: Literal["call.transfer"]
-    call_id: Id
-    operator_id: RowId
-
-
-class OperatorChatSend(Incoming):
-    type: Literal["chat.send"]
-    chat_id: Id
-    text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
-    client_id: str | None = Field(None, max_length=64)
-
-
-class OperatorTyping(Incoming):
-    type: Literal["chat.typing"]
-    chat_id: Id
-    active: bool = True
-
-
-class OperatorRead(Incoming):
-    type: Literal["chat.read"]
-    chat_id: Id
-    up_to: MessageNumber
-
-
-class ChatPick(Incoming):
-    type: Literal["chat.pick"]
-    chat_id: Id
-
-
-class ChatTransfer(Incoming):
-    type: Literal["chat.transfer"]
-    chat_id: Id
-    operator_id: RowId
-
-
-class OperatorChatClose(Incoming):
-    type: Literal["chat.close"]
-    chat_id: Id
-
-
-class ChatOfferCall(Incoming):
-    type: Literal["chat.offer_call"]
-    chat_id: Id
-
-
-class MessageHandled(Incoming):
-    type: Literal["message.handled"]
-    id: Id
-
-
-class CannedAdd(Incoming):
-    type: Literal["canned.add"]
-    site_id: RowId | None = None
-    title: str = Field("", max_length=100)
-    text: str = Field(max_length=MAX_CHAT_FRAME_TEXT)
-
-
-class CannedRemove(Incoming):
-    type: Literal["canned.remove"]
-    id: RowId
-
-
-class VisitorInvite(Incoming):
-    """The operator invites a visitor from the board (`op-invite`)."""
-
-    type: Literal["visitor.invite"]
-    visitor_id: Id
-    site_id: RowId
-
-
-OperatorMessage = Annotated[
-    PresenceSet
-    | CallAccept
-    | CallDecline
-    | OperatorHangup
-    | CallHold
-    | CallTransfer
-    | OperatorChatSend
-    | OperatorTyping
-    | OperatorRead
-    | ChatPick
-    | ChatTransfer
-    | OperatorChatClose
-    | ChatOfferCall
-    | MessageHandled
-    | CannedAdd
-    | CannedRemove
-    | VisitorInvite
-    | Ping,
-    Field(discriminator="type"),
-]
-
-_widget_messages: TypeAdapter[WidgetMessage] = TypeAdapter(WidgetMessage)
-_operator_messages: TypeAdapter[OperatorMessage] = TypeAdapter(OperatorMessage)
-
-
-class BadMessage(Exception):
-    """A frame that is not a message we accept; `code` is `bad_json` or `bad_message`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# A JSON string (escapes included), and the brackets that remain once strings are taken out.
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
-# Escapes that decode to text no store can keep: NUL (PostgreSQL refuses it) and lone UTF-16
-# surrogates (not encodable as UTF-8, so neither storable nor sendable back).
-_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-
-
-def _too_deep(text: str) -> bool:
-    depth = 0
-    for bracket in _BRACKETS.findall(_JSON_STRING.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        if depth > MAX_DEPTH:
-            return True
-    return False
-
-
-def _unstorable(value: Any) -> bool:
-    """Whether a decoded value holds a string with NUL or a lone surrogate (depth is bounded already)."""
-    if isinstance(value, str):
-        return "\x00" in value or (not value.isascii() and _has_surrogate(value))
-    if isinstance(value, dict):
-        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_unstorable(v) for v in value)
-    return False
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def load_json(text: str | bytes, what: str = "message") -> Any:
-    """Parse a frame's JSON with bounded depth, finite numbers and storable strings, or raise BadMessage."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise BadMessage("bad_json", f"The {what} is not UTF-8 text.") from e
-    if _too_deep(text):
-        raise BadMessage("bad_json", f"The {what} is nested more than {MAX_DEPTH} levels deep.")
-    try:
-        raw = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise BadMessage("bad_json", f"The {what} is not valid JSON: {e.msg}.") from e
-    except (ValueError, RecursionError) as e:
-        # Numbers of more than 4,300 digits (Python's limit for int conversion), NaN and Infinity.
-        raise BadMessage("bad_json", f"The {what} holds a number we do not accept.") from e
-    if _SUSPECT_ESCAPE.search(text) and _unstorable(raw):
-        raise BadMessage("bad_json", f"The {what} holds a NUL character or a lone surrogate.")
-    return raw
-
-
-def _problems(e: ValidationError, skip: int, whole: str) -> str:
-    """The first few problems, each named by its field (`whole` when it is the value itself)."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'][skip:]) or whole}: {err['msg']}" for err in e.errors()[:3]
-    )
-
-
-def _decode(adapter: TypeAdapter[Any], text: str) -> Any:
-    raw = load_json(text)
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        raise BadMessage("bad_message", "A message is a JSON object with a string `type`.")
-    try:
-        return adapter.validate_python(raw)
-    except ValidationError as e:
-        kind = raw["type"] if len(raw["type"]) <= 40 else raw["type"][:40] + "…"
-        raise BadMessage("bad_message", f"Invalid {kind!r} message: {_problems(e, 1, 'type')}.") from e
-
-
-def decode_widget(text: str) -> WidgetMessage:
-    result: WidgetMessage = _decode(_widget_messages, text)
-    return result
-
-
-def decode_operator(text: str) -> OperatorMessage:
-    result: OperatorMessage = _decode(_operator_messages, text)
-    return result
-
-
-def error(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:
-    """An error frame; `client_id` names the chat message it refuses, when there is one."""
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if client_id is not None:
-        frame["client_id"] = client_id
-    return frame
-
-
-def internal_error(client_id: str | None = None) -> dict[str, Any]:
-    """The frame for a message that failed on the server's side (the socket stays open)."""
-    return error("internal_error", "Something went wrong on our side; please try again.", client_id)
-
-
-# Beacons (`POST /widget/beacon`): page views and heartbeats, sent without a socket ----------------
-
-MAX_BEACON_BYTES = 8 * 1024
-
-
-class Beacon(BaseModel):
-    """What the widget reports of a visit: `view` (a page opened), `ping` (still there), `leave`
-    (the page is going away), `dismiss` (the visitor closed an invitation)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    kind: Literal["view", "ping", "leave", "dismiss"]
-    visitor: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
-    view: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    page: str | None = Field(None, max_length=MAX_TEXT)
-    title: str | None = Field(None, max_length=500)
-    referrer: str | None = Field(None, max_length=MAX_TEXT)
-    utm: Utm | None = None
-    search: str | None = Field(None, max_length=200)
-    product_name: str | None = Field(None, max_length=300)
-    product_price: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
-    sku: str | None = Field(None, max_length=200)
-    currency: str | None = Field(None, max_length=3)
-    cart_value: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
-    seconds: float = Field(0.0, ge=0, le=7 * 24 * 3600, allow_inf_nan=False)
-    returning: bool = False
-    dismissed: bool = False  # the widget remembers an earlier "no thanks" (localStorage)
-
-
-_beacons: TypeAdapter[Beacon] = TypeAdapter(Beacon)
-
-
-def decode_beacon(body: bytes) -> Beacon:
-    """A beacon's body (JSON sent as text/plain, so browsers send it without a CORS preflight)."""
-    if len(body) > MAX_BEACON_BYTES:
-        raise BadMessage("too_large", f"A beacon is at most {MAX_BEACON_BYTES} bytes.")
-    raw = load_json(body, "beacon")
-    try:
-        return _beacons.validate_python(raw)
-    except ValidationError as e:
-        raise BadMessage("bad_message", f"Invalid beacon: {_problems(e, 0, 'body')}.") from e

@@ -131,20 +131,22 @@
 
   let TEXTS = {};
 
-  /** A text of the language pack, with {name} placeholders filled; `fallback` until the pack arrives. */
-  function t(key, fallback, values) {
-    let text = TEXTS[key] || fallback;
+  /** A text of the language pack, with {name} placeholders filled (the socket opens once the pack is here). */
+  function t(key, values) {
+    let text = typeof TEXTS[key] === 'string' ? TEXTS[key] : key;
     for (const [name, value] of Object.entries(values || {})) text = text.split(`{${name}}`).join(String(value));
     return text;
   }
 
+  // The page's own texts carry their key: data-i18n for the text, data-i18n-label for aria-label,
+  // data-i18n-placeholder for a placeholder (the HTML's English shows until the pack is here).
   function translate(texts, lang) {
     TEXTS = texts;
     if (lang) document.documentElement.lang = lang;
-    for (const node of document.querySelectorAll('[data-i18n]')) {
-      if (TEXTS[node.dataset.i18n]) node.textContent = TEXTS[node.dataset.i18n];
-    }
-    renderBoard();
+    for (const node of document.querySelectorAll('[data-i18n]')) node.textContent = t(node.dataset.i18n);
+    for (const node of document.querySelectorAll('[data-i18n-label]')) node.setAttribute('aria-label', t(node.dataset.i18nLabel));
+    for (const node of document.querySelectorAll('[data-i18n-placeholder]')) node.placeholder = t(node.dataset.i18nPlaceholder);
+    document.title = t('title');
   }
 
   function showOperator(operator) {
@@ -254,11 +256,11 @@
       }
       case 'call.transferred':
         if (active && active.id === frame.call_id) {
-          finishActive(`Call passed to ${(frame.to && frame.to.name) || 'a colleague'}`);
+          finishActive(t('call_passed', { name: (frame.to && frame.to.name) || t('a_colleague') }));
         }
         break;
       case 'call.transfer_failed':
-        showAlert(t('alert_transfer_not_taken', 'The transfer was not taken ({reason}); the call is still yours.', { reason: frame.reason || 'no answer' }));
+        showAlert(t('alert_transfer_not_taken', { reason: reasonText(frame.reason || 'timeout') }));
         callTransferButton.disabled = false;
         break;
       case 'presence':
@@ -278,16 +280,16 @@
         break;
       case 'call.withdrawn':
         if (active && active.id === frame.call_id && !active.accepted) {
-          finishActive(`Call withdrawn (${frame.reason || 'no longer ringing'})`);
+          finishActive(t('call_withdrawn', { reason: frame.reason ? reasonText(frame.reason) : t('r_no_longer_ringing') }));
         }
         removeIncoming(frame.call_id);
         break;
       case 'call.answer':
         if (active && active.id === frame.call_id && active.pc) {
           active.answered = true;
-          activeStatus.textContent = 'Connecting audio…';
+          activeStatus.textContent = t('connecting_audio');
           active.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch((error) => {
-            showAlert(t('alert_audio_failed', "The call's audio could not be set up: {error}", { error: error.message }));
+            showAlert(t('alert_audio_failed', { error: error.message }));
             hangup();
           });
         }
@@ -296,14 +298,14 @@
         if (active && active.id === frame.call_id) callConnected();
         break;
       case 'call.ended':
-        if (active && active.id === frame.call_id) finishActive(`Call ended (${frame.reason || 'unknown'})`);
+        if (active && active.id === frame.call_id) finishActive(t('call_ended_reason', { reason: reasonText(frame.reason || 'unknown') }));
         removeIncoming(frame.call_id);
         break;
       case 'error':
-        showAlert(String(frame.message || frame.code || 'Something went wrong.'));
+        showAlert(String(frame.message || frame.code || t('something_wrong')));
         // The server refused our call.accept: nothing else will come for this call.
         if (active && active.accepted && !active.answered && !active.connected) {
-          finishActive('Could not take the call');
+          finishActive(t('could_not_take'));
         }
         break;
       default: // pong, and frames a newer server may add
@@ -322,7 +324,7 @@
   presenceSelect.addEventListener('change', () => {
     if (!send({ type: 'presence.set', status: presenceSelect.value })) {
       presenceSelect.value = confirmedPresence;
-      showAlert(t('alert_offline_status', 'Not connected to the server: status not changed.'));
+      showAlert(t('alert_offline_status'));
     }
   });
 
@@ -338,25 +340,38 @@
     if (ringing.has(call.id) || (active && active.id === call.id)) return;
     const parsed = Date.parse(call.ringing_since);
     const since = Number.isNaN(parsed) ? Date.now() : Math.min(parsed, Date.now());
+    const entry = { call, element: null, waiting: null, since, notification: null };
+    entry.element = incomingItem(entry);
+    ringing.set(call.id, entry);
+    incomingList.append(entry.element);
+    if (notify) entry.notification = desktopNotification(call);
+    if (selectedId === null && !active) select(call.id);
+    updateRinging();
+  }
+
+  /** The list item of a ringing call. */
+  function incomingItem(entry) {
+    const call = entry.call;
     const visitor = call.visitor || {};
-    const waiting = el('span', { class: 'waiting' }, `waiting ${clock(Date.now() - since)}`);
-    const answerButton = el('button', { type: 'button', class: 'answer', 'data-testid': 'op-answer' }, 'Answer');
-    const declineButton = el('button', { type: 'button', class: 'decline', 'data-testid': 'op-decline' }, 'Decline');
+    const who = String(call.site || t('a_visitor'));
+    entry.waiting = el('span', { class: 'waiting' }, waitingText(entry));
+    const answerButton = el('button', { type: 'button', class: 'answer', 'data-testid': 'op-answer',
+      'aria-label': t('answer_aria', { who }) }, t('answer'));
+    const declineButton = el('button', { type: 'button', class: 'decline', 'data-testid': 'op-decline',
+      'aria-label': t('decline_aria', { who }) }, t('decline'));
     const where = [visitor.country, visitor.device].filter(Boolean).map(String).join(' · ');
     const element = el('li', { class: 'incoming', 'data-testid': 'op-incoming', tabindex: '0' },
       el('div', { class: 'incoming-head' },
-        el('span', { class: 'incoming-site' }, String(call.site || 'Unknown site')), waiting),
-      call.transfer_from ? el('p', { class: 'meta' }, `Transfer from ${call.transfer_from.name}`) : null,
+        el('span', { class: 'incoming-site' }, String(call.site || t('unknown_site'))), entry.waiting),
+      call.transfer_from ? el('p', { class: 'meta' }, t('transfer_from', { name: call.transfer_from.name })) : null,
       el('p', { class: 'incoming-page' },
         call.title ? el('strong', {}, String(call.title)) : null,
         call.title && call.page ? ' — ' : null,
         call.page ? safeLink(call.page) : null),
-      call.referrer ? el('p', { class: 'meta' }, 'From ', safeLink(call.referrer)) : null,
+      call.referrer ? el('p', { class: 'meta' }, `${t('came_from')} `, safeLink(call.referrer)) : null,
       where ? el('p', { class: 'meta' }, where) : null,
       el('div', { class: 'incoming-actions' }, answerButton, declineButton));
     element.dataset.callId = String(call.id);
-    answerButton.setAttribute('aria-label', `Answer call from ${call.site || 'visitor'}`);
-    declineButton.setAttribute('aria-label', `Decline call from ${call.site || 'visitor'}`);
     answerButton.disabled = Boolean(active);
 
     answerButton.addEventListener('click', (event) => { event.stopPropagation(); answer(call.id); });
@@ -368,13 +383,11 @@
         select(call.id);
       }
     });
+    return element;
+  }
 
-    const entry = { call, element, waiting, since, notification: null };
-    ringing.set(call.id, entry);
-    incomingList.append(element);
-    if (notify) entry.notification = desktopNotification(call);
-    if (selectedId === null && !active) select(call.id);
-    updateRinging();
+  function waitingText(entry) {
+    return t('waiting_for', { time: clock(Date.now() - entry.since) });
   }
 
   function removeIncoming(id) {
@@ -400,7 +413,7 @@
 
   function decline(id) {
     if (!send({ type: 'call.decline', call_id: id })) {
-      showAlert(t('alert_offline_decline', 'Not connected to the server: the call could not be declined.'));
+      showAlert(t('alert_offline_decline'));
       return;
     }
     removeIncoming(id);
@@ -421,7 +434,6 @@
   let ringTimer = null;
   let titleTimer = null;
   let notificationAsked = false;
-  const normalTitle = document.title;
 
   // Browsers only let a page make sound after the user has touched it, so the AudioContext is
   // created (or resumed) on an interaction; that is also a polite moment to ask for notifications.
@@ -466,7 +478,7 @@
     let flash = false;
     titleTimer = setInterval(() => {
       flash = !flash;
-      document.title = flash ? '☎ Incoming call' : normalTitle;
+      document.title = flash ? `☎ ${t('incoming_call')}` : t('title');
     }, 1000);
   }
 
@@ -474,13 +486,13 @@
     clearInterval(ringTimer);
     clearInterval(titleTimer);
     ringTimer = titleTimer = null;
-    document.title = normalTitle;
+    document.title = t('title');
   }
 
   function desktopNotification(call) {
     if (!('Notification' in window) || Notification.permission !== 'granted') return null;
     try {
-      const notification = new Notification('Incoming call', {
+      const notification = new Notification(t('incoming_call'), {
         body: [call.site, call.title || call.page].filter(Boolean).map(String).join(' — '),
         tag: `call-${call.id}`,
       });
@@ -499,24 +511,22 @@
     clearTimeout(activeNoticeTimer);
     const current = active = { id, call: entry.call, accepted: false, answered: false, connected: false, held: false };
     removeIncoming(id);
-    showActive('Answering…');
+    showActive(t('answering'));
     renderVisitor();
 
     let iceServers = [];
     try {
       iceServers = await loadConfig();
     } catch (error) {
-      showAlert(t('alert_config_no_turn', 'Could not load the softphone settings ({error}); trying without TURN.', { error: error.message }));
+      showAlert(t('alert_config_no_turn', { error: error.message }));
     }
     try {
       current.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (error) {
       if (active !== current) return;
       const blocked = error && (error.name === 'NotAllowedError' || error.name === 'NotFoundError');
-      showAlert(blocked
-        ? 'Microphone access was blocked. Allow it for this page to answer calls.'
-        : `The microphone could not be started (${error && error.message}).`);
-      finishActive('Could not take the call');
+      showAlert(blocked ? t('alert_mic_blocked') : t('alert_mic_failed', { error: error && error.message }));
+      finishActive(t('could_not_take'));
       addIncoming(current.call, false); // still ringing for us unless withdrawn meanwhile
       return;
     }
@@ -533,7 +543,7 @@
       });
       pc.addEventListener('connectionstatechange', () => {
         if (pc.connectionState === 'failed' && active === current) {
-          showAlert("The call's audio connection failed.");
+          showAlert(t('alert_audio_lost'));
           hangup();
         }
       });
@@ -543,19 +553,19 @@
       await iceGathered(pc, ICE_GATHERING_WAIT_MS);
     } catch (error) {
       if (active !== current) return;
-      showAlert(t('alert_call_failed', 'The call could not be set up: {error}', { error: error.message }));
+      showAlert(t('alert_call_failed', { error: error.message }));
       send({ type: 'call.decline', call_id: id });
-      finishActive('Could not take the call');
+      finishActive(t('could_not_take'));
       return;
     }
     if (active !== current) return;
     if (!send({ type: 'call.accept', call_id: id, sdp: current.pc.localDescription.sdp })) {
-      showAlert(t('alert_offline_answer', 'Not connected to the server: the call could not be answered.'));
-      finishActive('Could not take the call');
+      showAlert(t('alert_offline_answer'));
+      finishActive(t('could_not_take'));
       return;
     }
     current.accepted = true;
-    activeStatus.textContent = 'Connecting…';
+    activeStatus.textContent = t('connecting');
   }
 
   function iceGathered(pc, timeoutMs) {
@@ -577,8 +587,8 @@
     activeStatus.textContent = status;
     activeTimer.hidden = true;
     activeTimer.textContent = clock(0);
-    setPressed(muteButton, false, 'Mute');
-    setPressed(holdButton, false, 'Hold');
+    setPressed(muteButton, false, t('mute'));
+    setPressed(holdButton, false, t('hold'));
     muteButton.disabled = holdButton.disabled = callTransferButton.disabled = true;
     hangupButton.disabled = false;
   }
@@ -587,10 +597,14 @@
     active.answered = true;
     active.connected = true;
     active.connectedAt = Date.now();
-    activeStatus.textContent = `In call — ${active.call.site || 'visitor'}`;
+    activeStatus.textContent = inCallText();
     activeTimer.hidden = false;
     muteButton.disabled = holdButton.disabled = false;
     callTransferButton.disabled = false;
+  }
+
+  function inCallText() {
+    return t('in_call', { who: String(active.call.site || t('a_visitor')) });
   }
 
   function setPressed(button, pressed, label) {
@@ -602,19 +616,19 @@
     if (!active || !active.stream) return;
     const muted = muteButton.getAttribute('aria-pressed') !== 'true';
     active.stream.getAudioTracks().forEach((track) => { track.enabled = !muted; });
-    setPressed(muteButton, muted, muted ? 'Unmute' : 'Mute');
+    setPressed(muteButton, muted, muted ? t('unmute') : t('mute'));
   });
 
   holdButton.addEventListener('click', () => {
     if (!active || !active.connected) return;
     const on = !active.held;
     if (!send({ type: 'call.hold', call_id: active.id, on })) {
-      showAlert(t('alert_offline_hold', 'Not connected to the server: hold not changed.'));
+      showAlert(t('alert_offline_hold'));
       return;
     }
     active.held = on;
-    setPressed(holdButton, on, on ? 'Resume' : 'Hold');
-    activeStatus.textContent = on ? 'On hold' : `In call — ${active.call.site || 'visitor'}`;
+    setPressed(holdButton, on, on ? t('resume') : t('hold'));
+    activeStatus.textContent = on ? t('on_hold') : inCallText();
   });
 
   hangupButton.addEventListener('click', hangup);
@@ -623,7 +637,7 @@
     if (!active || !active.connected || !callTransferTo.value) return;
     if (send({ type: 'call.transfer', call_id: active.id, operator_id: Number(callTransferTo.value) })) {
       callTransferButton.disabled = true;
-      activeStatus.textContent = 'Transferring…';
+      activeStatus.textContent = t('transferring');
     }
   });
 
@@ -631,7 +645,7 @@
     if (!active) return;
     // Before call.accept went out, the server still thinks the call rings here: decline it.
     send(active.accepted ? { type: 'call.hangup', call_id: active.id } : { type: 'call.decline', call_id: active.id });
-    finishActive('Call ended');
+    finishActive(t('call_ended'));
   }
 
   /** Releases the active call's microphone and connection, once, and says how it ended. */
@@ -653,16 +667,20 @@
 
   // ---- visitor info --------------------------------------------------------------------------
 
-  const LABELS = {
-    site: 'Site', title: 'Page title', page: 'Page', referrer: 'Referrer', search: 'Search',
-    cart_value: 'Cart value', currency: 'Currency', product_price: 'Product price', sku: 'SKU',
-    country: 'Country', device: 'Device', name: 'Name', email: 'Email', phone: 'Phone',
-  };
+  /** Labels of the fields the server sends; a field a newer server adds is labelled by its name. */
+  const labels = () => ({
+    site: t('f_site'), title: t('f_title'), page: t('f_page'), referrer: t('f_referrer'), search: t('f_search'),
+    cart_value: t('f_cart_value'), currency: t('f_currency'), product_price: t('f_product_price'), sku: t('f_sku'),
+    country: t('f_country'), device: t('f_device'), name: t('f_name'), email: t('f_email'), phone: t('f_phone'),
+    utm_source: t('f_utm_source'), utm_medium: t('f_utm_medium'), utm_campaign: t('f_utm_campaign'),
+    utm_term: t('f_utm_term'), utm_content: t('f_utm_content'), transfer_from_name: t('f_transfer_from'),
+  });
   const HIDDEN_KEYS = new Set(['id', 'token', 'sdp', 'ringing_since']);
 
   /** The call's fields as [label, text] rows, for whatever fields the server sends. */
   function visitorRows(call) {
     const rows = [];
+    const known = labels();
     const seen = new Set();
     (function walk(value, path) {
       const key = path[path.length - 1];
@@ -672,7 +690,7 @@
         if (path.length < 4) for (const [name, inner] of Object.entries(value)) walk(inner, path.concat(name));
         return;
       }
-      const label = labelFor(path);
+      const label = labelFor(path, known);
       const text = String(value);
       if (seen.has(`${label}\n${text}`)) return; // e.g. page both on the call and in its context
       seen.add(`${label}\n${text}`);
@@ -681,11 +699,10 @@
     return rows;
   }
 
-  function labelFor(path) {
+  function labelFor(path, known) {
     const parts = path.filter((part) => part !== 'context' && part !== 'visitor');
-    const last = parts.length ? parts[parts.length - 1] : path[path.length - 1];
-    if (parts.length === 2 && parts[0] === 'utm') return `UTM ${last}`;
-    if (parts.length === 1 && LABELS[last]) return LABELS[last];
+    const name = parts.join('_');
+    if (Object.hasOwn(known, name)) return known[name];
     const words = parts.join(' ').replace(/[_.]+/g, ' ').trim();
     return words.charAt(0).toUpperCase() + words.slice(1);
   }
@@ -709,11 +726,22 @@
   let canned = [];
   let clientIds = 0;
   let lastTypingSent = 0;
-  const FALLBACK_TEXT = {
-    microphone_denied: 'microphone blocked', microphone_failed: 'microphone failed', no_webrtc: 'no WebRTC',
-    ice_failed: 'call could not connect', no_answer: 'no answer', all_busy: 'everyone busy',
-    declined: 'declined', failed: 'call interrupted',
-  };
+  /** Why a chat's visitor could not call (the widget's fallback codes). */
+  const fallbackTexts = () => ({
+    microphone_denied: t('fb_microphone_denied'), microphone_failed: t('fb_microphone_failed'),
+    no_webrtc: t('fb_no_webrtc'), ice_failed: t('fb_ice_failed'), no_answer: t('fb_no_answer'),
+    all_busy: t('fb_all_busy'), declined: t('fb_declined'), failed: t('fb_failed'),
+  });
+
+  /** A call's end, withdrawal or failed transfer reason (the server's codes) in the operator's words. */
+  function reasonText(code) {
+    const texts = {
+      completed: t('r_completed'), missed: t('r_missed'), abandoned: t('r_abandoned'), declined: t('r_declined'),
+      failed: t('r_failed'), dropped: t('r_dropped'), lost: t('r_lost'), timeout: t('r_timeout'),
+      answered_elsewhere: t('r_answered_elsewhere'), unknown: t('r_unknown'),
+    };
+    return Object.hasOwn(texts, code) ? texts[code] : String(code);
+  }
 
   function replaceChats(frame) {
     for (const id of Array.from(chats.keys())) removeChat(id, null);
@@ -739,7 +767,7 @@
     for (const message of messages) entry.messages.set(message.id, message);
     chats.set(chat.id, entry);
     chatList.append(el('li', {}, tab));
-    if (notify) chatAlert('New chat', `${chat.site || ''} — ${visitorLabel(chat)}`);
+    if (notify) chatAlert(t('new_chat'), `${chat.site || ''} — ${visitorLabel(chat)}`);
     if (selectedChat === null || !chats.has(selectedChat)) selectChat(chat.id);
     else if (notify) markUnread(entry, true);
     updateChatCount();
@@ -747,7 +775,8 @@
 
   function visitorLabel(chat) {
     const visitor = chat.visitor || {};
-    return String(visitor.name || visitor.email || visitor.phone || `Visitor ${String(visitor.token || chat.id).slice(0, 6)}`);
+    return String(visitor.name || visitor.email || visitor.phone
+      || t('visitor_n', { id: String(visitor.token || chat.id).slice(0, 6) }));
   }
 
   function removeChat(id, reason) {
@@ -755,7 +784,7 @@
     if (!entry) return;
     chats.delete(id);
     entry.tab.parentElement.remove();
-    if (reason === 'visitor' || reason === 'visitor_left') showAlert(t('alert_visitor_left', '{visitor} left the chat.', { visitor: visitorLabel(entry.chat) }));
+    if (reason === 'visitor' || reason === 'visitor_left') showAlert(t('alert_visitor_left', { visitor: visitorLabel(entry.chat) }));
     if (selectedChat === id) {
       selectedChat = null;
       const next = chats.keys().next();
@@ -788,7 +817,10 @@
     markUnread(entry, false);
     const chat = entry.chat;
     const bits = [String(chat.site || ''), visitorLabel(chat)];
-    if (chat.fallback) bits.push(`tried to call: ${FALLBACK_TEXT[chat.fallback] || chat.fallback}`);
+    if (chat.fallback) {
+      const why = fallbackTexts();
+      bits.push(t('tried_to_call_because', { why: Object.hasOwn(why, chat.fallback) ? why[chat.fallback] : chat.fallback }));
+    }
     chatHead.replaceChildren(bits.filter(Boolean).join(' · '));
     if (chat.page) chatHead.append(' · ', safeLink(chat.page));
     chatLog.replaceChildren();
@@ -806,7 +838,7 @@
     if (message.sender === 'operator' && message.operator) item.append(el('small', {}, String(message.operator.name)));
     item.append(String(message.text));
     if (message.sender === 'operator') {
-      const status = message.status === 'read' ? '✓✓ read' : message.status === 'delivered' ? '✓ delivered' : 'sent';
+      const status = message.status === 'read' ? t('tick_read') : message.status === 'delivered' ? t('tick_delivered') : t('tick_sent');
       item.append(el('small', { class: 'tick' }, status));
     }
     item.dataset.messageId = String(message.id);
@@ -824,7 +856,7 @@
       markUnread(entry, true);
     }
     if (fromOthers && message.sender === 'visitor' && (selectedChat !== chatId || document.hidden)) {
-      chatAlert('New message', `${visitorLabel(entry.chat)}: ${message.text}`);
+      chatAlert(t('new_message'), `${visitorLabel(entry.chat)}: ${message.text}`);
     }
   }
 
@@ -852,7 +884,7 @@
     entry.preview = text;
     if (selectedChat !== chatId) return;
     chatPreview.hidden = !text;
-    chatPreview.textContent = text ? `Typing: ${text}` : '';
+    chatPreview.textContent = text ? t('typing', { text }) : '';
   }
 
   chatForm.addEventListener('submit', (event) => {
@@ -862,7 +894,7 @@
     if (!entry || !text) return;
     const clientId = String(++clientIds);
     if (!send({ type: 'chat.send', chat_id: entry.chat.id, text, client_id: clientId })) {
-      showAlert(t('alert_offline_message', 'Not connected to the server: the message was not sent.'));
+      showAlert(t('alert_offline_message'));
       return;
     }
     const pending = el('li', { class: 'operator pending' }, text);
@@ -903,7 +935,7 @@
     queueList.replaceChildren();
     queueBox.hidden = waiting.length === 0;
     for (const chat of waiting) {
-      const pick = el('button', { type: 'button', 'data-testid': 'op-pick' }, 'Take');
+      const pick = el('button', { type: 'button', 'data-testid': 'op-pick' }, t('take'));
       pick.addEventListener('click', () => send({ type: 'chat.pick', chat_id: chat.id }));
       const item = el('li', {}, `${chat.site || ''} — ${visitorLabel(chat)}`, pick);
       item.dataset.chatId = String(chat.id);
@@ -915,10 +947,11 @@
     const online = colleagues.filter((c) => c.presence === 'online');
     for (const select of [chatTransferTo, callTransferTo]) {
       const chosen = select.value;
-      select.replaceChildren(el('option', { value: '' }, online.length ? 'Choose a colleague' : 'Nobody else online'));
+      select.replaceChildren(el('option', { value: '' }, online.length ? t('choose_colleague') : t('nobody_else_online')));
       for (const c of online) {
-        const busy = c.in_call ? ', in a call' : '';
-        select.append(el('option', { value: String(c.id) }, `${c.name} (${c.chats} chats${busy})`));
+        const about = { name: c.name, chats: c.chats };
+        const line = c.in_call ? t('colleague_in_call', about) : t('colleague', about);
+        select.append(el('option', { value: String(c.id) }, line));
       }
       select.value = online.some((c) => String(c.id) === chosen) ? chosen : '';
     }
@@ -929,7 +962,7 @@
   function renderCanned() {
     cannedList.replaceChildren();
     for (const reply of canned) {
-      const remove = el('button', { type: 'button' }, 'Remove');
+      const remove = el('button', { type: 'button' }, t('remove'));
       remove.addEventListener('click', () => send({ type: 'canned.remove', id: reply.id }));
       cannedList.append(el('li', {}, el('span', {}, `${reply.title}: ${reply.text}`), remove));
     }
@@ -939,7 +972,7 @@
   function renderCannedPicker() {
     const entry = chats.get(selectedChat);
     const siteId = entry && entry.chat.site_id;
-    cannedSelect.replaceChildren(el('option', { value: '' }, 'Canned reply…'));
+    cannedSelect.replaceChildren(el('option', { value: '' }, t('canned_reply')));
     for (const reply of canned) {
       if (reply.site_id === null || reply.site_id === siteId) {
         cannedSelect.append(el('option', { value: String(reply.id) }, String(reply.title)));
@@ -970,19 +1003,22 @@
     line.dataset.mailState = (mail && mail.state) || '';
     line.hidden = !mail;
     if (!mail) return;
-    const tries = mail.attempts === 1 ? '1 attempt' : `${mail.attempts} attempts`;
-    line.textContent = mail.state === 'retrying' || mail.state === 'failed'
-      ? `Mail ${mail.state} (${tries})${mail.error ? `: ${mail.error}` : ''}`
-      : `Mail ${mail.state}`;
+    const texts = {
+      pending: t('mail_pending'), sent: t('mail_sent'),
+      retrying: t('mail_retrying', { attempts: mail.attempts }), failed: t('mail_failed', { attempts: mail.attempts }),
+    };
+    const said = Object.hasOwn(texts, mail.state) ? texts[mail.state] : String(mail.state);
+    line.textContent = mail.error && (mail.state === 'retrying' || mail.state === 'failed') ? `${said}: ${mail.error}` : said;
   }
 
   function addLeftMessage(message, notify) {
-    const handled = el('button', { type: 'button' }, 'Handled');
+    const handled = el('button', { type: 'button' }, t('handled'));
     handled.addEventListener('click', () => send({ type: 'message.handled', id: message.id }));
     const contact = [message.name, message.email, message.phone].filter(Boolean).map(String).join(' · ');
     const item = el('li', {},
-      el('strong', {}, contact || 'Visitor'),
-      el('p', { class: 'meta' }, `${message.site || ''} · ${new Date(message.at).toLocaleString()}${message.call_id ? ' · tried to call' : ''}`),
+      el('strong', {}, contact || t('visitor')),
+      el('p', { class: 'meta' }, [message.site || '', new Date(message.at).toLocaleString(document.documentElement.lang || undefined),
+        message.call_id ? t('tried_to_call') : ''].filter(Boolean).join(' · ')),
       el('p', {}, String(message.text)),
       message.page ? el('p', { class: 'meta' }, safeLink(message.page)) : null,
       el('p', { class: 'meta', 'data-testid': 'op-message-mail' }),
@@ -991,7 +1027,7 @@
     showMailState(item, message.mail);
     leftList.prepend(item);
     noMessages.hidden = true;
-    if (notify) chatAlert('New message left', `${contact}: ${message.text}`);
+    if (notify) chatAlert(t('new_left_message'), `${contact}: ${message.text}`);
   }
 
   // ---- chat alerts: a short sound, the title, a desktop notification ----------------------------
@@ -1003,11 +1039,11 @@
       let flashes = 0;
       chatTitleTimer = setInterval(() => {
         flashes += 1;
-        document.title = flashes % 2 ? `💬 ${title}` : normalTitle;
+        document.title = flashes % 2 ? `💬 ${title}` : t('title');
         if (flashes >= 10 || (!document.hidden && flashes >= 4)) {
           clearInterval(chatTitleTimer);
           chatTitleTimer = null;
-          if (!ringTimer) document.title = normalTitle;
+          if (!ringTimer) document.title = t('title');
         }
       }, 1000);
     }
@@ -1080,19 +1116,19 @@
     tr.row = row;
     const level = row.score >= 50 ? 'hot' : row.score >= 25 ? 'warm' : '';
     const journey = (row.journey || []).slice(0, -1).map((step) => String(step.title || step.page)).join(' → ');
-    const kind = row.returning ? t('v_returning', 'returning') : t('v_new', 'new');
-    const source = [String(row.source || t('direct', 'direct')), row.search ? `“${row.search}”` : '']
+    const kind = row.returning ? t('v_returning') : t('v_new');
+    const source = [String(row.source || t('direct')), row.search ? `“${row.search}”` : '']
       .filter(Boolean).join(' ');
     const invited = invitedHere.has(id) || row.invited;
     let action;
     if (row.dismissed) {
-      action = el('span', { class: 'invited' }, t('dismissed', 'Said no thanks'));
+      action = el('span', { class: 'invited' }, t('dismissed'));
     } else if (invited) {
-      action = el('span', { class: 'invited' }, t('invited', 'Invited'));
+      action = el('span', { class: 'invited' }, t('invited'));
     } else {
       action = el('button', { type: 'button', 'data-testid': 'op-invite',
-        'aria-label': t('invite_aria', 'Invite {who} to talk', { who: row.title || row.page || id }) },
-      t('invite', 'Invite'));
+        'aria-label': t('invite_aria', { who: row.title || row.page || id }) },
+      t('invite'));
       action.disabled = !row.reachable;
       action.addEventListener('click', () => invite(tr.row, action));
     }
@@ -1114,7 +1150,7 @@
 
   function invite(row, button) {
     if (!send({ type: 'visitor.invite', visitor_id: String(row.id), site_id: row.site_id })) {
-      showAlert(t('alert_offline_invite', 'Not connected to the server: the invitation was not sent.'));
+      showAlert(t('alert_offline_invite'));
       return;
     }
     button.disabled = true;
@@ -1124,7 +1160,7 @@
 
   setInterval(() => {
     const now = Date.now();
-    for (const entry of ringing.values()) entry.waiting.textContent = `waiting ${clock(now - entry.since)}`;
+    for (const entry of ringing.values()) entry.waiting.textContent = waitingText(entry);
     if (active && active.connected) activeTimer.textContent = clock(now - active.connectedAt);
     for (const tr of boardRows.values()) {
       const cell = tr.querySelector('.time');
@@ -1134,6 +1170,16 @@
 
   // ---- start ---------------------------------------------------------------------------------
 
-  loadConfig().catch((error) => showAlert(t('alert_config_failed', 'Could not load the softphone settings ({error}).', { error: error.message })));
-  connect();
+  // The socket opens once the language pack is here, so whatever it brings is shown in the operator's
+  // language; until then (and while the settings cannot be loaded) the page says it is reconnecting.
+  let configAttempt = 0;
+  function start() {
+    loadConfig().then(connect, () => {
+      banner.hidden = false;
+      const delay = RECONNECT_DELAYS_MS[Math.min(configAttempt, RECONNECT_DELAYS_MS.length - 1)];
+      configAttempt += 1;
+      setTimeout(start, delay);
+    });
+  }
+  start();
 })();

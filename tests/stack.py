@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from callserver import accounts, sites
@@ -20,23 +18,10 @@ from callserver.demo import shop_app
 from callserver.settings import Settings
 from callserver.store.database import Database
 from callserver.web.keys import DATABASE, RECORDS, SWITCHBOARD
+from tests.signing_in import PASSWORD, sign_in_form
+from tests.sockets import Sockets
 
-PASSWORD = "correct horse battery"
-_SIGN_IN_TOKEN = re.compile(r'name="csrf" value="([0-9a-f]+)"')
-
-
-async def sign_in_form(
-    client: aiohttp.ClientSession, base_url: str, area: str, email: str, password: str = PASSWORD
-) -> dict[str, str]:
-    """The sign-in form of `area` as a browser posts it: fetched first, for its CSRF cookie and token.
-
-    `base_url` may be "" for a client made with a base URL.
-    """
-    async with client.get(f"{base_url}/{area}/login") as response:
-        assert response.status == 200, await response.text()
-        match = _SIGN_IN_TOKEN.search(await response.text())
-    assert match, "no CSRF token in the sign-in form"
-    return {"email": email, "password": password, "csrf": match.group(1)}
+__all__ = ["PASSWORD", "Stack", "free_port", "running_stack", "settings_for", "sign_in_form"]
 
 
 def free_port() -> int:
@@ -53,6 +38,11 @@ class Stack:
     shop_url: str
     site: sites.NewSite
     settings: Settings
+    sockets: Sockets = field(init=False)
+    """Shoppers' and operators' sockets on this server, closed before it stops."""
+
+    def __post_init__(self) -> None:
+        self.sockets = Sockets(self, add_operator=lambda email, name: self.add_user(email, name=name))
 
     @property
     def database(self) -> Database:
@@ -106,8 +96,10 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     shop_runner = web.AppRunner(shop_app(url, site.key), access_log=None)
     await shop_runner.setup()
     await web.TCPSite(shop_runner, "127.0.0.1", shop_port).start()
+    stack = Stack(app=app, url=url, shop_url=shop_url, site=site, settings=settings)
     try:
-        yield Stack(app=app, url=url, shop_url=shop_url, site=site, settings=settings)
+        yield stack
     finally:
+        await stack.sockets.close()
         await shop_runner.cleanup()
         await runner.cleanup()

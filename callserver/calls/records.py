@@ -7,14 +7,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import events
 from callserver.calls.states import CallState, EndReason
+from callserver.errors import UnknownCall
+from callserver.orders.attribution import Channel
 from callserver.store.database import Database
-from callserver.store.models import Call, CallEvent, Visitor
+from callserver.store.models import Call, CallEvent, Order, Visitor
+
+# Ids are uuid4().hex (`Call.id`: String(32)).
+CALL_ID_LENGTH = 32
 
 
 def now() -> datetime:
@@ -184,3 +189,93 @@ class CallRecords:
     async def get(self, call_id: str) -> Call | None:
         async with self._db.session() as session:
             return await session.get(Call, call_id)
+
+
+# ---- reading a site's calls (the calls API) ----
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """Which of a site's calls to list; None: any."""
+
+    state: CallState | None = None
+    end_reason: EndReason | None = None
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """Where a page of calls ends: the (created_at, id) of its last call."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True)
+class CallsPage:
+    """Calls newest first, the orders attributed to each, and where the next page starts (None: last)."""
+
+    calls: list[Call]
+    orders: dict[str, list[Order]]
+    next: Keyset | None
+
+
+async def orders_of_calls(session: AsyncSession, site_id: int, call_ids: list[str]) -> dict[str, list[Order]]:
+    """The orders attributed to each of these calls, oldest first."""
+    linked: dict[str, list[Order]] = {call_id: [] for call_id in call_ids}
+    if call_ids:
+        orders = await session.scalars(
+            select(Order)
+            .where(
+                Order.site_id == site_id,
+                Order.channel == Channel.CALL.value,
+                Order.conversation_id.in_(call_ids),
+            )
+            .order_by(Order.created_at)
+        )
+        for order in orders:
+            linked[order.conversation_id or ""].append(order)
+    return linked
+
+
+async def calls_of_site(
+    session: AsyncSession, site_id: int, filters: CallFilter, after: Keyset | None, limit: int
+) -> CallsPage:
+    """One page of the site's calls, newest first, after `after` (keyset pagination: stable while new
+    calls arrive, and as fast on page 1000 as on page 1)."""
+    statement = select(Call).where(Call.site_id == site_id)
+    if filters.state:
+        statement = statement.where(Call.state == filters.state.value)
+    if filters.end_reason:
+        statement = statement.where(Call.end_reason == filters.end_reason.value)
+    if filters.since:
+        statement = statement.where(Call.created_at >= filters.since)
+    if filters.until:
+        statement = statement.where(Call.created_at < filters.until)
+    if after:
+        statement = statement.where(
+            or_(
+                Call.created_at < after.created_at,
+                and_(Call.created_at == after.created_at, Call.id < after.id),
+            )
+        )
+    statement = statement.order_by(Call.created_at.desc(), Call.id.desc()).limit(limit + 1)
+    calls = list(await session.scalars(statement))
+    more = len(calls) > limit
+    calls = calls[:limit]
+    return CallsPage(
+        calls=calls,
+        orders=await orders_of_calls(session, site_id, [c.id for c in calls]),
+        next=Keyset(calls[-1].created_at, calls[-1].id) if more else None,
+    )
+
+
+async def call_of_site(session: AsyncSession, site_id: int, call_id: str) -> tuple[Call, list[Order]]:
+    """The site's call with this id and its orders; raises UnknownCall (another site's call too)."""
+    # No stored id is longer or holds a NUL (which PostgreSQL would refuse to compare).
+    plausible = len(call_id) <= CALL_ID_LENGTH and "\x00" not in call_id
+    call = await session.get(Call, call_id) if plausible else None
+    if call is None or call.site_id != site_id:
+        raise UnknownCall(f"This site has no call {call_id[:100]!r}.")
+    return call, (await orders_of_calls(session, site_id, [call.id]))[call.id]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hmac
 import json
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from aiohttp import web
@@ -19,94 +18,25 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationError,
     WithJsonSchema,
 )
-from pydantic.json_schema import models_json_schema
-from pydantic_core import PydanticCustomError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callserver.calls.records import CALL_ID_LENGTH, CallFilter, Keyset, call_of_site, calls_of_site
 from callserver.calls.states import CallState, EndReason
 from callserver.errors import NotFound
-from callserver.orders.attribution import Channel
 from callserver.orders.intake import MAX_TOTAL, TEXT_LIMITS, OrderReport, Source, order_of_site, record_order
 from callserver.store.models import Call, Order, Site
+from callserver.web import hooks, openapi
+from callserver.web.bodies import UtcDateTime, parse_json, read_body, refuse_large_body, validate
 from callserver.web.errors import HttpError, json_errors
 from callserver.web.keys import DATABASE
+from callserver.web.openapi import Answer, Operation
 
-MAX_BODY = 1024 * 1024
-# No order or platform webhook nests deeper than a handful of levels; a body that does is refused
-# before anything walks it (Python's own recursion limit is about 1000).
-MAX_JSON_DEPTH = 32
 PREFIX = "/api/v1"
-# What `_cursor` hands out is about 80 characters; ids are uuid4().hex (`Call.id`: String(32)).
+# What `_cursor` hands out is about 80 characters.
 MAX_CURSOR = 200
-CALL_ID_LENGTH = 32
-M = TypeVar("M", bound=BaseModel)
-
-
-def _too_large() -> HttpError:
-    return HttpError(413, "too_large", f"The request body is over {MAX_BODY // (1024 * 1024)} MB.")
-
-
-def refuse_large_body(request: web.Request) -> None:
-    """413 before anything else when the announced body is over 1 MB (nothing is read)."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _too_large()
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The raw body, at most 1 MB (413 beyond, also for chunked bodies that announce no length)."""
-    too_large = _too_large()
-    refuse_large_body(request)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-        raise too_large from e
-    if len(body) > MAX_BODY:
-        raise too_large
-    return body
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _depth_over(value: Any, limit: int) -> bool:
-    # Walked with a stack, not recursion: the point is to refuse what would exhaust recursion.
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
-
-
-def parse_json(body: bytes) -> Any:
-    """JSON with exact decimals (a total of 0.1 stays 0.1); 400 `bad_json` when it is none."""
-    try:
-        data = json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
-    except RecursionError as e:
-        raise HttpError(400, "bad_json", f"The body nests deeper than {MAX_JSON_DEPTH} levels.") from e
-    except ValueError as e:  # bad JSON, bad UTF-8, NaN, or an integer of thousands of digits
-        raise HttpError(400, "bad_json", f"The body is not JSON: {e}.") from e
-    if _depth_over(data, MAX_JSON_DEPTH):
-        raise HttpError(400, "bad_json", f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
-    return data
-
-
-def validate(model: type[M], data: Any) -> M:
-    """Validate into `model`; 400 `invalid` naming the first field that is wrong."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        error = e.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise HttpError(400, "invalid", f"{field}: {error['msg']}.") from e
 
 
 async def authenticated_site(request: web.Request, session: AsyncSession) -> Site:
@@ -129,27 +59,14 @@ async def authenticated_site(request: web.Request, session: AsyncSession) -> Sit
 # ---- wire models: validated in, serialised out, and the source of the OpenAPI document ----
 
 
-def utc(value: datetime | None) -> datetime | None:
-    """The time in UTC; one without an offset is taken as UTC (shops' systems that drop it mean UTC)."""
-    if value is None:
-        return None
-    try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError as e:  # 0001-01-01T00:00+01:00 is before the first time Python can hold
-        raise PydanticCustomError(
-            "datetime_range", "Input should be a time between the years 1 and 9999"
-        ) from e
-
-
 def _cents(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def _blank_to_none(value: Any) -> Any:
+def _blank_to_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-UtcDateTime = Annotated[datetime, AfterValidator(utc)]
 Money = Annotated[
     Decimal,
     Field(ge=0, lt=MAX_TOTAL, description="Rounded to cents.", examples=["123.45"]),
@@ -249,7 +166,9 @@ class VisitorOut(BaseModel):
     page: str | None
     title: str | None
     referrer: str | None
-    context: dict[str, Any] = Field(description="UTM, search query, cart and product values, setContext().")
+    context: dict[str, object] = Field(
+        description="UTM, search query, cart and product values, setContext()."
+    )
     country: str | None
     device: str | None
 
@@ -272,7 +191,9 @@ class CallOut(BaseModel):
     talk_seconds: float | None = Field(description="From the answer until the end.")
     operator: OperatorOut | None
     visitor: VisitorOut
-    quality: dict[str, Any] | None = Field(description="Loss, jitter, RTT, relayed, as measured at the end.")
+    quality: dict[str, object] | None = Field(
+        description="Loss, jitter, RTT, relayed, as measured at the end."
+    )
     recorded: bool
     orders: list[LinkedOrder] = Field(description="Orders attributed to this call.")
 
@@ -333,15 +254,6 @@ class CallQuery(BaseModel):
     cursor: str | None = Field(default=None, description="`next_cursor` of the previous page (opaque).")
 
 
-class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable and machine-readable, e.g. not_found, unauthorized, invalid.")
-    message: str = Field(description="For people.")
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
-
-
 def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         text=model.model_dump_json(), status=status, content_type="application/json", headers=headers
@@ -378,12 +290,12 @@ async def get_order(request: web.Request) -> web.StreamResponse:
 # ---- calls ----
 
 
-def _cursor(call: Call) -> str:
-    raw = json.dumps([call.created_at.isoformat(), call.id]).encode()
+def _cursor(end: Keyset) -> str:
+    raw = json.dumps([end.created_at.isoformat(), end.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _after_cursor(cursor: str) -> tuple[datetime, str]:
+def _after_cursor(cursor: str) -> Keyset:
     refused = HttpError(400, "invalid", "cursor: not a cursor this API handed out.")
     if len(cursor) > MAX_CURSOR:
         raise refused
@@ -397,226 +309,88 @@ def _after_cursor(cursor: str) -> tuple[datetime, str]:
     # binascii.Error and UnicodeDecodeError are ValueErrors; OverflowError: year 1 or 9999 with an offset.
     except (ValueError, TypeError, OverflowError, RecursionError) as e:
         raise refused from e
-    return when, call_id
-
-
-async def _linked_orders(session: AsyncSession, site_id: int, call_ids: list[str]) -> dict[str, list[Order]]:
-    linked: dict[str, list[Order]] = {call_id: [] for call_id in call_ids}
-    if call_ids:
-        orders = await session.scalars(
-            select(Order)
-            .where(
-                Order.site_id == site_id,
-                Order.channel == Channel.CALL.value,
-                Order.conversation_id.in_(call_ids),
-            )
-            .order_by(Order.created_at)
-        )
-        for order in orders:
-            linked[order.conversation_id or ""].append(order)
-    return linked
+    return Keyset(when, call_id)
 
 
 @json_errors
 async def list_calls(request: web.Request) -> web.StreamResponse:
+    query = validate(CallQuery, dict(request.query))
+    after = _after_cursor(query.cursor) if query.cursor else None
+    filters = CallFilter(state=query.state, end_reason=query.end_reason, since=query.since, until=query.until)
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
-        query = validate(CallQuery, dict(request.query))
-        statement = select(Call).where(Call.site_id == site.id)
-        if query.state:
-            statement = statement.where(Call.state == query.state.value)
-        if query.end_reason:
-            statement = statement.where(Call.end_reason == query.end_reason.value)
-        if query.since:
-            statement = statement.where(Call.created_at >= query.since)
-        if query.until:
-            statement = statement.where(Call.created_at < query.until)
-        if query.cursor:
-            # Keyset pagination: stable while new calls arrive, and as fast on page 1000 as on page 1.
-            at, call_id = _after_cursor(query.cursor)
-            statement = statement.where(
-                or_(Call.created_at < at, and_(Call.created_at == at, Call.id < call_id))
-            )
-        statement = statement.order_by(Call.created_at.desc(), Call.id.desc()).limit(query.limit + 1)
-        calls = list(await session.scalars(statement))
-        more = len(calls) > query.limit
-        calls = calls[: query.limit]
-        linked = await _linked_orders(session, site.id, [c.id for c in calls])
-        page = CallPage(
-            calls=[CallOut.of(call, linked[call.id]) for call in calls],
-            next_cursor=_cursor(calls[-1]) if more else None,
+        page = await calls_of_site(session, site.id, filters, after, query.limit)
+        out = CallPage(
+            calls=[CallOut.of(call, page.orders[call.id]) for call in page.calls],
+            next_cursor=_cursor(page.next) if page.next else None,
         )
-    return _json(page)
+    return _json(out)
 
 
 @json_errors
 async def get_call(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
-        call_id = request.match_info["call_id"]
-        # No stored id is longer or holds a NUL (which PostgreSQL would refuse to compare).
-        plausible = len(call_id) <= CALL_ID_LENGTH and "\x00" not in call_id
-        call = await session.get(Call, call_id) if plausible else None
-        if call is None or call.site_id != site.id:
-            raise NotFound(f"This site has no call {call_id[:100]!r}.")
-        linked = await _linked_orders(session, site.id, [call.id])
-        return _json(CallOut.of(call, linked[call.id]))
+        call, orders = await call_of_site(session, site.id, request.match_info["call_id"])
+        return _json(CallOut.of(call, orders))
 
 
-# ---- the OpenAPI document ----
+# ---- routes and the OpenAPI document ----
 
-
-def _error_responses(*statuses: int) -> dict[str, Any]:
-    reasons = {
-        400: "Bad JSON or a field that is wrong (the message names it).",
-        401: "Missing or wrong bearer token (`unauthorized`) or webhook signature (`bad_signature`).",
-        404: "No such record for this site (`not_found`).",
-        413: "Body over 1 MB (`too_large`).",
-    }
-    ref = {"$ref": "#/components/schemas/ErrorOut"}
-    return {
-        str(s): {"description": reasons[s], "content": {"application/json": {"schema": ref}}}
-        for s in statuses
-    }
-
-
-@functools.cache
-def openapi_json() -> str:
-    """The OpenAPI 3.1 document; schemas come from the wire models, so it cannot drift from them."""
-    refs, definitions = models_json_schema(
-        [
-            (OrderIn, "validation"),
-            (OrderOut, "serialization"),
-            (CallOut, "serialization"),
-            (CallPage, "serialization"),
-            (CallQuery, "validation"),
-            (ErrorOut, "serialization"),
-        ],
-        ref_template="#/components/schemas/{model}",
-    )
-    schemas: dict[str, Any] = definitions.get("$defs", {})
-
-    def body(model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, Any]:
-        return {"application/json": {"schema": refs[(model, mode)]}}
-
-    query_schema = schemas[refs[(CallQuery, "validation")]["$ref"].rsplit("/", 1)[-1]]
-    call_filters = [
-        {"name": name, "in": "query", "required": False, "schema": schema}
-        for name, schema in query_schema["properties"].items()
-    ]
-    secured: list[dict[str, list[str]]] = [{"siteSecret": []}]
-    order_id = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    call_id = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    site_key = {"name": "site_key", "in": "path", "required": True, "schema": {"type": "string"}}
-    webhook_body = {"description": "The platform's order JSON, signed.", "required": True}
-    document = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "callserver API",
-            "version": "1",
-            "description": "Orders for attribution, and call records. The bearer token is the site secret.",
-        },
-        "servers": [{"url": "/"}],
-        "paths": {
-            f"{PREFIX}/orders": {
-                "post": {
-                    "operationId": "reportOrder",
-                    "summary": "Report an order; idempotent per order_id (again: 200 and the stored order).",
-                    "security": secured,
-                    "requestBody": {"required": True, "content": body(OrderIn, "validation")},
-                    "responses": {
-                        "201": {
-                            "description": "Stored and attributed.",
-                            "content": body(OrderOut, "serialization"),
-                        },
-                        "200": {
-                            "description": "Known already (total updated).",
-                            "content": body(OrderOut, "serialization"),
-                        },
-                        **_error_responses(400, 401, 413),
-                    },
-                }
-            },
-            f"{PREFIX}/orders/{{order_id}}": {
-                "get": {
-                    "operationId": "getOrder",
-                    "summary": "An order with its attribution.",
-                    "security": secured,
-                    "parameters": [order_id],
-                    "responses": {
-                        "200": {"description": "The order.", "content": body(OrderOut, "serialization")},
-                        **_error_responses(401, 404),
-                    },
-                }
-            },
-            f"{PREFIX}/calls": {
-                "get": {
-                    "operationId": "listCalls",
-                    "summary": "Call records, newest first, a page at a time.",
-                    "security": secured,
-                    "parameters": call_filters,
-                    "responses": {
-                        "200": {"description": "One page.", "content": body(CallPage, "serialization")},
-                        **_error_responses(400, 401),
-                    },
-                }
-            },
-            f"{PREFIX}/calls/{{call_id}}": {
-                "get": {
-                    "operationId": "getCall",
-                    "summary": "One call record.",
-                    "security": secured,
-                    "parameters": [call_id],
-                    "responses": {
-                        "200": {"description": "The call.", "content": body(CallOut, "serialization")},
-                        **_error_responses(401, 404),
-                    },
-                }
-            },
-            "/hooks/shopify/{site_key}/orders": {
-                "post": {
-                    "operationId": "shopifyOrderWebhook",
-                    "summary": "Shopify orders/create, orders/updated, orders/paid (X-Shopify-Hmac-Sha256).",
-                    "parameters": [site_key],
-                    "requestBody": {
-                        **webhook_body,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "responses": {"200": {"description": "Handled."}, **_error_responses(400, 401, 404, 413)},
-                }
-            },
-            "/hooks/woocommerce/{site_key}/orders": {
-                "post": {
-                    "operationId": "woocommerceOrderWebhook",
-                    "summary": "WooCommerce order.created/updated (X-WC-Webhook-Signature); pings get 200.",
-                    "parameters": [site_key],
-                    "requestBody": {
-                        **webhook_body,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "responses": {"200": {"description": "Handled."}, **_error_responses(400, 401, 404, 413)},
-                }
-            },
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "siteSecret": {"type": "http", "scheme": "bearer", "description": "The site secret."}
-            },
-        },
-    }
-    return json.dumps(document, indent=2)
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return web.Response(text=openapi_json(), content_type="application/json")
+# `[^/]+` in paths: the default pattern leaves out `{` and `}`, and such an id would get the
+# router's plain-text 404 instead of the API's JSON one.
+OPERATIONS = (
+    Operation(
+        "post",
+        f"{PREFIX}/orders",
+        post_order,
+        "reportOrder",
+        "Report an order; idempotent per order_id (again: 200 and the stored order).",
+        body=OrderIn,
+        answers=(
+            Answer(201, "Stored and attributed.", OrderOut),
+            Answer(200, "Known already (total updated).", OrderOut),
+        ),
+        errors=(400, 401, 413),
+    ),
+    Operation(
+        "get",
+        f"{PREFIX}/orders/{{order_id:[^/]+}}",
+        get_order,
+        "getOrder",
+        "An order with its attribution.",
+        answers=(Answer(200, "The order.", OrderOut),),
+        errors=(401, 404),
+    ),
+    Operation(
+        "get",
+        f"{PREFIX}/calls",
+        list_calls,
+        "listCalls",
+        "Call records, newest first, a page at a time.",
+        query=CallQuery,
+        answers=(Answer(200, "One page.", CallPage),),
+        errors=(400, 401),
+    ),
+    Operation(
+        "get",
+        f"{PREFIX}/calls/{{call_id:[^/]+}}",
+        get_call,
+        "getCall",
+        "One call record.",
+        answers=(Answer(200, "The call.", CallOut),),
+        errors=(401, 404),
+    ),
+)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post(f"{PREFIX}/orders", post_order)
-    # `[^/]+`: the default pattern leaves out `{` and `}`, and such an id would get the router's
-    # plain-text 404 instead of the API's JSON one.
-    app.router.add_get(f"{PREFIX}/orders/{{order_id:[^/]+}}", get_order)
-    app.router.add_get(f"{PREFIX}/calls", list_calls)
-    app.router.add_get(f"{PREFIX}/calls/{{call_id:[^/]+}}", get_call)
-    app.router.add_get(f"{PREFIX}/openapi.json", openapi)
+    """The API's routes, and its OpenAPI document (which describes the order webhooks too)."""
+    openapi.add_routes(app, OPERATIONS)
+    openapi.add_document(
+        app,
+        f"{PREFIX}/openapi.json",
+        (*OPERATIONS, *hooks.OPERATIONS),
+        title="callserver API",
+        description="Orders for attribution, and call records. The bearer token is the site secret.",
+    )

@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from pydantic import BaseModel, Field
 
 from callserver.errors import CallserverError, InvalidInput, NotFound
 from callserver.web.keys import TEMPLATES
@@ -32,6 +32,17 @@ class HttpError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable and machine-readable, e.g. not_found, unauthorized, invalid.")
+    message: str = Field(description="For people.")
+
+
+class ErrorOut(BaseModel):
+    """The body of every JSON error (and its schema in the OpenAPI document)."""
+
+    error: ErrorDetail
 
 
 def answer_for(error: BaseException) -> HttpError | None:
@@ -54,8 +65,10 @@ def _log_refusal(request: web.Request, answer: HttpError) -> None:
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
+    body = ErrorOut(error=ErrorDetail(code=code, message=message))
+    return web.Response(
+        text=body.model_dump_json(), status=status, content_type="application/json", headers=headers
+    )
 
 
 def json_errors(handler: Handler) -> Handler:

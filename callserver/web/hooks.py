@@ -6,21 +6,22 @@ import base64
 import hashlib
 import hmac
 import re
-from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import sites
 from callserver.errors import UnknownSite
 from callserver.orders.intake import MAX_TOTAL, OrderReport, Source, first_delivery, record_order
 from callserver.store.models import Site
-from callserver.web.api import parse_json, read_body, refuse_large_body, utc, validate
+from callserver.web import openapi
+from callserver.web.bodies import UtcDateTime, parse_json, read_body, refuse_large_body, validate
 from callserver.web.errors import HttpError, json_errors
 from callserver.web.keys import DATABASE
+from callserver.web.openapi import Answer, Operation
 
 # The widget writes the visitor token into the cart's attributes under this name.
 VISITOR_ATTRIBUTE = "callbutton_visitor"
@@ -57,7 +58,7 @@ async def _verified_site(
     return site
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
     text = str(value).strip()
@@ -68,8 +69,6 @@ class _Platform(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-# Times in UTC (one without an offset is UTC), checked while validating so an impossible one is a 400.
-UtcDateTime = Annotated[datetime, AfterValidator(utc)]
 # Bounded like the API's totals: what `orders.total` holds, and quantizing to cents stays exact.
 Total = Annotated[Decimal, Field(ge=0, lt=MAX_TOTAL)]
 
@@ -78,8 +77,8 @@ Total = Annotated[Decimal, Field(ge=0, lt=MAX_TOTAL)]
 
 
 class ShopifyAttribute(_Platform):
-    name: Any = None
-    value: Any = None
+    name: object = None
+    value: object = None
 
 
 class ShopifyCustomer(_Platform):
@@ -153,8 +152,8 @@ class WooAddress(_Platform):
 
 
 class WooMeta(_Platform):
-    key: Any = None
-    value: Any = None
+    key: object = None
+    value: object = None
 
 
 class WooOrder(_Platform):
@@ -218,6 +217,34 @@ async def _record(
     return web.json_response({"status": status, "order_id": intake.order.order_id})
 
 
+SIGNED_BODY = "The platform's order JSON, signed."
+OPERATIONS = (
+    Operation(
+        "post",
+        "/hooks/shopify/{site_key}/orders",
+        shopify_orders,
+        "shopifyOrderWebhook",
+        "Shopify orders/create, orders/updated, orders/paid (X-Shopify-Hmac-Sha256).",
+        body=ShopifyOrder,
+        body_description=SIGNED_BODY,
+        answers=(Answer(200, "Handled."),),
+        errors=(400, 401, 404, 413),
+        secured=False,
+    ),
+    Operation(
+        "post",
+        "/hooks/woocommerce/{site_key}/orders",
+        woocommerce_orders,
+        "woocommerceOrderWebhook",
+        "WooCommerce order.created/updated (X-WC-Webhook-Signature); pings get 200.",
+        body=WooOrder,
+        body_description=SIGNED_BODY,
+        answers=(Answer(200, "Handled."),),
+        errors=(400, 401, 404, 413),
+        secured=False,
+    ),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/hooks/shopify/{site_key}/orders", shopify_orders)
-    app.router.add_post("/hooks/woocommerce/{site_key}/orders", woocommerce_orders)
+    openapi.add_routes(app, OPERATIONS)

@@ -735,7 +735,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       current.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     } catch (e) {
       const blocked = e && ['NotAllowedError', 'NotFoundError', 'SecurityError'].includes(e.name);
-      endCall(current, 'failed', t(blocked ? 'micBlocked' : 'micBroken'), blocked ? 'microphone_blocked' : 'microphone_failed');
+      endCall(current, 'failed', t(blocked ? 'micBlocked' : 'micBroken'), blocked ? 'microphone_denied' : 'microphone_failed');
       return;
     }
     if (current.done) { // cancelled while the browser asked
@@ -869,7 +869,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   // Releases everything the call holds, once, whichever way it ended.
   const FALLBACKS = {
-    microphone_blocked: 'microphone_denied', microphone_failed: 'microphone_failed', ice_failed: 'ice_failed',
+    microphone_denied: 'microphone_denied', microphone_failed: 'microphone_failed', ice_failed: 'ice_failed',
     webrtc_failed: 'ice_failed', bad_answer: 'ice_failed', missed: 'no_answer', declined: 'declined', failed: 'failed',
   };
 

@@ -3,7 +3,7 @@
 Operators handle several chats at once (up to `max_chats`) and one call; a new chat goes to the
 least-loaded operator of its site, or waits in a queue that operators can pick from while the shopper
 sees their place in it. Every message is stored before it is acknowledged. The desk speaks to sockets
-through `ChatChannel` and to operators through the switchboard's seats, so it imports neither aiohttp
+through `ChatChannel` and to operators through the roster's seats, so it imports neither aiohttp
 nor aiortc.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol

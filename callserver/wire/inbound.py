@@ -6,7 +6,9 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+
+from callserver.wire.vocabulary import Fallback
 
 MAX_SDP = 20_000
 MAX_TEXT = 2_000
@@ -83,22 +85,12 @@ class ShopperHangup(Incoming):
     type: Literal["call.hangup"]
 
 
-Fallback = Literal[
-    "microphone_denied",
-    "microphone_failed",
-    "no_webrtc",
-    "ice_failed",
-    "no_answer",
-    "all_busy",
-    "declined",
-    "failed",
-]
-
-
 class ChatStart(Incoming):
     type: Literal["chat.start"]
     context: CallContext = CallContext()
-    fallback: Fallback | None = None  # why the shopper is chatting instead of talking
+    # Why the shopper is chatting instead of talking; a plain string names the member (strict mode
+    # would want an enum instance, which JSON cannot carry).
+    fallback: Annotated[Fallback, Strict(False)] | None = None
     call_id: Id | None = None  # the call this chat continues
 
 

@@ -80,8 +80,11 @@ def chromium_path() -> str:
     return path
 
 
-async def launch(playwright: Playwright, microphone: Path | None) -> BrowserContext:
-    """A browser process of its own: with a fake microphone playing `microphone`, or with it refused."""
+async def launch(
+    playwright: Playwright, microphone: Path | None, locale: str | None = None
+) -> BrowserContext:
+    """A browser process of its own: with a fake microphone playing `microphone`, or with it refused;
+    `locale` (e.g. "de-DE") is the language the browser asks pages for."""
     args = list(CHROMIUM_FLAGS)
     if microphone is None:
         args.append("--deny-permission-prompts")
@@ -94,7 +97,7 @@ async def launch(playwright: Playwright, microphone: Path | None) -> BrowserCont
     browser: Browser = await playwright.chromium.launch(
         executable_path=chromium_path(), args=args, headless=True
     )
-    context = await browser.new_context(permissions=["microphone"] if microphone else [])
+    context = await browser.new_context(permissions=["microphone"] if microphone else [], locale=locale)
     await context.add_init_script(LISTEN)
     return context
 

@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from callserver.media.candidates import DEFAULT_DENIED_NETWORKS, drop_denied_candidates, parse_networks
 from callserver.settings import ConfigError, load_settings
-from tests import peers
 from tests.stack import running_stack, settings_for
 
 STUN_MAGIC_COOKIE = bytes.fromhex("2112a442")
@@ -92,29 +90,21 @@ async def test_an_offer_naming_a_denied_address_gets_no_checks_there(tmp_path: P
     transport, listener = await loop.create_datagram_endpoint(StunListener, local_addr=(address, 0))
     port = transport.get_extra_info("sockname")[1]
     try:
-        async with (
-            running_stack(settings_for(tmp_path, ice_denied_networks=policy)) as stack,
-            aiohttp.ClientSession() as session,
-        ):
+        async with running_stack(settings_for(tmp_path, ice_denied_networks=policy)) as stack:
             # Someone is online, so that the call rings (and its media lives) while the test listens.
-            await stack.add_user("anna@shop.example")
-            operator = await peers.operator(stack, "anna@shop.example")
-            shopper = await peers.shopper(session, stack)
-            try:
-                sdp = await peers.offer(await shopper.fresh_connection(), 440)
-                lines = [
-                    line for line in sdp.splitlines(keepends=True) if not line.startswith("a=candidate:")
-                ]
-                at = next(i for i, line in enumerate(lines) if line.startswith("a=end-of-candidates"))
-                crafted = "".join([*lines[:at], candidate(address, port), *lines[at:]])
-                await shopper.send(type="call.offer", sdp=crafted, context={"page": "https://shop.example/"})
-                await shopper.receive("call.answer")
-                # The allowed case shows how soon checks come; the denied case waits as long.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(listener.arrived.wait(), timeout=5)
-            finally:
-                await shopper.close()
-                await operator.close()
+            await stack.sockets.operator("anna@shop.example", online=True)
+            shopper = await stack.sockets.shopper()
+            sdp = await shopper.offer(440)
+            lines = [line for line in sdp.splitlines(keepends=True) if not line.startswith("a=candidate:")]
+            at = next(i for i, line in enumerate(lines) if line.startswith("a=end-of-candidates"))
+            crafted = "".join([*lines[:at], candidate(address, port), *lines[at:]])
+            await shopper.send(
+                {"type": "call.offer", "sdp": crafted, "context": {"page": "https://shop.example/"}}
+            )
+            await shopper.receive("call.answer")
+            # The allowed case shows how soon checks come; the denied case waits as long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.arrived.wait(), timeout=5)
     finally:
         transport.close()
     if allowed:

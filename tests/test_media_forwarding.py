@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
@@ -20,7 +19,7 @@ from callserver.media.recording import decode_mono
 from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.store.models import Site
 from callserver.web.keys import MEDIA
-from tests import peers
+from tests.sockets import Socket, Softphone, Widget
 from tests.stack import Stack, running_stack, settings_for
 
 
@@ -43,7 +42,7 @@ def peaks(samples: np.ndarray[Any, Any], rate: int = 48_000) -> dict[int, float]
 class Listener:
     """Keeps the audio a Python peer receives (decoded by its own aiortc receiver)."""
 
-    def __init__(self, peer: peers.Peer) -> None:
+    def __init__(self, peer: Socket) -> None:
         self.frames: list[np.ndarray[Any, Any]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -70,7 +69,7 @@ class Listener:
             self._task.cancel()
 
 
-async def inbound_packets(peer: peers.Peer) -> int:
+async def inbound_packets(peer: Socket) -> int:
     """Packets this peer received, counted as they arrive (before any jitter buffer)."""
     for stats in (await peer.pc.getStats()).values():
         if stats.type == "inbound-rtp":
@@ -89,88 +88,80 @@ async def recording_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Asy
         yield running
 
 
-async def bridged_call(stack: Stack, session: aiohttp.ClientSession) -> tuple[peers.Peer, peers.Peer, str]:
-    await stack.add_user("anna@shop.example")
-    softphone = await peers.operator(stack, "anna@shop.example")
-    shopper = await peers.shopper(session, stack)
-    call_id = await peers.call(shopper, hz=440)
+async def bridged_call(stack: Stack) -> tuple[Widget, Softphone, str]:
+    softphone = await stack.sockets.operator("anna@shop.example", online=True)
+    shopper = await stack.sockets.shopper()
+    call_id = await shopper.call(hz=440)
     await softphone.receive("call.incoming")
-    await peers.answer(softphone, call_id, hz=1000)
+    await softphone.answer(call_id, hz=1000)
     return shopper, softphone, call_id
 
 
 async def test_the_default_engine_forwards_and_records_both_voices(recording_stack: Stack) -> None:
     stack = recording_stack
     assert isinstance(stack.app[MEDIA], ForwardingEngine | WorkerPoolEngine)
-    async with aiohttp.ClientSession() as session:
-        await stack.add_user("anna@shop.example")
-        softphone = await peers.operator(stack, "anna@shop.example")
-        shopper = await peers.shopper(session, stack)
-        heard_by_shopper, heard_by_operator = Listener(shopper), Listener(softphone)
-        call_id = await peers.call(shopper, hz=440)
-        await softphone.receive("call.incoming")
-        await asyncio.sleep(0.8)
-        # While it rings, the shopper hears the 425 Hz ring-back from the forwarder.
-        assert abs(dominant_hz(heard_by_shopper.last(0.4)) - 425) < 15
-        await peers.answer(softphone, call_id, hz=1000)
-        await asyncio.sleep(2.0)
-        assert abs(dominant_hz(heard_by_operator.last()) - 440) < 15
-        assert abs(dominant_hz(heard_by_shopper.last()) - 1000) < 15
+    softphone = await stack.sockets.operator("anna@shop.example", online=True)
+    shopper = await stack.sockets.shopper()
+    heard_by_shopper, heard_by_operator = Listener(shopper), Listener(softphone)
+    call_id = await shopper.call(hz=440)
+    await softphone.receive("call.incoming")
+    await asyncio.sleep(0.8)
+    # While it rings, the shopper hears the 425 Hz ring-back from the forwarder.
+    assert abs(dominant_hz(heard_by_shopper.last(0.4)) - 425) < 15
+    await softphone.answer(call_id, hz=1000)
+    await asyncio.sleep(2.0)
+    assert abs(dominant_hz(heard_by_operator.last()) - 440) < 15
+    assert abs(dominant_hz(heard_by_shopper.last()) - 1000) < 15
 
-        await softphone.send(type="call.hangup", call_id=call_id)
-        assert (await shopper.receive("call.ended"))["reason"] == "completed"
-        heard_by_shopper.stop()
-        heard_by_operator.stop()
-        await stack.app[MEDIA].recordings_done()  # type: ignore[attr-defined]
+    await softphone.send({"type": "call.hangup", "call_id": call_id})
+    assert (await shopper.receive("call.ended"))["reason"] == "completed"
+    heard_by_shopper.stop()
+    heard_by_operator.stop()
+    await stack.app[MEDIA].recordings_done()  # type: ignore[attr-defined]
 
-        record = await stack.call(call_id)
-        quality = record.quality
-        for leg in ("shopper", "operator"):
-            assert quality[leg]["packets_received"] > 50
-            assert quality[leg]["packets_sent"] > 50
-            assert quality[leg]["relayed"] is False
-        assert record.recording_path is not None
-        playback = stack.settings.var_dir / record.recording_path
-        folder = playback.parent
-        for leg, hz in (("shopper", 440), ("operator", 1000)):
-            voice = decode_mono(folder / f"{call_id}.{leg}.ogg")
-            assert len(voice) > 48_000
-            assert abs(dominant_hz(voice[-24_000:]) - hz) < 15
-        mixed = decode_mono(playback)
-        both = peaks(mixed[-48_000:])
-        assert both[440] > 0.3 and both[1000] > 0.3, both
-        for peer in (shopper, softphone):
-            await peer.close()
+    record = await stack.call(call_id)
+    quality = record.quality
+    for leg in ("shopper", "operator"):
+        assert quality[leg]["packets_received"] > 50
+        assert quality[leg]["packets_sent"] > 50
+        assert quality[leg]["relayed"] is False
+    assert record.recording_path is not None
+    playback = stack.settings.var_dir / record.recording_path
+    folder = playback.parent
+    for leg, hz in (("shopper", 440), ("operator", 1000)):
+        voice = decode_mono(folder / f"{call_id}.{leg}.ogg")
+        assert len(voice) > 48_000
+        assert abs(dominant_hz(voice[-24_000:]) - hz) < 15
+    mixed = decode_mono(playback)
+    both = peaks(mixed[-48_000:])
+    assert both[440] > 0.3 and both[1000] > 0.3, both
 
 
 async def test_loss_on_the_shoppers_leg_does_not_stall_the_operators(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
-        shopper, softphone, call_id = await bridged_call(stack, session)
-        heard_by_shopper = Listener(shopper)
-        # The shopper's uplink loses 30 % of its packets from now on (SRTP packets dropped on send).
-        ice = shopper.pc.getTransceivers()[0].sender.transport.transport
-        send = ice._send
+    shopper, softphone, call_id = await bridged_call(stack)
+    heard_by_shopper = Listener(shopper)
+    # The shopper's uplink loses 30 % of its packets from now on (SRTP packets dropped on send).
+    ice = shopper.pc.getTransceivers()[0].sender.transport.transport
+    send = ice._send
 
-        async def lossy(data: bytes) -> None:
-            if 127 < data[0] < 192 and not 192 <= data[1] <= 208 and random.random() < 0.3:
-                return
-            await send(data)
+    async def lossy(data: bytes) -> None:
+        if 127 < data[0] < 192 and not 192 <= data[1] <= 208 and random.random() < 0.3:
+            return
+        await send(data)
 
-        ice._send = lossy
-        await asyncio.sleep(0.5)
-        before_operator = await inbound_packets(softphone)
-        before_shopper = await inbound_packets(shopper)
-        await asyncio.sleep(3.0)
-        # The operator still gets the 70 % that arrive, at once; the shopper's downlink is untouched.
-        operator_got = (await inbound_packets(softphone)) - before_operator
-        shopper_got = (await inbound_packets(shopper)) - before_shopper
-        assert 0.5 * 150 < operator_got < 0.9 * 150, operator_got
-        assert shopper_got > 0.9 * 150, shopper_got
-        heard_by_shopper.stop()
-        await softphone.send(type="call.hangup", call_id=call_id)
-        await shopper.receive("call.ended")
-        quality = (await stack.call(call_id)).quality
-        assert quality["shopper"]["packets_lost"] > 20
-        assert quality["operator"]["packets_lost"] < 5
-        for peer in (shopper, softphone):
-            await peer.close()
+    ice._send = lossy
+    await asyncio.sleep(0.5)
+    before_operator = await inbound_packets(softphone)
+    before_shopper = await inbound_packets(shopper)
+    await asyncio.sleep(3.0)
+    # The operator still gets the 70 % that arrive, at once; the shopper's downlink is untouched.
+    operator_got = (await inbound_packets(softphone)) - before_operator
+    shopper_got = (await inbound_packets(shopper)) - before_shopper
+    assert 0.5 * 150 < operator_got < 0.9 * 150, operator_got
+    assert shopper_got > 0.9 * 150, shopper_got
+    heard_by_shopper.stop()
+    await softphone.send({"type": "call.hangup", "call_id": call_id})
+    await shopper.receive("call.ended")
+    quality = (await stack.call(call_id)).quality
+    assert quality["shopper"]["packets_lost"] > 20
+    assert quality["operator"]["packets_lost"] < 5

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from callserver.calls.records import CallRecords
-from tests import peers
 from tests.servers import postgres
 from tests.stack import running_stack, settings_for
 
@@ -25,23 +23,19 @@ async def test_calls_are_recorded_and_leftovers_dropped_on_postgresql(
 ) -> None:
     settings = settings_for(tmp_path, database_url=postgres_url, ring_timeout=30)
     async with running_stack(settings) as stack:
-        await stack.add_user("op@shop.example", name="Olga")
-        async with aiohttp.ClientSession() as session:
-            softphone = await peers.operator(stack, "op@shop.example")
-            shopper = await peers.shopper(session, stack)
-            answered = await peers.call(shopper)
-            await softphone.receive("call.incoming")
-            await peers.answer(softphone, answered)
-            await softphone.send(type="call.hangup", call_id=answered)
-            assert (await shopper.receive("call.ended"))["reason"] == "completed"
-            left_open = await peers.call(shopper)
-            await softphone.receive("call.incoming")
-            record = await stack.call(answered)
-            assert (record.state, record.end_reason, record.operator.name) == ("ended", "completed", "Olga")
-            assert record.ended_at > record.answered_at > record.created_at
-            # A crash leaves the ringing call behind; the next start ends it as dropped.
-            records = CallRecords(stack.database)
-            assert await records.end_leftovers() == 1
-            assert (await stack.call(left_open)).end_reason == "dropped"
-            await shopper.close()
-            await softphone.close()
+        softphone = await stack.sockets.operator("op@shop.example", name="Olga", online=True)
+        shopper = await stack.sockets.shopper()
+        answered = await shopper.call()
+        await softphone.receive("call.incoming")
+        await softphone.answer(answered)
+        await softphone.send({"type": "call.hangup", "call_id": answered})
+        assert (await shopper.receive("call.ended"))["reason"] == "completed"
+        left_open = await shopper.call()
+        await softphone.receive("call.incoming")
+        record = await stack.call(answered)
+        assert (record.state, record.end_reason, record.operator.name) == ("ended", "completed", "Olga")
+        assert record.ended_at > record.answered_at > record.created_at
+        # A crash leaves the ringing call behind; the next start ends it as dropped.
+        records = CallRecords(stack.database)
+        assert await records.end_leftovers() == 1
+        assert (await stack.call(left_open)).end_reason == "dropped"

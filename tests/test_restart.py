@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests import peers
+from tests.sockets import Sockets
 from tests.stack import PASSWORD, free_port
 
 
@@ -101,16 +101,14 @@ async def test_a_call_in_progress_ends_as_dropped_when_the_server_goes_away(
     await server.start()
     remote = Remote(f"http://127.0.0.1:{port}", shop_url, Site(site["key"]))
     try:
-        async with aiohttp.ClientSession() as session:
-            softphone = await peers.operator(remote, "op@shop.example")
-            shopper = await peers.shopper(session, remote)
-            call_id = await peers.call(shopper)
+        async with Sockets(remote) as sockets:
+            softphone = await sockets.softphone("op@shop.example", online=True)
+            shopper = await sockets.shopper()
+            call_id = await shopper.call()
             await softphone.receive("call.incoming")
-            await peers.answer(softphone, call_id)
+            await softphone.answer(call_id)
             assert call_row(server_env, call_id) == ("answered", None)
             await server.stop(how)
-            await shopper.close()
-            await softphone.close()
         if how == signal.SIGTERM:  # a clean stop ends its calls itself
             assert call_row(server_env, call_id) == ("ended", "dropped")
         await server.start()

@@ -117,7 +117,7 @@ class Socket:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession) -> None:
         self.ws = ws
         self.session = session  # the socket's own, closed with it
-        self.pc = new_peer_connection()
+        self.pc = self._new_peer_connection()
         self.ending: aiohttp.WSMessage | None = None  # the message that ended the socket
         self._frames: list[Frame] = []
         self._arrived = asyncio.Condition()
@@ -184,11 +184,17 @@ class Socket:
         """An offer from a new peer connection sending a tone (the browser code makes one per call)."""
         if self.pc.getTransceivers():
             await self.pc.close()
-            self.pc = new_peer_connection()
+            self.pc = self._new_peer_connection()
         return await offer(self.pc, hz)
 
     async def apply_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def hears_audio(self, within: float = 15) -> None:
+        """Wait until audio frames arrive from the server on the current call's peer connection."""
+        track = await asyncio.wait_for(asyncio.shield(self._track), within)
+        for _ in range(5):
+            await asyncio.wait_for(track.recv(), within)
 
     async def close(self) -> None:
         """Close the peer connection, the socket and its session; safe to call twice."""
@@ -201,6 +207,18 @@ class Socket:
         with suppress(asyncio.CancelledError):
             await self._reader
         await self.session.close()
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        pc = new_peer_connection()
+        track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        self._track = track
+
+        @pc.on("track")
+        def on_track(received: MediaStreamTrack) -> None:
+            if not track.done():
+                track.set_result(received)
+
+        return pc
 
     def _take(self, type: str, where: Where | None) -> Frame | None:
         for i, frame in enumerate(self._frames):

@@ -15,90 +15,56 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from callserver.accounts import Account
 from callserver.background import BackgroundTasks
 from callserver.calls.records import VisitorContext
-from callserver.calls.routing import Router, Seat
-from callserver.calls.states import Presence
+from callserver.calls.routing import Router
+from callserver.chats.canned import CannedReplies
+from callserver.chats.channels import ChatChannel, send, to_seats
 from callserver.chats.errors import (
     ChatLimitReached,
-    EmptyMessage,
     MailUnavailable,
-    MessageTooLong,
     NobodyOnline,
     NoChat,
     NotYourChat,
-    RateLimited,
     UnknownChat,
 )
-from callserver.chats.left_mail import LeftMail
-from callserver.chats.records import Canned, ChatRecords, Left, StoredMessage
-from callserver.errors import InvalidInput, NotOnline
-from callserver.hours import WorkingHours
-from callserver.limits import RateLimiter
+from callserver.chats.left_mail import Outbox
+from callserver.chats.left_messages import LeftMessages
+from callserver.chats.limits import ChatLimits, message_body
+from callserver.chats.records import ChatRecords, StoredMessage
+from callserver.errors import NotOnline
 from callserver.mail import Mail
+from callserver.operators.roster import Presence, Roster, Seat
+from callserver.sites import Site
+from callserver.wire import outbound as wire
+from callserver.wire.outbound import Frame, JsonObject
+from callserver.wire.vocabulary import ChatClosedReason, ChatState, Fallback, MessageStatus
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 4000
 MAX_PREVIEW_CHARS = 4000
 
 # What the operator reads first in a chat that a call fell back to: the shopper tried to call.
-FALLBACK_NOTES = {
-    "microphone_denied": "The visitor tried to call, but their microphone was blocked.",
-    "microphone_failed": "The visitor tried to call, but their microphone could not be started.",
-    "no_webrtc": "The visitor tried to call, but their browser cannot make calls.",
-    "ice_failed": "The visitor tried to call, but the call could not connect.",
-    "no_answer": "The visitor called, but nobody answered in time.",
-    "all_busy": "The visitor called while every operator was busy.",
-    "declined": "The visitor called, but the call was declined.",
-    "failed": "The visitor's call was interrupted.",
+FALLBACK_NOTES: dict[str, str] = {
+    Fallback.MICROPHONE_DENIED: "The visitor tried to call, but their microphone was blocked.",
+    Fallback.MICROPHONE_FAILED: "The visitor tried to call, but their microphone could not be started.",
+    Fallback.NO_WEBRTC: "The visitor tried to call, but their browser cannot make calls.",
+    Fallback.ICE_FAILED: "The visitor tried to call, but the call could not connect.",
+    Fallback.NO_ANSWER: "The visitor called, but nobody answered in time.",
+    Fallback.ALL_BUSY: "The visitor called while every operator was busy.",
+    Fallback.DECLINED: "The visitor called, but the call was declined.",
+    Fallback.FAILED: "The visitor's call was interrupted.",
 }
-
-
-class ChatChannel(Protocol):
-    """A socket (widget or softphone) as the desk sees it."""
-
-    async def chat_event(self, type: str, payload: dict[str, Any]) -> None: ...
-
-
-class Outbox(Protocol):
-    @property
-    def configured(self) -> bool: ...
-
-    async def send(self, mail: Mail) -> None: ...
-
-
-class Seats(Protocol):
-    """The switchboard's operators: the desk shares their seats (one call, several chats)."""
-
-    def seats(self) -> list[Seat]: ...
-    def seat_of(self, operator_id: int) -> Seat | None: ...
-    def operators_online(self, site_id: int) -> int: ...
-    def on_seat_change(self, listener: Callable[[Seat], Awaitable[None]]) -> Callable[[], None]: ...
-
-
-@dataclass(frozen=True)
-class ChatSite:
-    """The parts of a site the desk needs."""
-
-    id: int
-    name: str
-    notify_email: str | None = None
-    hours: WorkingHours | None = None  # None: always open
-
-    def is_open(self) -> bool:
-        return self.hours is None or self.hours.is_open(datetime.now(UTC))
 
 
 @dataclass(eq=False)
 class LiveChat:
     id: str
-    site: ChatSite
+    site: Site
     token: str
-    view: dict[str, Any]  # what operators see of the chat: visitor, page, context, fallback, call
+    view: JsonObject  # what operators see of the chat: visitor, page, context, fallback, call
     waiting_since: float
     operator: Seat | None = None
     closing: asyncio.TimerHandle | None = None  # the visitor left every page: close unless they return
@@ -115,7 +81,7 @@ class ChatDesk:
     def __init__(
         self,
         records: ChatRecords,
-        seats: Seats,
+        seats: Roster,
         outbox: Outbox,
         max_chats: int = 5,
         visitor_grace: float = 600.0,
@@ -129,33 +95,20 @@ class ChatDesk:
         self.max_chats = max_chats
         self._visitor_grace = visitor_grace
         self._clock = clock
-        # Per visitor token: chat messages, call attempts, and the rarer forms (chat start, mail).
-        self._limits = {
-            "message": RateLimiter(rate=1.0, burst=10, clock=clock),
-            "call": RateLimiter(rate=0.1, burst=5, clock=clock),
-            "form": RateLimiter(rate=1 / 20, burst=6, clock=clock),
-        }
+        self.limits = ChatLimits(clock)
+        self.left_messages = LeftMessages(records, seats, outbox, self.limits, mail_retry_after)
+        self.canned = CannedReplies(records, seats)
         self._chats: dict[str, LiveChat] = {}
         self._by_visitor: dict[tuple[int, str], LiveChat] = {}
         self._visitors: dict[tuple[int, str], list[ChatChannel]] = {}
         self._background = BackgroundTasks("chat desk")
-        self._operators_push: asyncio.Task[Any] | None = None
+        self._operators_push: asyncio.Task[None] | None = None
         # What open widgets were last told per site: (open, someone online). See _site_status_changed.
-        self._sites: dict[int, ChatSite] = {}
+        self._sites: dict[int, Site] = {}
         self._site_status: dict[int, tuple[bool, bool]] = {}
-        self._status_push: asyncio.Task[Any] | None = None
-        self._unlisten = seats.on_seat_change(self._seat_changed)
-        self._left_mail = LeftMail(records, outbox, self._mail_changed, mail_retry_after)
+        self._status_push: asyncio.Task[None] | None = None
+        self._unlisten = seats.on_change(self._seat_changed)
         self._closed = False
-
-    def start_mailing(self) -> None:
-        """Start mailing left messages (what a previous run left due goes out now)."""
-        self._left_mail.start()
-
-    def limit(self, kind: str, site_id: int, token: str) -> None:
-        """Raise RateLimited when this visitor did `kind` too often (other visitors are unaffected)."""
-        if not self._limits[kind].take((site_id, token)):
-            raise RateLimited("Too many requests: please wait a moment and try again.")
 
     # Views ---------------------------------------------------------------------------------------
 
@@ -165,89 +118,80 @@ class ChatDesk:
             chats = [c for c in chats if c.site.id == site_id]
         return sorted(chats, key=lambda c: c.waiting_since)
 
-    def _operator_view(self, chat: LiveChat) -> dict[str, Any]:
-        view = dict(chat.view)
-        view["state"] = "open" if chat.operator else "waiting"
-        view["operator"] = (
-            {"id": chat.operator.account.id, "name": chat.operator.account.display_name}
-            if chat.operator
-            else None
+    def _operator_view(self, chat: LiveChat) -> wire.OperatorChat:
+        seat = chat.operator
+        return wire.OperatorChat(
+            card=chat.view,
+            state=ChatState.OPEN if seat else ChatState.WAITING,
+            operator=wire.OperatorRef(seat.account.id, seat.account.display_name) if seat else None,
         )
-        return view
 
-    def _visitor_view(self, chat: LiveChat, state: str | None = None) -> dict[str, Any]:
-        view: dict[str, Any] = {"id": chat.id, "state": state or ("open" if chat.operator else "waiting")}
+    def _visitor_view(self, chat: LiveChat, closed: bool = False) -> wire.VisitorChat:
+        if closed:
+            return wire.VisitorChat(chat.id, ChatState.CLOSED)
         if chat.operator is not None:
-            view["operator"] = {"name": chat.operator.account.display_name}
-        elif state is None:
-            view["position"] = self._waiting(chat.site.id).index(chat) + 1
-        return view
+            return wire.VisitorChat(chat.id, ChatState.OPEN, operator_name=chat.operator.account.display_name)
+        return wire.VisitorChat(
+            chat.id, ChatState.WAITING, position=self._waiting(chat.site.id).index(chat) + 1
+        )
 
-    def _operators(self, account: Account) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": s.account.id,
-                "name": s.account.display_name,
-                "presence": str(s.presence if s.channels else Presence.OFFLINE),
-                "in_call": s.call_id is not None,
-                "chats": len(s.chats),
-            }
+    def _operators(self, account: Account) -> tuple[wire.Colleague, ...]:
+        return tuple(
+            wire.Colleague(
+                id=s.account.id,
+                name=s.account.display_name,
+                presence=str(s.presence if s.channels else Presence.OFFLINE),
+                in_call=s.call_id is not None,
+                chats=len(s.chats),
+            )
             for s in sorted(self._seats.seats(), key=lambda s: s.account.display_name)
             if s.account.id != account.id and _share_a_site(account, s.account)
-        ]
+        )
 
-    def _queue_for(self, account: Account) -> list[dict[str, Any]]:
-        return [self._operator_view(c) for c in self._waiting() if account.works_for(c.site.id)]
+    def _queue_for(self, account: Account) -> tuple[wire.OperatorChat, ...]:
+        return tuple(self._operator_view(c) for c in self._waiting() if account.works_for(c.site.id))
 
-    async def operator_state(self, seat: Seat) -> dict[str, Any]:
+    async def _messages(self, chat: LiveChat) -> tuple[wire.Message, ...]:
+        return tuple(m.wire() for m in await self._records.messages(chat.id))
+
+    async def operator_state(self, seat: Seat) -> JsonObject:
         """Everything a softphone shows besides calls: its chats, the queue, left messages, canned replies."""
         account = seat.account
         chats = []
         for chat_id in sorted(seat.chats):
             chat = self._chats.get(chat_id)
             if chat is not None:
-                messages = await self._records.messages(chat.id)
-                chats.append({"chat": self._operator_view(chat), "messages": [m.wire() for m in messages]})
-        left = await self._records.left_messages(account.site_ids)
-        canned = await self._records.canned(account.site_ids)
+                chats.append(wire.OperatorChatEntry(self._operator_view(chat), await self._messages(chat)))
         return {
-            "chats": chats,
-            "queue": self._queue_for(account),
-            "left_messages": [m.wire() for m in left],
-            "canned": [c.wire() for c in canned],
-            "operators": self._operators(account),
+            "chats": [c.encode() for c in chats],
+            "queue": [c.encode() for c in self._queue_for(account)],
+            "left_messages": [m.encode() for m in await self.left_messages.listed(account)],
+            "canned": [c.encode() for c in await self.canned.replies(account)],
+            "operators": [c.encode() for c in self._operators(account)],
             "max_chats": self.max_chats,
         }
 
     # Sending -------------------------------------------------------------------------------------
 
-    async def _send(self, channel: ChatChannel, type: str, payload: dict[str, Any]) -> bool:
-        try:
-            await channel.chat_event(type, payload)
-        except Exception:
-            log.warning("could not send %s to a socket", type, exc_info=True)
-            return False
-        return True
+    async def _send(self, channel: ChatChannel, frame: Frame) -> bool:
+        return await send(channel, frame)
 
-    async def _to_visitor(self, chat: LiveChat, type: str, payload: dict[str, Any]) -> bool:
+    async def _to_visitor(self, chat: LiveChat, frame: Frame) -> bool:
         sent = False
         for channel in list(self._visitors.get(chat.key, [])):
-            sent = await self._send(channel, type, payload) or sent
+            sent = await send(channel, frame) or sent
         return sent
 
-    async def _to_operator(self, seat: Seat | None, type: str, payload: dict[str, Any]) -> bool:
-        sent = False
-        for channel in list(seat.channels if seat else []):
-            sent = await self._send(channel, type, payload) or sent
-        return sent
+    async def _to_operator(self, seat: Seat | None, frame: Frame) -> bool:
+        return await to_seats([seat], frame)
 
     async def _broadcast_queue(self) -> None:
         """Tell waiting shoppers their place and operators what waits."""
         for chat in self._waiting():
-            await self._to_visitor(chat, "chat.state", {"chat": self._visitor_view(chat)})
+            await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
         for seat in self._seats.seats():
             if seat.channels:
-                await self._to_operator(seat, "chat.queue", {"chats": self._queue_for(seat.account)})
+                await self._to_operator(seat, wire.ChatQueue(self._queue_for(seat.account)))
 
     def _operators_changed(self) -> None:
         """Colleagues' presence or load changed: tell every softphone once, a moment later.
@@ -267,7 +211,7 @@ class ChatDesk:
         if self._status_push is None or self._status_push.done():
             self._status_push = self._background.spawn(self._push_site_status(delay=0.25))
 
-    def _availability(self, site: ChatSite) -> tuple[bool, int]:
+    def _availability(self, site: Site) -> tuple[bool, int]:
         return site.is_open(), self._seats.operators_online(site.id)
 
     async def _push_site_status(self, delay: float = 0.0) -> None:
@@ -283,19 +227,19 @@ class ChatDesk:
             if self._site_status.get(site_id) == (is_open, online > 0):
                 continue
             self._site_status[site_id] = (is_open, online > 0)
-            frame = {"open": is_open, "operators_online": online}
+            frame = wire.SiteStatus(open=is_open, operators_online=online)
             for channel in channels:
-                await self._send(channel, "site.status", frame)
+                await self._send(channel, frame)
 
     async def _broadcast_operators(self, delay: float = 0.0) -> None:
         await asyncio.sleep(delay)
         for seat in self._seats.seats():
             if seat.channels:
-                await self._to_operator(seat, "operators", {"operators": self._operators(seat.account)})
+                await self._to_operator(seat, wire.Operators(self._operators(seat.account)))
 
     # Visitors ------------------------------------------------------------------------------------
 
-    async def visitor_joined(self, site: ChatSite, token: str, channel: ChatChannel) -> Callable[[], None]:
+    async def visitor_joined(self, site: Site, token: str, channel: ChatChannel) -> Callable[[], None]:
         """Register a widget socket; a returning visitor gets their open chat's history at once.
 
         Returns the function that unregisters the socket.
@@ -324,12 +268,13 @@ class ChatDesk:
             if live is not None and live.closing is None and not self._closed:
                 # Moving to another page of the shop closes this socket for a moment only.
                 live.closing = asyncio.get_running_loop().call_later(
-                    self._visitor_grace, lambda: self._background.spawn(self._close(live, "visitor_left"))
+                    self._visitor_grace,
+                    lambda: self._background.spawn(self._close(live, ChatClosedReason.VISITOR_LEFT)),
                 )
 
         return leave
 
-    async def _revive(self, site: ChatSite, token: str) -> LiveChat | None:
+    async def _revive(self, site: Site, token: str) -> LiveChat | None:
         """A chat a previous run of the server left open: back to its operator if they are here, or queued."""
         found = await self._records.find_open(site.id, token)
         if found is None or found.id in self._chats:
@@ -346,21 +291,16 @@ class ChatDesk:
         self._by_visitor[chat.key] = chat
 
     async def _send_history(self, chat: LiveChat, channel: ChatChannel) -> None:
-        messages = await self._records.messages(chat.id)
-        await self._send(
-            channel,
-            "chat.history",
-            {"chat": self._visitor_view(chat), "messages": [m.wire() for m in messages]},
-        )
+        await self._send(channel, wire.ChatHistory(self._visitor_view(chat), await self._messages(chat)))
         ids = await self._records.delivered(chat.id, ("operator", "system"))
         if ids:
             await self._to_operator(
-                chat.operator, "chat.status", {"chat_id": chat.id, "ids": ids, "status": "delivered"}
+                chat.operator, wire.ChatReceipt(chat.id, tuple(ids), MessageStatus.DELIVERED)
             )
 
     async def start(
         self,
-        site: ChatSite,
+        site: Site,
         visitor: VisitorContext,
         fallback: str | None = None,
         call_id: str | None = None,
@@ -372,12 +312,12 @@ class ChatDesk:
         """
         chat = self._by_visitor.get((site.id, visitor.token)) or await self._revive(site, visitor.token)
         if chat is not None:
-            await self._to_visitor(chat, "chat.state", {"chat": self._visitor_view(chat)})
+            await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
             return
         if not self._seats.operators_online(site.id):
             raise NobodyOnline("Nobody is online right now: leave a message and we will get back to you.")
-        self.limit("form", site.id, visitor.token)
-        view: dict[str, Any] = {
+        self.limits.form(site.id, visitor.token)
+        view: JsonObject = {
             "site": site.name,
             "site_id": site.id,
             "started_at": datetime.now(UTC).isoformat(),
@@ -403,36 +343,31 @@ class ChatDesk:
         self, site_id: int, token: str, text: str, client_id: str | None, origin: ChatChannel
     ) -> None:
         chat = self._visitor_chat(site_id, token)
-        body = self._body(text)
-        self.limit("message", site_id, token)
+        body = message_body(text)
+        self.limits.message(site_id, token)
         stored = await self._records.add_message(chat.id, "visitor", body)
         chat.preview = ""
-        await self._send(
-            origin, "chat.ack", {"chat_id": chat.id, "client_id": client_id, "message": stored.wire()}
-        )
+        message = stored.wire()
+        await self._send(origin, wire.ChatAck(chat.id, client_id, message))
         for channel in list(self._visitors.get(chat.key, [])):
             if channel is not origin:
-                await self._send(channel, "chat.message", {"chat_id": chat.id, "message": stored.wire()})
-        if await self._to_operator(
-            chat.operator, "chat.message", {"chat_id": chat.id, "message": stored.wire()}
-        ):
+                await self._send(channel, wire.ChatMessage(chat.id, message))
+        if await self._to_operator(chat.operator, wire.ChatMessage(chat.id, message)):
             await self._delivered(chat, "visitor")
 
     async def visitor_typing(self, site_id: int, token: str, text: str) -> None:
         chat = self._visitor_chat(site_id, token)
         chat.preview = text[:MAX_PREVIEW_CHARS]
-        await self._to_operator(chat.operator, "chat.typing", {"chat_id": chat.id, "text": chat.preview})
+        await self._to_operator(chat.operator, wire.VisitorTyping(chat.id, chat.preview))
 
     async def visitor_read(self, site_id: int, token: str, up_to: int) -> None:
         chat = self._visitor_chat(site_id, token)
         ids = await self._records.read(chat.id, ("operator", "system"), up_to)
         if ids:
-            await self._to_operator(
-                chat.operator, "chat.status", {"chat_id": chat.id, "ids": ids, "status": "read"}
-            )
+            await self._to_operator(chat.operator, wire.ChatReceipt(chat.id, tuple(ids), MessageStatus.READ))
 
     async def visitor_close(self, site_id: int, token: str) -> None:
-        await self._close(self._visitor_chat(site_id, token), "visitor")
+        await self._close(self._visitor_chat(site_id, token), ChatClosedReason.VISITOR)
 
     def _visitor_chat(self, site_id: int, token: str) -> LiveChat:
         chat = self._by_visitor.get((site_id, token))
@@ -443,26 +378,15 @@ class ChatDesk:
     def chat_of_visitor(self, site_id: int, token: str) -> LiveChat | None:
         return self._by_visitor.get((site_id, token))
 
-    @staticmethod
-    def _body(text: str) -> str:
-        body = text.strip()
-        if not body:
-            raise EmptyMessage("The message is empty.")
-        if len(body) > MAX_MESSAGE_CHARS:
-            raise MessageTooLong(
-                f"The message has {len(body)} characters; at most {MAX_MESSAGE_CHARS} fit in one message."
-            )
-        return body
-
     async def _delivered(self, chat: LiveChat, sender: str) -> None:
         ids = await self._records.delivered(chat.id, (sender,))
         if not ids:
             return
-        status = {"chat_id": chat.id, "ids": ids, "status": "delivered"}
+        receipt = wire.ChatReceipt(chat.id, tuple(ids), MessageStatus.DELIVERED)
         if sender == "visitor":
-            await self._to_visitor(chat, "chat.status", status)
+            await self._to_visitor(chat, receipt)
         else:
-            await self._to_operator(chat.operator, "chat.status", status)
+            await self._to_operator(chat.operator, receipt)
 
     # Operators -----------------------------------------------------------------------------------
 
@@ -484,39 +408,36 @@ class ChatDesk:
         self, seat: Seat, chat_id: str, text: str, client_id: str | None, origin: ChatChannel
     ) -> None:
         chat = self._own(seat, chat_id)
-        body = self._body(text)
+        body = message_body(text)
         account = seat.account
         stored = await self._records.add_message(chat.id, "operator", body, account.id, account.display_name)
-        await self._send(
-            origin, "chat.ack", {"chat_id": chat.id, "client_id": client_id, "message": stored.wire()}
-        )
+        message = stored.wire()
+        await self._send(origin, wire.ChatAck(chat.id, client_id, message))
         for channel in list(seat.channels):
             if channel is not origin:
-                await self._send(channel, "chat.message", {"chat_id": chat.id, "message": stored.wire()})
-        await self._to_visitor(chat, "chat.typing", {"chat_id": chat.id, "active": False})
-        if await self._to_visitor(chat, "chat.message", {"chat_id": chat.id, "message": stored.wire()}):
+                await self._send(channel, wire.ChatMessage(chat.id, message))
+        await self._to_visitor(chat, wire.OperatorTyping(chat.id, active=False))
+        if await self._to_visitor(chat, wire.ChatMessage(chat.id, message)):
             await self._delivered(chat, "operator")
 
     async def operator_typing(self, seat: Seat, chat_id: str, active: bool) -> None:
         chat = self._own(seat, chat_id)
-        await self._to_visitor(chat, "chat.typing", {"chat_id": chat.id, "active": active})
+        await self._to_visitor(chat, wire.OperatorTyping(chat.id, active))
 
     async def operator_read(self, seat: Seat, chat_id: str, up_to: int) -> None:
         chat = self._own(seat, chat_id)
         ids = await self._records.read(chat.id, ("visitor",), up_to)
         if ids:
-            await self._to_visitor(chat, "chat.status", {"chat_id": chat.id, "ids": ids, "status": "read"})
+            await self._to_visitor(chat, wire.ChatReceipt(chat.id, tuple(ids), MessageStatus.READ))
 
     async def operator_close(self, seat: Seat, chat_id: str) -> None:
-        await self._close(self._own(seat, chat_id), "operator")
+        await self._close(self._own(seat, chat_id), ChatClosedReason.OPERATOR)
 
     async def offer_call(self, seat: Seat, chat_id: str) -> None:
         """Invite the shopper to call: one click in the widget rings this operator first."""
         chat = self._own(seat, chat_id)
         await self._note(chat, f"{seat.account.display_name} offered a call.")
-        await self._to_visitor(
-            chat, "chat.call_offered", {"chat_id": chat.id, "operator": {"name": seat.account.display_name}}
-        )
+        await self._to_visitor(chat, wire.CallOffered(chat.id, wire.Name(seat.account.display_name)))
 
     async def pick(self, seat: Seat, chat_id: str) -> None:
         """Take a waiting chat from the queue."""
@@ -536,9 +457,9 @@ class ChatDesk:
         if target is None or target is seat:
             raise NotOnline("That operator is not online.")
         self._check_can_take(target, chat)
-        seat.chats.discard(chat.id)
+        self._seats.released_chat(seat.account.id, chat.id)
         chat.operator = None
-        await self._to_operator(seat, "chat.closed", {"chat_id": chat.id, "reason": "transferred"})
+        await self._to_operator(seat, wire.ChatClosed(chat.id, ChatClosedReason.TRANSFERRED))
         await self._note(
             chat, f"{seat.account.display_name} passed the chat to {target.account.display_name}."
         )
@@ -570,19 +491,12 @@ class ChatDesk:
 
     async def _give(self, chat: LiveChat, seat: Seat) -> None:
         chat.operator = seat
-        seat.chats.add(chat.id)
+        self._seats.took_chat(seat.account.id, chat.id)
         await self._records.assign(chat.id, seat.account.id)
-        messages = await self._records.messages(chat.id)
         await self._to_operator(
-            seat,
-            "chat.assigned",
-            {
-                "chat": self._operator_view(chat),
-                "messages": [m.wire() for m in messages],
-                "preview": chat.preview,
-            },
+            seat, wire.ChatAssigned(self._operator_view(chat), await self._messages(chat), chat.preview)
         )
-        await self._to_visitor(chat, "chat.state", {"chat": self._visitor_view(chat)})
+        await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
         if seat.channels:
             await self._delivered(chat, "visitor")
 
@@ -605,7 +519,7 @@ class ChatDesk:
                 if chat is not None:
                     chat.operator = None
                     await self._records.assign(chat.id, None)
-            seat.chats.clear()
+            self._seats.released_chats(seat.account.id)
             await self._broadcast_queue()
         if seat.presence is Presence.ONLINE or seat.presence is Presence.OFFLINE:
             await self._drain()
@@ -615,10 +529,11 @@ class ChatDesk:
     async def _note(self, chat: LiveChat, text: str) -> None:
         """A system line in the conversation, seen by both sides."""
         stored = await self._records.add_message(chat.id, "system", text)
-        await self._to_operator(chat.operator, "chat.message", {"chat_id": chat.id, "message": stored.wire()})
-        await self._to_visitor(chat, "chat.message", {"chat_id": chat.id, "message": stored.wire()})
+        frame = wire.ChatMessage(chat.id, stored.wire())
+        await self._to_operator(chat.operator, frame)
+        await self._to_visitor(chat, frame)
 
-    async def _close(self, chat: LiveChat, by: str) -> None:
+    async def _close(self, chat: LiveChat, by: ChatClosedReason) -> None:
         if self._chats.get(chat.id) is not chat:
             return
         del self._chats[chat.id]
@@ -627,73 +542,24 @@ class ChatDesk:
             chat.closing.cancel()
         seat, chat.operator = chat.operator, None
         if seat is not None:
-            seat.chats.discard(chat.id)
+            self._seats.released_chat(seat.account.id, chat.id)
         await self._records.close(chat.id)
-        await self._to_visitor(chat, "chat.state", {"chat": self._visitor_view(chat, "closed")})
-        await self._to_operator(seat, "chat.closed", {"chat_id": chat.id, "reason": by})
+        await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat, closed=True)))
+        await self._to_operator(seat, wire.ChatClosed(chat.id, by))
         if seat is None:
             await self._broadcast_queue()
         else:
             await self._drain()
         self._operators_changed()
 
-    # Left messages, transcripts and canned replies -----------------------------------------------
-
-    async def leave_message(
-        self,
-        site: ChatSite,
-        visitor: VisitorContext,
-        name: str | None,
-        email: str | None,
-        phone: str | None,
-        text: str,
-        call_id: str | None = None,
-    ) -> str:
-        """Store the offline form, show it to operators, and mail it to the site in the background.
-
-        The mail is retried until it goes out (see left_mail.py); its state is listed with the message.
-        """
-        body = self._body(text)
-        if not (email or phone):
-            raise InvalidInput("Leave an e-mail address or a phone number, so that we can answer.")
-        self.limit("form", site.id, visitor.token)
-        left = await self._records.leave_message(
-            site.id,
-            site.name,
-            visitor,
-            name,
-            email,
-            phone,
-            body,
-            call_id,
-            mail=bool(site.notify_email and self._outbox.configured),
-        )
-        for seat in self._seats.seats():
-            if seat.account.works_for(site.id):
-                await self._to_operator(seat, "message.new", {"message": left.wire()})
-        if left.mail is not None:
-            self._left_mail.wake()
-        return left.id
-
-    async def _mail_changed(self, left: Left) -> None:
-        """A mail try ended: operators of the site see the message's mail state."""
-        frame = {"id": left.id, "mail": left.mail.wire() if left.mail else None}
-        for seat in self._seats.seats():
-            if seat.account.works_for(left.site_id):
-                await self._to_operator(seat, "message.mail", frame)
-
-    async def mark_handled(self, seat: Seat, message_id: str) -> None:
-        if not await self._records.handled(message_id, seat.account.site_ids):
-            raise UnknownChat(f"There is no left message {message_id!r}.")
-        for other in self._seats.seats():
-            await self._to_operator(other, "message.handled", {"id": message_id})
+    # Transcripts ---------------------------------------------------------------------------------
 
     async def send_transcript(self, site_id: int, token: str, email: str) -> None:
         """Mail the visitor's open chat to the address they gave, in the background."""
         chat = self._visitor_chat(site_id, token)
         if not self._outbox.configured:
             raise MailUnavailable("Transcripts cannot be mailed from this site.")
-        self.limit("form", site_id, token)
+        self.limits.form(site_id, token)
         messages = await self._records.messages(chat.id)
         mail = Mail(
             to=email,
@@ -709,27 +575,7 @@ class ChatDesk:
         except Exception as e:
             log.warning("transcript of chat %s was not mailed: %s", chat.id, e)
             status = "failed"
-        await self._to_visitor(chat, "chat.transcript", {"chat_id": chat.id, "status": status})
-
-    async def add_canned(self, seat: Seat, site_id: int | None, title: str, text: str) -> Canned:
-        if site_id is not None and not seat.account.works_for(site_id):
-            raise NotYourChat("You do not work for that site.")
-        if site_id is None and seat.account.site_ids:
-            site_id = seat.account.site_ids[0]  # an operator of some sites cannot write for every site
-        reply = await self._records.add_canned(site_id, title.strip() or text[:40], self._body(text))
-        await self._canned_changed()
-        return reply
-
-    async def remove_canned(self, seat: Seat, reply_id: int) -> None:
-        if not await self._records.remove_canned(reply_id, seat.account.site_ids):
-            raise UnknownChat(f"There is no canned reply {reply_id}.")
-        await self._canned_changed()
-
-    async def _canned_changed(self) -> None:
-        for seat in self._seats.seats():
-            if seat.channels:
-                replies = await self._records.canned(seat.account.site_ids)
-                await self._to_operator(seat, "canned", {"replies": [r.wire() for r in replies]})
+        await self._to_visitor(chat, wire.Transcript(status, chat.id))
 
     # Lifecycle -----------------------------------------------------------------------------------
 
@@ -742,7 +588,7 @@ class ChatDesk:
         for chat in self._chats.values():
             if chat.closing is not None:
                 chat.closing.cancel()
-        await self._left_mail.close(grace=mail_wait)
+        await self.left_messages.close(mail_wait)
         await self._background.close(grace=mail_wait)
 
 

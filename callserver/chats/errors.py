@@ -37,3 +37,7 @@ class MailUnavailable(CallserverError):
 
 class EmptyMessage(CallserverError):
     code = "empty_message"
+
+
+class UnknownMessage(NotFound):
+    code = "unknown_message"

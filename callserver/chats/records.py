@@ -14,6 +14,8 @@ from callserver.calls.records import VisitorContext, visitor_row
 from callserver.chats.models import CannedReply
 from callserver.store.database import Database
 from callserver.store.models import Call, Chat, ChatMessage, LeftMessage, Site, User, Visitor
+from callserver.wire import outbound as wire
+from callserver.wire.vocabulary import MessageStatus
 
 
 def now() -> datetime:
@@ -33,19 +35,17 @@ class StoredMessage:
     delivered: bool = False
     read: bool = False
 
-    def wire(self) -> dict[str, Any]:
-        status = "read" if self.read else "delivered" if self.delivered else "sent"
-        message: dict[str, Any] = {
-            "id": self.id,
-            "chat_id": self.chat_id,
-            "sender": self.sender,
-            "text": self.body,
-            "at": self.at.isoformat(),
-            "status": status,
-        }
-        if self.operator_name:
-            message["operator"] = {"name": self.operator_name}
-        return message
+    def wire(self) -> wire.Message:
+        status = (
+            MessageStatus.READ
+            if self.read
+            else MessageStatus.DELIVERED
+            if self.delivered
+            else MessageStatus.SENT
+        )
+        return wire.Message(
+            self.id, self.chat_id, self.sender, self.body, self.at.isoformat(), status, self.operator_name
+        )
 
 
 @dataclass(frozen=True)
@@ -79,22 +79,22 @@ class Left:
     mailed: bool
     mail: MailState | None = None  # None: no mail goes out for it (no notification address or SMTP)
 
-    def wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "site": self.site_name,
-            "site_id": self.site_id,
-            "at": self.created_at.isoformat(),
-            "name": self.name,
-            "email": self.email,
-            "phone": self.phone,
-            "text": self.body,
-            "page": self.page,
-            "call_id": self.call_id,
-            "status": self.status,
-            "mailed": self.mailed,
-            "mail": self.mail.wire() if self.mail else None,
-        }
+    def wire(self) -> wire.LeftMessage:
+        return wire.LeftMessage(
+            id=self.id,
+            site=self.site_name,
+            site_id=self.site_id,
+            at=self.created_at.isoformat(),
+            name=self.name,
+            email=self.email,
+            phone=self.phone,
+            text=self.body,
+            page=self.page,
+            call_id=self.call_id,
+            status=self.status,
+            mailed=self.mailed,
+            mail=self.mail.wire() if self.mail else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,10 @@ class MailState:
     error: str | None = None
     next_at: datetime | None = None
 
-    def wire(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "attempts": self.attempts,
-            "error": self.error,
-            "next_at": self.next_at.isoformat() if self.next_at else None,
-        }
+    def wire(self) -> wire.MailState:
+        return wire.MailState(
+            self.state, self.attempts, self.error, self.next_at.isoformat() if self.next_at else None
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +128,8 @@ class Canned:
     title: str
     body: str
 
-    def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "site_id": self.site_id, "title": self.title, "text": self.body}
+    def wire(self) -> wire.CannedReply:
+        return wire.CannedReply(self.id, self.site_id, self.title, self.body)
 
 
 def _message(row: ChatMessage, names: dict[int, str]) -> StoredMessage:

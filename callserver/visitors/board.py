@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from callserver.accounts import Account
 from callserver.visitors.journey import PageSeen, search_in_referrer, source_of
 from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
+from callserver.wire.outbound import Frame, VisitorsBoard
 
 log = logging.getLogger(__name__)
 MAX_VIEWS = 10  # a visit's pages kept live: the board shows the last 10 (all of them are in the store)
@@ -290,7 +291,7 @@ class VisitorBoard:
 class BoardChannel(Protocol):
     """A softphone as the board publisher sees it."""
 
-    async def chat_event(self, type: str, payload: dict[str, Any]) -> None: ...
+    async def chat_event(self, frame: Frame) -> None: ...
 
 
 # The board as one operator sees it: `{"visitors": [ROW, … at most MAX_ROWS], "total": N}`.
@@ -344,7 +345,7 @@ class BoardPublisher:
     async def _send(self, channel: BoardChannel, board: dict[str, Any], fingerprint: int) -> None:
         self._sent[channel] = fingerprint
         self.pushes += 1
-        await channel.chat_event("visitors", board)
+        await channel.chat_event(VisitorsBoard(board))
 
     def start(self) -> None:
         if self._task is None:

@@ -549,3 +549,19 @@ async def test_every_cell_a_spreadsheet_would_run_is_neutralised(stack: Stack) -
     ):
         rows = list(csv.DictReader(io.StringIO(await response.text(), newline="")))
     assert [r["page"] for r in rows] == ["'" + p for p in risky] + harmless
+
+
+async def test_marking_a_message_handled_in_the_dashboard_tells_open_softphones(stack: Stack) -> None:
+    await stack.add_user("boss@shop.example", role="owner")
+    message_id = await add_left_message(stack)
+    anna = await stack.sockets.operator("anna@shop.example")
+    assert [m["id"] for m in anna.hello["left_messages"]] == [message_id]
+    async with signed_in(stack, "boss@shop.example") as owner:
+        token = csrf_token(await (await owner.get("/dashboard/messages")).text())
+        async with owner.post(
+            f"/dashboard/messages/{message_id}/status", data={"status": "handled", "csrf": token}
+        ) as response:
+            assert response.status == 200
+    await anna.receive("message.handled", lambda f: f["id"] == message_id)
+    async with stack.database.session() as session:
+        assert (await session.get(LeftMessage, message_id)).status == "handled"  # type: ignore[union-attr]

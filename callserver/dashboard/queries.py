@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -732,3 +733,13 @@ async def left_messages(
     if status:
         stmt = stmt.where(LeftMessage.status == status)
     return list(await session.scalars(stmt.order_by(LeftMessage.created_at.desc()).limit(limit)))
+
+
+async def reopen_left_message(session: AsyncSession, site_ids: Sequence[int], message_id: str) -> bool:
+    """Mark a left message of these sites `new` again; False when there is no such message."""
+    result = await session.execute(
+        update(LeftMessage)
+        .where(LeftMessage.id == message_id, in_sites(LeftMessage.site_id, site_ids))
+        .values(status="new")
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -1,4 +1,9 @@
-"""The app factory: one `create_app(settings)` for production, the demo and the tests."""
+"""The app factory: one `create_app(settings)` for production, the demo and the tests.
+
+Every long-lived resource opens and closes here, in one `cleanup_ctx` each, in this order (aiohttp
+closes them in reverse): the database and call records, the sites, the media and the switchboard
+with the operators' roster, the chat desk, the shop floor, the conversations over them.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,46 @@ from aiohttp import WSCloseCode, web
 from callserver.calls.recordings import CallRecordings
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
+from callserver.chats.desk import ChatDesk
+from callserver.chats.records import ChatRecords
+from callserver.clock import Clock
+from callserver.conversations import Conversations
 from callserver.dashboard import views as dashboard
+from callserver.limits import AddressLimits
+from callserver.mail import SmtpOutbox
 from callserver.media.candidates import PolicedEngine
 from callserver.media.engine import MediaEngine
 from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.transcoding_bridge import TranscodingEngine
 from callserver.media.worker_pool import WorkerPoolEngine
+from callserver.operators.roster import LocalRoster
 from callserver.settings import Settings
-from callserver.signaling.chat_service import setup_chat
 from callserver.signaling.operator_socket import operator_socket
-from callserver.signaling.widget_socket import setup_address_limits, widget_socket
+from callserver.signaling.widget_socket import widget_socket
+from callserver.sites import SiteDirectory
 from callserver.store.database import Database
 from callserver.visitors.country import CountryLookup
+from callserver.visitors.floor import ShopFloor
 from callserver.web import api, auth, hooks, security, softphone, visitors, widget
-from callserver.web.keys import COUNTRIES, DATABASE, MEDIA, RECORDS, SETTINGS, SOCKETS, SWITCHBOARD, TEMPLATES
+from callserver.web.keys import (
+    ADDRESS_LIMITS,
+    CHAT_DESK,
+    CONVERSATIONS,
+    COUNTRIES,
+    DATABASE,
+    MEDIA,
+    RECORDS,
+    ROSTER,
+    SETTINGS,
+    SHOP_FLOOR,
+    SITES,
+    SOCKETS,
+    SWITCHBOARD,
+    TEMPLATES,
+)
+
+# The timers of ring timeouts and presence grace (a test may give the app its own clock).
+CLOCK = web.AppKey("clock", Clock)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +71,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if dropped:
         log.warning("ended %d call(s) left open by a previous run as dropped", dropped)
     app[RECORDS] = records
+    app[SITES] = SiteDirectory(database)
     yield
     await database.close()
 
@@ -66,12 +98,52 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     app[MEDIA] = media
     # Offers reach the media only through the network policy for candidates (media/candidates.py).
     policed = PolicedEngine(media, settings.denied_networks)
-    switchboard = Switchboard(app[RECORDS], policed, settings.presence_grace)
+    clock = app.get(CLOCK)
+    roster = LocalRoster(settings.presence_grace, clock)
+    switchboard = Switchboard(app[RECORDS], policed, roster, settings.ring_timeout, clock)
+    app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
     yield
-    # Calls first (they write their records), then the media they used.
+    # Calls first (they write their records), then the media they used, then presence.
     await switchboard.close()
     await media.close()
+    await roster.close()
+
+
+async def _chat_desk(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    desk = ChatDesk(
+        ChatRecords(app[DATABASE]),
+        app[ROSTER],
+        SmtpOutbox(settings),
+        max_chats=settings.max_chats,
+        mail_retry_after=settings.mail_retry_after,
+    )
+    desk.left_messages.start_mailing()
+    app[CHAT_DESK] = desk
+    yield
+    await desk.close()
+
+
+async def _shop_floor(app: web.Application) -> AsyncIterator[None]:
+    """The visitors on the shops' pages: beacons, the visitors board, invitations."""
+    floor = ShopFloor(app[DATABASE], app[SITES], app[ROSTER])
+    floor.start()
+    app[SHOP_FLOOR] = floor
+    yield
+    await floor.close()
+
+
+async def _conversations(app: web.Application) -> AsyncIterator[None]:
+    """What the sockets call: holds no resource of its own, only the ones above."""
+    app[CONVERSATIONS] = Conversations(
+        app[SWITCHBOARD],
+        app[CHAT_DESK],
+        app[SHOP_FLOOR].invitations,
+        app[SITES],
+        app[ADDRESS_LIMITS],
+    )
+    yield
 
 
 async def _track_sockets(request: web.Request, response: web.StreamResponse) -> None:
@@ -101,28 +173,38 @@ async def _ready(request: web.Request) -> web.Response:
     )
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the callserver application; long-lived resources open and close with it."""
+def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
+    """Build the callserver application; long-lived resources open and close with it.
+
+    `clock` drives ring timeouts and presence grace (the event loop's by default; tests pass theirs).
+    """
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
+    if clock is not None:
+        app[CLOCK] = clock
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "web" / "templates"),
         autoescape=True,
     )
-    app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_calls)
-    setup_chat(app)  # after the calls: the chat desk shares the switchboard's operators
-    visitors.setup(app)  # the shop floor: beacons, the visitors board, invitations
     app[SOCKETS] = weakref.WeakSet()
     app[COUNTRIES] = CountryLookup()
-    setup_address_limits(app)  # per client address: widget sockets, new visitors, call attempts
+    # Per client address: widget sockets, new visitors, call attempts.
+    app[ADDRESS_LIMITS] = AddressLimits(settings.widget_sockets_per_address)
+    # In order: each needs the ones before it, and they close in reverse.
+    app.cleanup_ctx.append(_database)  # the database, call records, the sites directory
+    app.cleanup_ctx.append(_calls)  # media, the roster, the switchboard
+    app.cleanup_ctx.append(_chat_desk)  # chats share the roster's operators
+    app.cleanup_ctx.append(_shop_floor)  # beacons, the visitors board, invitations
+    app.cleanup_ctx.append(_conversations)
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)
+    app.on_shutdown.append(visitors.end_streams)
     security.setup(app)  # CSP and framing headers on every HTML page, the pages' stylesheets
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", _ready)
     app.router.add_get("/ws/widget", widget_socket)
     app.router.add_get("/ws/operator", operator_socket)
+    visitors.add_routes(app)
     widget.add_routes(app)
     auth.add_routes(app, "operator")
     softphone.add_routes(app)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from callserver.store.models import Site
+from callserver.web.keys import ROSTER
 from tests.stack import Stack, running_stack, settings_for
 
 
@@ -147,7 +148,7 @@ async def test_new_chats_go_to_the_least_loaded_operator(tmp_path: Path) -> None
             await shopper.send({"type": "chat.start"})
             owners.append((await shopper.receive("chat.history"))["chat"]["operator"]["name"])
         assert sorted(owners[:2]) == ["Anna", "Ben"]
-        loads = sorted(len(stack.switchboard.seat_of(p.account_id).chats) for p in (anna, ben))
+        loads = sorted(len(stack.app[ROSTER].seat_of(p.account_id).chats) for p in (anna, ben))
         assert loads == [1, 2]
 
 

@@ -20,8 +20,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from sqlalchemy import func, select
 
 from callserver import limits
-from callserver.signaling.chat_service import CHAT_DESK
 from callserver.store.models import Call, CallEvent, Chat, LeftMessage, Visitor
+from callserver.web.keys import CHAT_DESK, ROSTER
 from tests import peers
 from tests.chat_clients import Softphone, Widget, softphone, widget
 from tests.servers import postgres
@@ -102,7 +102,7 @@ async def test_a_bug_in_a_handler_answers_internal_error_and_logs_one_line(
 
     # A stand-in for whatever bug a handler may still hide: the socket must outlive it.
     monkeypatch.setattr(stack.app[CHAT_DESK], "visitor_typing", broken)
-    monkeypatch.setattr(stack.switchboard, "set_presence", broken)
+    monkeypatch.setattr(stack.app[ROSTER], "set_presence", broken)
     async with softphone(stack, "anna@shop.example") as anna, widget(stack, "visitor-abuse-02") as page:
         await page.send({"type": "chat.typing", "text": "Hel"})
         assert (await page.next("error"))["code"] == "internal_error"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from callserver.store.models import Site
-from callserver.web.visitors import SHOP_FLOOR
+from callserver.web.keys import SITES
 from tests.stack import Stack
 
 
@@ -16,4 +16,4 @@ async def configure_site(stack: Stack, **values: Any) -> None:
         assert site is not None
         for name, value in values.items():
             setattr(site, name, value)
-    stack.app[SHOP_FLOOR].profiles.forget()
+    stack.app[SITES].forget()

@@ -4,47 +4,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from callserver.accounts import Account
-from callserver.calls.states import Presence, RingStrategy
-
-
-class OperatorChannel(Protocol):
-    """One open softphone of an operator; the socket adapter turns these calls into wire messages."""
-
-    async def incoming(self, call: dict[str, object]) -> None: ...
-    async def withdrawn(self, call_id: str, reason: str) -> None: ...
-    async def answer(self, call_id: str, sdp: str) -> None: ...
-    async def connected(self, call_id: str) -> None: ...
-    async def ended(self, call_id: str, reason: str) -> None: ...
-    async def presence(self, status: Presence) -> None: ...
-    async def transferred(self, call_id: str, to_name: str) -> None: ...
-    async def transfer_failed(self, call_id: str, reason: str) -> None: ...
-    async def chat_event(self, type: str, payload: dict[str, Any]) -> None:
-        """A chat frame (`chat.message`, `chat.assigned`, …) for this softphone."""
-
-
-@dataclass(eq=False)
-class Seat:
-    """An operator as routing sees them: presence, open softphones, and whether they are in a call."""
-
-    account: Account
-    presence: Presence = Presence.OFFLINE
-    channels: list[OperatorChannel] = field(default_factory=list)
-    idle_since: float = 0.0
-    call_id: str | None = None
-    chats: set[str] = field(default_factory=set)  # ids of the chats this operator handles
-
-    @property
-    def free(self) -> bool:
-        return self.presence is Presence.ONLINE and bool(self.channels) and self.call_id is None
-
-    @property
-    def reachable(self) -> bool:
-        """Online with a softphone open: can take chats, in a call or not."""
-        return self.presence is Presence.ONLINE and bool(self.channels)
+from callserver.operators.roster import Seat
+from callserver.sites import RingStrategy
 
 
 class Router:

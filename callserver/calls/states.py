@@ -2,6 +2,11 @@
 
 from enum import StrEnum
 
+# How a site's calls ring is a site setting: it lives with the site (dashboard/views.py imports it here).
+from callserver.sites.site import RingStrategy
+
+__all__ = ["CallState", "EndReason", "RingStrategy"]
+
 
 class CallState(StrEnum):
     RINGING = "ringing"
@@ -16,15 +21,3 @@ class EndReason(StrEnum):
     DECLINED = "declined"
     FAILED = "failed"
     DROPPED = "dropped"  # the server went away
-
-
-class Presence(StrEnum):
-    ONLINE = "online"
-    AWAY = "away"
-    OFFLINE = "offline"
-
-
-class RingStrategy(StrEnum):
-    LONGEST_IDLE = "longest_idle"
-    ROUND_ROBIN = "round_robin"
-    RING_ALL = "ring_all"

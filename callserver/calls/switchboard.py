@@ -1,8 +1,9 @@
-"""The live side of calls: ringing operators, answering, bridging, holding and hanging up.
+"""The live side of calls: ringing operators, answering, bridging, holding, transferring, hanging up.
 
-The switchboard owns every call in progress and every operator's seat in this process. It speaks to
-the sockets through the small channel protocols and to audio through `MediaEngine`, so it imports
-neither aiohttp nor aiortc.
+The switchboard owns every call in progress in this process; operators' presence and load live in the
+roster (`callserver/operators/roster.py`), which it reads and tells when an operator takes or leaves a
+call. It speaks to the sockets through the small channel protocols and to audio through `MediaEngine`,
+so it imports neither aiohttp nor aiortc.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +20,9 @@ from callserver import events
 from callserver.accounts import Account
 from callserver.background import BackgroundTasks
 from callserver.calls.records import CallRecords, VisitorContext
-from callserver.calls.routing import OperatorChannel, Router, Seat
-from callserver.calls.states import CallState, EndReason, Presence, RingStrategy
+from callserver.calls.routing import Router
+from callserver.calls.states import CallState, EndReason
+from callserver.clock import Clock, LoopClock, Timer
 from callserver.errors import (
     BadOffer,
     CallInProgress,
@@ -32,6 +33,8 @@ from callserver.errors import (
     UnknownCall,
 )
 from callserver.media.engine import CallMedia, MediaEngine
+from callserver.operators.roster import OperatorChannel, Presence, Roster, Seat
+from callserver.sites import Site
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +48,10 @@ class ShopperChannel(Protocol):
         """`why` says what the shopper should hear about a missed call: `no_answer`, `all_busy`, …"""
 
 
-@dataclass(frozen=True)
-class SiteRouting:
-    """The parts of a site that decide how its calls ring."""
-
-    id: int
-    name: str
-    strategy: RingStrategy
-    ring_timeout: float
-
-
 @dataclass(eq=False)
 class LiveCall:
     id: str
-    site: SiteRouting
+    site: Site
     view: dict[str, Any]  # what operators see of the call while it rings
     shopper: ShopperChannel
     media: CallMedia
@@ -71,7 +64,7 @@ class LiveCall:
     held: bool = False
     prefer: int | None = None  # the operator to ring first (the one the shopper was chatting with)
     transfer_to: Seat | None = None  # the operator being rung to take over the answered call
-    transfer_timer: asyncio.TimerHandle | None = None
+    transfer_timer: Timer | None = None
     visitor_token: str = ""
     # The softphone whose peer connection carries the operator's leg: when it goes, so does the call.
     operator_channel: OperatorChannel | None = None
@@ -80,70 +73,50 @@ class LiveCall:
 # Why a call ended when one side's socket went away without hanging up (its media went with the page).
 CONNECTION_LOST = "connection_lost"
 
-
-SeatListener = Callable[[Seat], Awaitable[None]]
+# What the switchboard tells one softphone (a typed call on the channel, checked by mypy).
+Tell = Callable[[OperatorChannel], Awaitable[None]]
 
 
 class Switchboard:
-    """Every call in progress and every operator's seat in this process."""
+    """Every call in progress in this process; presence and load are the roster's."""
 
     def __init__(
         self,
         records: CallRecords,
         media: MediaEngine,
-        presence_grace: float,
-        clock: Callable[[], float] = time.monotonic,
+        roster: Roster,
+        ring_timeout: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self._records = records
         self._media = media
+        self._roster = roster
         self._router = Router()
-        self._presence_grace = presence_grace
-        self._clock = clock
-        self._seats: dict[int, Seat] = {}
+        self._ring_timeout = ring_timeout  # a site's own timeout, when set, wins
+        self._clock = clock or LoopClock()
         self._calls: dict[str, LiveCall] = {}
         self._placing: set[tuple[int, str]] = set()  # (site, visitor token) whose offer is being recorded
-        self._offline_timers: dict[int, asyncio.TimerHandle] = {}
         self._background = BackgroundTasks("switchboard")
-        self._seat_listeners: list[SeatListener] = []
+        self._unlisten = roster.on_change(self._presence_changed)
         self._closed = False
+
+    @property
+    def roster(self) -> Roster:
+        return self._roster
 
     # Operators ---------------------------------------------------------------------------------
 
-    def seat(self, account: Account) -> Seat:
-        seat = self._seats.get(account.id)
-        if seat is None:
-            seat = self._seats[account.id] = Seat(account=account, idle_since=self._clock())
-        return seat
-
-    def seat_of(self, operator_id: int) -> Seat | None:
-        return self._seats.get(operator_id)
-
-    def seats(self) -> list[Seat]:
-        return list(self._seats.values())
-
-    def on_seat_change(self, listener: SeatListener) -> Callable[[], None]:
-        """Call `listener` after an operator's presence changes; returns the function that unregisters it."""
-        self._seat_listeners.append(listener)
-        return lambda: self._seat_listeners.remove(listener) if listener in self._seat_listeners else None
-
-    async def _seat_changed(self, seat: Seat) -> None:
-        for listener in list(self._seat_listeners):
-            try:
-                await listener(seat)
-            except Exception:
-                log.exception("a listener failed on the presence change of %s", seat.account.email)
+    async def _presence_changed(self, seat: Seat) -> None:
+        if seat.presence is not Presence.ONLINE:
+            self._stop_ringing(seat)
 
     def operator_joined(self, account: Account, channel: OperatorChannel) -> Callable[[], None]:
-        """Register an open softphone; returns the function that unregisters it."""
-        seat = self.seat(account)
-        seat.channels.append(channel)
-        timer = self._offline_timers.pop(account.id, None)
-        if timer:
-            timer.cancel()
+        """Register an open softphone with the roster; returns the function that unregisters it."""
+        seat = self._roster.seat(account)
+        leave_roster = self._roster.join(account, channel)
 
         def leave() -> None:
-            if channel in seat.channels:
-                seat.channels.remove(channel)
+            leave_roster()
             call = self._calls.get(seat.call_id) if seat.call_id is not None else None
             if (
                 call is not None
@@ -154,43 +127,8 @@ class Switchboard:
                 self._background.spawn(self._end(call, EndReason.FAILED, by="operator", why=CONNECTION_LOST))
             if not seat.channels:
                 self._stop_ringing(seat)
-                # A reload or a short network drop should not take the operator offline.
-                loop = asyncio.get_running_loop()
-                self._offline_timers[account.id] = loop.call_later(
-                    self._presence_grace, self._went_away, account.id
-                )
 
         return leave
-
-    def _went_away(self, operator_id: int) -> None:
-        self._offline_timers.pop(operator_id, None)
-        seat = self._seats.get(operator_id)
-        if seat and not seat.channels:
-            seat.presence = Presence.OFFLINE
-            log.info("operator %s is offline: softphone gone", seat.account.email)
-            self._background.spawn(self._seat_changed(seat))
-
-    async def set_presence(self, operator_id: int, status: Presence) -> None:
-        seat = self._seats[operator_id]
-        seat.presence = status
-        if status is Presence.ONLINE:
-            seat.idle_since = max(seat.idle_since, self._clock()) if seat.call_id is None else seat.idle_since
-        else:
-            self._stop_ringing(seat)
-        for channel in list(seat.channels):
-            await channel.presence(status)
-        await self._seat_changed(seat)
-
-    def presence_of(self, operator_id: int) -> Presence:
-        seat = self._seats.get(operator_id)
-        return seat.presence if seat else Presence.OFFLINE
-
-    def operators_online(self, site_id: int) -> int:
-        return sum(
-            1
-            for s in self._seats.values()
-            if s.presence is Presence.ONLINE and s.channels and s.account.works_for(site_id)
-        )
 
     def ringing_for(self, operator_id: int) -> list[dict[str, Any]]:
         """The calls ringing this operator right now (for a softphone that just connected)."""
@@ -204,7 +142,7 @@ class Switchboard:
         ]
 
     def active_call_of(self, operator_id: int) -> str | None:
-        seat = self._seats.get(operator_id)
+        seat = self._roster.seat_of(operator_id)
         return seat.call_id if seat else None
 
     def _stop_ringing(self, seat: Seat) -> None:
@@ -221,7 +159,7 @@ class Switchboard:
 
     async def start_call(
         self,
-        site: SiteRouting,
+        site: Site,
         visitor: VisitorContext,
         offer_sdp: str,
         shopper: ShopperChannel,
@@ -313,7 +251,7 @@ class Switchboard:
     ) -> str:
         """The operator answers on `channel`: their leg is terminated and bridged; returns the answer SDP."""
         call = self._call_for(call_id)
-        seat = self._seats.get(operator_id)
+        seat = self._roster.seat_of(operator_id)
         if seat is None or seat.presence is not Presence.ONLINE:
             raise NotOnline("Set yourself online to answer calls.")
         if call.transfer_to is seat:
@@ -327,12 +265,12 @@ class Switchboard:
         self._media.check_offer(offer_sdp)
         call.operator = seat
         call.operator_channel = channel
-        seat.call_id = call.id
+        self._roster.took_call(operator_id, call.id)
         others = call.ringing - {seat}
         call.ringing.clear()
         call.ring_over.set()
         for other in others:
-            await self._tell(other, "withdrawn", call.id, "answered_elsewhere")
+            await self._tell(other, call.id, lambda c: c.withdrawn(call.id, "answered_elsewhere"))
         try:
             answer = await call.media.answer_operator(offer_sdp)
         except Exception as e:
@@ -349,11 +287,11 @@ class Switchboard:
         """Tell the operator's softphones the call is bridged (after they have the answer)."""
         call = self._calls.get(call_id)
         if call and call.operator and call.operator.account.id == operator_id:
-            await self._tell(call.operator, "connected", call_id)
+            await self._tell(call.operator, call_id, lambda c: c.connected(call_id))
 
     async def decline(self, operator_id: int, call_id: str) -> None:
         call = self._call_for(call_id)
-        seat = self._seats.get(operator_id)
+        seat = self._roster.seat_of(operator_id)
         if seat is not None and call.transfer_to is seat:
             await self._transfer_over(call, "declined")
             return
@@ -362,7 +300,7 @@ class Switchboard:
         call.ringing.discard(seat)
         call.declined.add(operator_id)
         await self._records.event(call.id, events.CALL_DECLINED, operator_id)
-        await self._tell(seat, "withdrawn", call.id, "declined")
+        await self._tell(seat, call.id, lambda c: c.withdrawn(call.id, "declined"))
         if not call.ringing:
             call.ring_over.set()
 
@@ -401,16 +339,17 @@ class Switchboard:
             raise CallNotRinging(f'Cannot transfer call {call_id} in state "{call.state}".')
         if call.transfer_to is not None:
             raise CallInProgress("A transfer of this call is already ringing.")
-        target = self._seats.get(to_operator_id)
+        target = self._roster.seat_of(to_operator_id)
         if target is None or to_operator_id == operator_id or not target.account.works_for(call.site.id):
             raise NotYourCall("That operator cannot take calls of this site.")
         if not target.free:
             raise OperatorBusy(f"{target.account.display_name} is not free to take the call.")
         call.transfer_to = target
-        loop = asyncio.get_running_loop()
-        call.transfer_timer = loop.call_later(
-            call.site.ring_timeout, lambda: self._background.spawn(self._transfer_over(call, "timeout"))
-        )
+
+        def timed_out() -> None:
+            self._background.spawn(self._transfer_over(call, "timeout"))
+
+        call.transfer_timer = self._clock.call_later(self._ring_timeout_of(call), timed_out)
         await self._records.event(
             call.id, events.CALL_TRANSFER_RANG, to_operator_id, from_operator=operator_id
         )
@@ -425,9 +364,9 @@ class Switchboard:
         call.transfer_to = None
         if call.transfer_timer is not None:
             call.transfer_timer.cancel()
-        await self._tell(target, "withdrawn", call.id, reason)
+        await self._tell(target, call.id, lambda c: c.withdrawn(call.id, reason))
         if call.operator is not None and call.state is CallState.ANSWERED:
-            await self._tell(call.operator, "transfer_failed", call.id, reason)
+            await self._tell(call.operator, call.id, lambda c: c.transfer_failed(call.id, reason))
 
     async def _take_over(
         self, call: LiveCall, seat: Seat, offer_sdp: str, channel: OperatorChannel | None
@@ -443,17 +382,17 @@ class Switchboard:
             answer = await call.media.replace_operator(offer_sdp)
         except Exception as e:
             if first is not None:
-                await self._tell(first, "transfer_failed", call.id, "failed")
+                await self._tell(first, call.id, lambda c: c.transfer_failed(call.id, "failed"))
             raise BadOffer(f"Your offer could not be answered: {e}") from e
         call.operator = seat
         call.operator_channel = channel
         call.held = False
-        seat.call_id = call.id
+        self._roster.took_call(seat.account.id, call.id)
         if first is not None:
-            first.call_id = None
-            first.idle_since = self._clock()
+            self._roster.released_call(first.account.id)
             await self._records.transferred(call.id, first.account.id, seat.account.id)
-            await self._tell(first, "transferred", call.id, seat.account.display_name)
+            to_name = seat.account.display_name
+            await self._tell(first, call.id, lambda c: c.transferred(call.id, to_name))
         await call.shopper.connected(call.id, seat.account.display_name)
         return answer
 
@@ -463,8 +402,9 @@ class Switchboard:
         tried: set[int] = set()
         await call.shopper.ringing(call.id)
         while call.state is CallState.RINGING and call.operator is None:
-            batch = self._router.next_to_ring(call.site.id, call.site.strategy, self._seats.values(), tried)
-            preferred = self._seats.get(call.prefer) if call.prefer is not None and not tried else None
+            seats = self._roster.seats()
+            batch = self._router.next_to_ring(call.site.id, call.site.strategy, seats, tried)
+            preferred = self._roster.seat_of(call.prefer) if call.prefer is not None and not tried else None
             if preferred is not None and preferred.free and preferred.account.works_for(call.site.id):
                 batch = [preferred]
             if not batch:
@@ -472,7 +412,7 @@ class Switchboard:
                 if everyone_declined:
                     await self._end(call, EndReason.DECLINED, why="declined")
                 else:
-                    nobody = "all_busy" if self.operators_online(call.site.id) else "nobody_online"
+                    nobody = "all_busy" if self._roster.operators_online(call.site.id) else "nobody_online"
                     await self._end(call, EndReason.MISSED, why="no_answer" if tried else nobody)
                 return
             call.ring_over.clear()
@@ -482,13 +422,17 @@ class Switchboard:
                 await self._records.event(call.id, events.CALL_RANG, seat.account.id)
                 for channel in list(seat.channels):
                     await channel.incoming(call.view)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(call.ring_over.wait(), call.site.ring_timeout)
+            # The clock's timer ends the wait (a test's clock can move it on without sleeping).
+            timeout = self._clock.call_later(self._ring_timeout_of(call), call.ring_over.set)
+            try:
+                await call.ring_over.wait()
+            finally:
+                timeout.cancel()
             if call.operator is not None:
                 return
             for seat in list(call.ringing):
                 await self._records.event(call.id, events.CALL_RING_TIMEOUT, seat.account.id)
-                await self._tell(seat, "withdrawn", call.id, "timeout")
+                await self._tell(seat, call.id, lambda c: c.withdrawn(call.id, "timeout"))
             call.ringing.clear()
 
     def _leg_failed(self, call_id: str, leg: str) -> None:
@@ -521,30 +465,32 @@ class Switchboard:
         finally:
             # Told only once the record is written: whoever reacts reads the final state.
             for seat in still_ringing:
-                await self._tell(seat, "withdrawn", call.id, reason)
+                await self._tell(seat, call.id, lambda c: c.withdrawn(call.id, reason))
             operator = call.operator
             if operator is not None:
-                operator.call_id = None
-                operator.idle_since = self._clock()
-                await self._tell(operator, "ended", call.id, reason)
+                self._roster.released_call(operator.account.id)
+                await self._tell(operator, call.id, lambda c: c.ended(call.id, reason))
             with contextlib.suppress(Exception):
                 await call.shopper.ended(call.id, reason, detail.get("why"))
         log.info("call %s ended: %s %s", call.id, reason, detail or "")
 
-    async def _tell(self, seat: Seat, what: str, call_id: str, *args: Any) -> None:
+    def _ring_timeout_of(self, call: LiveCall) -> float:
+        return call.site.ring_timeout or self._ring_timeout
+
+    async def _tell(self, seat: Seat, call_id: str, what: Tell) -> None:
+        """Tell each of the operator's softphones; one that fails is logged, the others still hear."""
         for channel in list(seat.channels):
             try:
-                await getattr(channel, what)(call_id, *args)
+                await what(channel)
             except Exception:
-                log.warning("could not tell operator %s that %s %s", seat.account.email, call_id, what)
+                log.warning("could not tell operator %s about call %s", seat.account.email, call_id)
 
     async def close(self) -> None:
         """End every call in progress as `dropped` (the server is going away); safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        self._unlisten()
         for call in list(self._calls.values()):
             await self._end(call, EndReason.DROPPED)
-        for timer in self._offline_timers.values():
-            timer.cancel()
         await self._background.close()

@@ -10,10 +10,11 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from callserver.accounts import Account
-from callserver.calls.states import Presence
 from callserver.errors import CallserverError
-from callserver.signaling.chat_service import CHAT_DESK
-from callserver.signaling.messages import (
+from callserver.operators.roster import Presence
+from callserver.web.auth import current_account, watch_socket
+from callserver.web.keys import CHAT_DESK, CONVERSATIONS, ROSTER, SETTINGS, SHOP_FLOOR, SWITCHBOARD
+from callserver.wire.inbound import (
     BadMessage,
     CallAccept,
     CallDecline,
@@ -38,10 +39,7 @@ from callserver.signaling.messages import (
     error,
     internal_error,
 )
-from callserver.visitors.invitations import VisitorGone
-from callserver.web.auth import current_account, watch_socket
-from callserver.web.keys import SETTINGS, SWITCHBOARD
-from callserver.web.visitors import SHOP_FLOOR
+from callserver.wire.outbound import Frame
 
 log = logging.getLogger(__name__)
 CLOSE_LOGIN_REQUIRED = 4401
@@ -82,8 +80,8 @@ class OperatorConnection:
     async def transfer_failed(self, call_id: str, reason: str) -> None:
         await self.send({"type": "call.transfer_failed", "call_id": call_id, "reason": reason})
 
-    async def chat_event(self, type: str, payload: dict[str, Any]) -> None:
-        await self.send({"type": type, **payload})
+    async def chat_event(self, frame: Frame) -> None:
+        await self.send(frame.encode())
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -106,7 +104,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
 
     unwatch = watch_socket(request, account, ws)  # signing out (or being disabled) closes this socket
-    desk = request.app[CHAT_DESK]
+    desk, roster = request.app[CHAT_DESK], request.app[ROSTER]
     softphone = OperatorConnection(ws)
     leave = switchboard.operator_joined(account, softphone)
     stop_watching = None
@@ -115,13 +113,13 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
             {
                 "type": "hello",
                 "operator": {"id": account.id, "email": account.email, "name": account.display_name},
-                "presence": str(switchboard.presence_of(account.id)),
+                "presence": str(roster.presence_of(account.id)),
                 "incoming": switchboard.ringing_for(account.id),
                 "active_call": switchboard.active_call_of(account.id),
-                **await desk.operator_state(switchboard.seat(account)),
+                **await desk.operator_state(roster.seat(account)),
             }
         )
-        await desk.operator_joined(switchboard.seat(account))
+        await desk.operator_joined(roster.seat(account))
         # The live visitors board: now, then on every change (throttled by the publisher).
         floor = request.app[SHOP_FLOOR]
         stop_watching = floor.publisher.watch(account, softphone)
@@ -157,12 +155,13 @@ async def _handle(
 ) -> None:
     switchboard = request.app[SWITCHBOARD]
     desk = request.app[CHAT_DESK]
-    seat = switchboard.seat(account)
+    roster = request.app[ROSTER]
+    seat = roster.seat(account)
     match message:
         case Ping():
             await softphone.send({"type": "pong"})
         case PresenceSet(status=status):
-            await switchboard.set_presence(account.id, Presence(status))
+            await roster.set_presence(account.id, Presence(status))
         case CallAccept(call_id=call_id, sdp=sdp):
             answer = await switchboard.accept(account.id, call_id, sdp, softphone)
             await softphone.answer(call_id, answer)
@@ -190,15 +189,11 @@ async def _handle(
         case ChatOfferCall(chat_id=chat_id):
             await desk.offer_call(seat, chat_id)
         case MessageHandled(id=message_id):
-            await desk.mark_handled(seat, message_id)
+            await desk.left_messages.mark_handled(seat.account, message_id)
         case CannedAdd(site_id=site_id, title=title, text=text):
-            await desk.add_canned(seat, site_id, title, text)
+            await desk.canned.add(seat.account, site_id, title, text)
         case CannedRemove(id=reply_id):
-            await desk.remove_canned(seat, reply_id)
+            await desk.canned.remove(seat.account, reply_id)
         case VisitorInvite(visitor_id=token, site_id=site_id):
-            floor = request.app[SHOP_FLOOR]
-            profile = floor.profiles.by_id(site_id)
-            if profile is None or not account.works_for(site_id):
-                raise VisitorGone("There is no such visitor on your sites.")
-            await floor.invitations.invite(profile, token, account)
+            await request.app[CONVERSATIONS].invite(account, site_id, token)
             await softphone.send({"type": "visitor.invited", "visitor_id": token, "site_id": site_id})

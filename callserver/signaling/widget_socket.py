@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import secrets
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from callserver import sites
 from callserver.calls.records import VisitorContext
-from callserver.calls.states import EndReason, RingStrategy
-from callserver.calls.switchboard import SiteRouting
-from callserver.chats.desk import ChatSite
+from callserver.calls.states import EndReason
 from callserver.chats.errors import RateLimited
 from callserver.errors import CallInProgress, CallserverError, NoCall, OriginNotAllowed, UnknownSite
-from callserver.hours import WorkingHours, check_open
-from callserver.limits import AddressLimits, TokenBucket
-from callserver.signaling.chat_service import CHAT_DESK
-from callserver.signaling.messages import (
+from callserver.limits import TokenBucket
+from callserver.sites import is_visitor_token
+from callserver.web.clients import client_address
+from callserver.web.keys import (
+    ADDRESS_LIMITS,
+    CHAT_DESK,
+    CONVERSATIONS,
+    COUNTRIES,
+    ROSTER,
+    SETTINGS,
+    SITES,
+    SWITCHBOARD,
+)
+from callserver.wire.inbound import (
     BadMessage,
     CallContext,
     CallOffer,
@@ -38,16 +44,12 @@ from callserver.signaling.messages import (
     error,
     internal_error,
 )
-from callserver.web.keys import COUNTRIES, DATABASE, SETTINGS, SWITCHBOARD
-from callserver.web.visitors import SHOP_FLOOR
+from callserver.wire.outbound import Frame
 
 log = logging.getLogger(__name__)
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CLOSE_NOT_ALLOWED = 4403
 CLOSE_UNKNOWN_SITE = 4404
 CLOSE_TOO_MANY = 4429  # too many sockets, or too many new visitors, from this client address
-# Sockets, new visitor tokens and call attempts per client address (limits.AddressLimits).
-ADDRESS_LIMITS = web.AppKey("address_limits", AddressLimits)
 # Per socket, every frame: typing previews every 300 ms fit easily, a script hammering the socket does not.
 SOCKET_RATE = 10.0
 SOCKET_BURST = 40.0
@@ -74,6 +76,10 @@ class ShopperConnection:
         if not self.ws.closed:
             await self.ws.send_json(message)
 
+    async def answer(self, call_id: str, sdp: str) -> None:
+        self.call_id = call_id
+        await self.send({"type": "call.answer", "call_id": call_id, "sdp": sdp})
+
     async def ringing(self, call_id: str) -> None:
         await self.send({"type": "call.ringing", "call_id": call_id})
 
@@ -88,17 +94,8 @@ class ShopperConnection:
             frame["why"] = why
         await self.send(frame)
 
-    async def chat_event(self, type: str, payload: dict[str, Any]) -> None:
-        await self.send({"type": type, **payload})
-
-
-def client_address(request: web.Request) -> str | None:
-    """The shopper's IP address (the proxy's own when the proxy is not trusted)."""
-    if request.app[SETTINGS].trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.remote
+    async def chat_event(self, frame: Frame) -> None:
+        await self.send(frame.encode())
 
 
 def visitor_context(request: web.Request, token: str, context: CallContext) -> VisitorContext:
@@ -116,11 +113,6 @@ def visitor_context(request: web.Request, token: str, context: CallContext) -> V
         phone=identity.phone if identity else None,
         extra=context.model_dump(exclude={"page", "title", "referrer", "visitor"}, exclude_none=True),
     )
-
-
-def setup_address_limits(app: web.Application) -> None:
-    """Give the app the per-address limits the widget socket keeps (after SETTINGS is set)."""
-    app[ADDRESS_LIMITS] = AddressLimits(app[SETTINGS].widget_sockets_per_address)
 
 
 async def widget_socket(request: web.Request) -> web.WebSocketResponse:
@@ -142,12 +134,12 @@ async def widget_socket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) -> web.WebSocketResponse:
-    settings = request.app[SETTINGS]
-    switchboard = request.app[SWITCHBOARD]
-    limits = request.app[ADDRESS_LIMITS]
+    app = request.app
+    switchboard, desk, conversations = app[SWITCHBOARD], app[CHAT_DESK], app[CONVERSATIONS]
+    limits = app[ADDRESS_LIMITS]
     site_key = request.query.get("site", "")
     token = request.query.get("visitor", "")
-    if not TOKEN.match(token):
+    if not is_visitor_token(token):
         token = secrets.token_urlsafe(16)
     # Before the site is looked up: a flood of fresh tokens costs no database query.
     if not limits.visitor_arrives(address, (site_key, token)):
@@ -155,9 +147,9 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         await ws.close(code=CLOSE_TOO_MANY, message=b"too_many_visitors")
         return ws
     try:
-        async with request.app[DATABASE].session() as session:
-            site = await sites.site_by_key(session, site_key)
-        sites.check_origin(site, request.headers.get("Origin"))
+        # Read afresh (once per page): the socket follows settings saved a moment ago.
+        site = await app[SITES].by_key(site_key, fresh=True)
+        site.check_origin(request.headers.get("Origin"))
     except UnknownSite:
         await ws.close(code=CLOSE_UNKNOWN_SITE, message=b"unknown_site")
         return ws
@@ -165,23 +157,13 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         await ws.close(code=CLOSE_NOT_ALLOWED, message=b"origin_not_allowed")
         return ws
 
-    routing = SiteRouting(
-        id=site.id,
-        name=site.name,
-        strategy=RingStrategy(site.ring_strategy),
-        ring_timeout=site.ring_timeout or settings.ring_timeout,
-    )
-    desk = request.app[CHAT_DESK]
-    hours = WorkingHours.of_site(site.hours)
-    chat_site = ChatSite(id=site.id, name=site.name, notify_email=site.notify_email, hours=hours)
     shopper = ShopperConnection(ws)
-    invitations = request.app[SHOP_FLOOR].invitations
     await shopper.send(
         {
             "type": "hello",
             "visitor_token": token,
             "site": {"name": site.name, "records_calls": site.records_calls},
-            "operators_online": switchboard.operators_online(site.id),
+            "operators_online": app[ROSTER].operators_online(site.id),
         }
     )
     bucket = TokenBucket(rate=SOCKET_RATE, burst=SOCKET_BURST)
@@ -192,35 +174,15 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         elif isinstance(message, CallOffer):
             if shopper.call_id is not None:
                 raise CallInProgress("This page already has a call in progress.")
-            if switchboard.ringing_call_of(site.id, token) is not None:
-                raise CallInProgress("Your call is already ringing.")
-            check_open(hours)
-            desk.limit("call", site.id, token)
-            if not limits.call_allowed(address):
-                raise RateLimited("Too many calls from your network: please wait a moment and try again.")
             visitor = visitor_context(request, token, message.context)
-            chat = desk.chat_of_visitor(site.id, token)
-            prefer = None
-            if chat is not None and chat.id == message.chat_id and chat.operator is not None:
-                prefer = chat.operator.account.id
-            elif (inviter := invitations.inviter_of(site.id, token)) is not None:
-                prefer = inviter  # the operator who invited this visitor rings first
-            invitations.answered(site.id, token)
-            call_id, answer = await switchboard.start_call(routing, visitor, message.sdp, shopper, prefer)
-            shopper.call_id = call_id
-            await shopper.send({"type": "call.answer", "call_id": call_id, "sdp": answer})
-            switchboard.ring(call_id)
+            await conversations.start_call(site, visitor, message.sdp, shopper, address, message.chat_id)
         elif isinstance(message, ShopperHangup):
             if shopper.call_id is None:
                 raise NoCall("There is no call to hang up.")
             await switchboard.shopper_hangup(shopper.call_id)
         elif isinstance(message, ChatStart):
-            if desk.chat_of_visitor(site.id, token) is None:
-                check_open(hours)  # a chat already going on may finish after closing time
-            inviter = invitations.inviter_of(site.id, token)
-            invitations.answered(site.id, token)
             visitor = visitor_context(request, token, message.context)
-            await desk.start(chat_site, visitor, message.fallback, message.call_id, inviter)
+            await conversations.start_chat(site, visitor, message.fallback, message.call_id)
         elif isinstance(message, VisitorChatSend):
             await desk.post_visitor(site.id, token, message.text, message.client_id, shopper)
         elif isinstance(message, VisitorTyping):
@@ -234,8 +196,8 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
             await shopper.send({"type": "chat.transcript", "status": "sending"})
         elif isinstance(message, LeaveMessage):
             visitor = visitor_context(request, token, message.context)
-            left_id = await desk.leave_message(
-                chat_site,
+            left_id = await conversations.leave_message(
+                site,
                 visitor,
                 message.name,
                 message.email,
@@ -245,7 +207,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
             )
             await shopper.send({"type": "message.left", "id": left_id})
 
-    leave_chat = await desk.visitor_joined(chat_site, token, shopper)
+    leave_chat = await desk.visitor_joined(site, token, shopper)
     try:
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:

@@ -15,11 +15,12 @@ from typing import Any
 from callserver.accounts import Account
 from callserver.errors import CallserverError
 from callserver.limits import NEW_VISITORS_BURST, NEW_VISITORS_RATE, RateLimiter
+from callserver.operators.roster import Roster
+from callserver.sites import Site, SiteDirectory
 from callserver.store.database import Database
 from callserver.visitors.board import MAX_ROWS, BoardPublisher, VisitorBoard
-from callserver.visitors.invitations import InvitationRecords, Invitations, Seats, VisitorStream
+from callserver.visitors.invitations import InvitationRecords, Invitations, VisitorStream
 from callserver.visitors.journey import PageSeen, PageViewLog
-from callserver.visitors.profiles import SiteProfile, SiteProfiles
 
 log = logging.getLogger(__name__)
 # New visitors one client address may bring on the board: the same allowance as for widget sockets
@@ -38,14 +39,15 @@ class ShopFloor:
     def __init__(
         self,
         database: Database,
-        seats: Seats,
+        sites: SiteDirectory,
+        roster: Roster,
         publish_interval: float = 0.5,
         new_visitors: RateLimiter | None = None,
     ) -> None:
-        self.profiles = SiteProfiles(database)
+        self.sites = sites
         self.board = VisitorBoard()
         self.journeys = PageViewLog(database)
-        self.invitations = Invitations(self.board, InvitationRecords(database), seats)
+        self.invitations = Invitations(self.board, InvitationRecords(database), roster)
         self.publisher = BoardPublisher(self.board, self.board_for, interval=publish_interval)
         self.streams: set[VisitorStream] = set()  # open event streams, ended when the server stops
         self.new_visitors = new_visitors or RateLimiter(NEW_VISITORS_RATE, NEW_VISITORS_BURST)
@@ -56,7 +58,7 @@ class ShopFloor:
         self.journeys.start()
         self.publisher.start()
 
-    def admit(self, profile: SiteProfile, token: str, address: Hashable) -> None:
+    def admit(self, profile: Site, token: str, address: Hashable) -> None:
         """Raise TooManyNewVisitors when this visitor is new and `address` brought too many new ones."""
         if self.board.knows(profile.id, token) or self.new_visitors.take(address):
             return
@@ -65,7 +67,7 @@ class ShopFloor:
             log.warning("too many new visitors from %s: beacon refused (%d so far)", address, self.limited)
         raise TooManyNewVisitors("Too many new visitors from this address: please try again later.")
 
-    def page_view(self, profile: SiteProfile, token: str, seen: PageSeen, dismissed: bool) -> None:
+    def page_view(self, profile: Site, token: str, seen: PageSeen, dismissed: bool) -> None:
         visitor, ended, new, evicted = self.board.page_view(profile.id, token, seen)
         for gone in evicted:
             self.invitations.forget(gone.site_id, gone.token)
@@ -77,12 +79,12 @@ class ShopFloor:
         self.invitations.page_viewed(profile, visitor, dismissed)
 
     def heartbeat(
-        self, profile: SiteProfile, token: str, view_id: str, seconds: float, cart_value: float | None
+        self, profile: Site, token: str, view_id: str, seconds: float, cart_value: float | None
     ) -> bool:
         """False when this process doesn't know the visitor (a restart): the widget reports the page again."""
         return self.board.heartbeat(profile.id, token, view_id, seconds, cart_value) is not None
 
-    def left(self, profile: SiteProfile, token: str, view_id: str, seconds: float) -> None:
+    def left(self, profile: Site, token: str, view_id: str, seconds: float) -> None:
         visitor = self.board.heartbeat(profile.id, token, view_id, seconds)
         if visitor is not None and visitor.current is not None and visitor.current.view_id == view_id:
             self.journeys.ended(profile.id, token, view_id, visitor.current.seconds)
@@ -93,7 +95,7 @@ class ShopFloor:
         now = self.board.now()
         ranked = []
         for visitor in self.board.active(account.site_ids or None):
-            profile = self.profiles.by_id(visitor.site_id)
+            profile = self.sites.by_id(visitor.site_id)
             if profile is not None:
                 ranked.append((-visitor.score(profile.weights, now), now - visitor.started, visitor, profile))
         best = heapq.nsmallest(MAX_ROWS, ranked, key=lambda r: (r[0], r[1]))

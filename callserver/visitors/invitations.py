@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from callserver.accounts import Account
-from callserver.calls.routing import Seat
 from callserver.errors import CallserverError
-from callserver.hours import WorkingHours, check_open
+from callserver.operators.roster import Roster, Seat
+from callserver.sites import Site
+from callserver.sites.rules import InviteRule, rules_of
 from callserver.store.database import Database
 from callserver.store.models import Visitor
 from callserver.visitors.board import LiveVisitor, VisitorBoard
 
-if TYPE_CHECKING:  # profiles.py imports the rules from here
-    from callserver.visitors.profiles import SiteProfile
+# The rules are a site setting (callserver/sites/rules.py); the dashboard's site form imports them here.
+__all__ = ["Invitations", "InviteRule", "rules_of"]
 
 log = logging.getLogger(__name__)
 # An invitation showing for longer than this no longer stands (the operator may invite again).
@@ -54,50 +52,12 @@ class AlreadyInvited(CallserverError):
     code = "already_invited"
 
 
-class InviteRule(BaseModel):
-    """One proactive rule of a site: invite on matching pages after some seconds, when worth it."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    # A glob (`/products/*`, `*sale*`) matched against the page's path and its whole URL, or,
-    # without wildcards, a piece of text the URL contains.
-    pattern: str = Field("*", min_length=1, max_length=500)
-    seconds: int = Field(30, ge=0, le=3600)
-    min_score: int | None = Field(None, ge=0, le=100_000)
-    min_value: float | None = Field(None, ge=0)
-    only_when_free: bool = True
-    max_per_visitor: int = Field(1, ge=1, le=20)
-    message: str | None = Field(None, max_length=300)
-
-    def matches(self, url: str) -> bool:
-        if not any(c in self.pattern for c in "*?["):
-            return self.pattern in url
-        parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        return any(fnmatch.fnmatchcase(target, self.pattern) for target in (url, parts.path, path))
-
-
-def rules_of(stored: list[dict[str, Any]] | None) -> tuple[InviteRule, ...]:
-    """A site's stored rules; one that no longer validates is skipped rather than break the others."""
-    rules = []
-    for item in stored or []:
-        try:
-            rules.append(InviteRule.model_validate(item))
-        except ValidationError:
-            log.warning("skipping an invalid invitation rule: %r", item)
-    return tuple(rules)
-
-
 class VisitorStream(Protocol):
     """A widget's open event stream."""
 
     async def invite(self, invitation: dict[str, Any]) -> None: ...
     def end(self) -> None:
         """Close the stream (the server is stopping)."""
-
-
-class Seats(Protocol):
-    def seats(self) -> list[Seat]: ...
 
 
 class InvitationRecords:
@@ -138,7 +98,7 @@ class Invitations:
         self,
         board: VisitorBoard,
         records: InvitationRecords,
-        seats: Seats,
+        seats: Roster,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._board = board
@@ -192,9 +152,9 @@ class Invitations:
             return None
         return visitor.inviter_id
 
-    async def invite(self, profile: SiteProfile, token: str, operator: Account) -> None:
+    async def invite(self, profile: Site, token: str, operator: Account) -> None:
         """An operator invites a visitor from the board."""
-        check_open(profile.hours)
+        profile.check_open()
         visitor = self._board.visitor(profile.id, token)
         if visitor is None or not self._board.is_active(visitor):
             raise VisitorGone("This visitor has left the site.")
@@ -208,7 +168,7 @@ class Invitations:
 
     async def _deliver(
         self,
-        profile: SiteProfile,
+        profile: Site,
         visitor: LiveVisitor,
         name: str,
         operator_id: int,
@@ -257,7 +217,7 @@ class Invitations:
 
     # Proactive rules ---------------------------------------------------------------------------
 
-    def page_viewed(self, profile: SiteProfile, visitor: LiveVisitor, dismissed_in_widget: bool) -> None:
+    def page_viewed(self, profile: Site, visitor: LiveVisitor, dismissed_in_widget: bool) -> None:
         """Arm the site's rules that match the visitor's new page (and disarm those of the last one)."""
         self._cancel(profile.id, visitor.token)
         if dismissed_in_widget and not visitor.dismissed:
@@ -276,12 +236,10 @@ class Invitations:
         if timers:
             self._timers[(profile.id, visitor.token)] = timers
 
-    def _fire(self, profile: SiteProfile, visitor: LiveVisitor, view_id: str, rule: InviteRule) -> None:
+    def _fire(self, profile: Site, visitor: LiveVisitor, view_id: str, rule: InviteRule) -> None:
         self._spawn(self._rule_due(profile, visitor, view_id, rule))
 
-    async def _rule_due(
-        self, profile: SiteProfile, visitor: LiveVisitor, view_id: str, rule: InviteRule
-    ) -> None:
+    async def _rule_due(self, profile: Site, visitor: LiveVisitor, view_id: str, rule: InviteRule) -> None:
         current = visitor.current
         if (
             current is None
@@ -291,7 +249,7 @@ class Invitations:
             or visitor.invitations >= rule.max_per_visitor
             or (visitor.invited_at is not None and self._clock() - visitor.invited_at < INVITATION_STANDS)
             or not self.reachable(profile.id, visitor.token)
-            or not _open(profile.hours)
+            or not profile.is_open()
         ):
             return
         now = self._board.now()
@@ -332,7 +290,3 @@ class Invitations:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _open(hours: WorkingHours | None) -> bool:
-    return hours is None or hours.is_open(datetime.now(UTC))

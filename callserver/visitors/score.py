@@ -19,34 +19,11 @@ override any weight (stored on the site as `score_weights`, edited in the dashbo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+# The weights are a site setting (stored on the site, edited in the dashboard): they live with the site.
+from callserver.sites.rules import ScoreWeights
 
-
-class ScoreWeights(BaseModel):
-    """The weights of the value score; every field has a default, a site overrides any of them."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    value_per_100: float = Field(9.0, ge=0, le=1000)
-    value_cap: float = Field(50.0, ge=0, le=1000)
-    per_page: float = Field(3.0, ge=0, le=1000)
-    pages_cap: float = Field(30.0, ge=0, le=1000)
-    per_minute: float = Field(2.0, ge=0, le=1000)
-    minutes_cap: float = Field(20.0, ge=0, le=1000)
-    has_cart: float = Field(15.0, ge=0, le=1000)
-    returning: float = Field(10.0, ge=0, le=1000)
-    searched: float = Field(5.0, ge=0, le=1000)
-    campaign: float = Field(5.0, ge=0, le=1000)
-
-    @classmethod
-    def for_site(cls, overrides: dict[str, Any] | None) -> ScoreWeights:
-        """The defaults with a site's overrides on top; an unusable override is ignored."""
-        try:
-            return cls.model_validate(overrides or {})
-        except ValidationError:
-            return cls()
+__all__ = ["LABELS", "ScoreWeights", "VisitFacts", "value_score"]
 
 
 LABELS = {

@@ -1,4 +1,10 @@
-"""Typed application state (aiohttp `AppKey`s): one place to see what a running app holds."""
+"""Typed application state (aiohttp `AppKey`s): one place to see what a running app holds.
+
+They live here rather than in `app.py` because the adapters (views, sockets) read them and `app.py`
+imports the adapters: keys in `app.py` would make every adapter import the module that imports it.
+`app.py` fills them, in order, in its `cleanup_ctx`s. (The sign-in limits and the dashboard's
+retention task keep their keys next to the code that owns them: `web/auth.py`, `dashboard/`.)
+"""
 
 from weakref import WeakSet
 
@@ -7,17 +13,30 @@ from jinja2 import Environment
 
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
+from callserver.chats.desk import ChatDesk
+from callserver.conversations import Conversations
+from callserver.limits import AddressLimits
 from callserver.media.engine import MediaEngine
+from callserver.operators.roster import Roster
 from callserver.settings import Settings
+from callserver.sites import SiteDirectory
 from callserver.store.database import Database
 from callserver.visitors.country import CountryLookup
+from callserver.visitors.floor import ShopFloor
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 RECORDS = web.AppKey("records", CallRecords)
+SITES = web.AppKey("sites", SiteDirectory)
 MEDIA = web.AppKey("media", MediaEngine)
+ROSTER = web.AppKey("roster", Roster)
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
+CHAT_DESK = web.AppKey("chat_desk", ChatDesk)
+SHOP_FLOOR = web.AppKey("shop_floor", ShopFloor)
+CONVERSATIONS = web.AppKey("conversations", Conversations)
 TEMPLATES = web.AppKey("templates", Environment)
 COUNTRIES = web.AppKey("countries", CountryLookup)
+# Sockets, new visitor tokens and call attempts per client address (the widget socket's limits).
+ADDRESS_LIMITS = web.AppKey("address_limits", AddressLimits)
 # Open sockets, closed with a reason when the server shuts down.
 SOCKETS = web.AppKey("sockets", WeakSet[web.WebSocketResponse])

@@ -21,38 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from callserver.errors import OriginNotAllowed, UnknownSite
-from callserver.hours import WorkingHours
-from callserver.signaling.messages import MAX_BEACON_BYTES, BadMessage, decode_beacon
-from callserver.visitors.floor import ShopFloor, TooManyNewVisitors
+from callserver.sites import Site, is_visitor_token
+from callserver.visitors.floor import TooManyNewVisitors
 from callserver.visitors.journey import PageSeen
-from callserver.visitors.profiles import SiteProfile
 from callserver.web.clients import client_address
 from callserver.web.errors import json_error
-from callserver.web.keys import DATABASE, SWITCHBOARD
+from callserver.web.keys import ROSTER, SHOP_FLOOR, SITES
+from callserver.wire.inbound import MAX_BEACON_BYTES, BadMessage, decode_beacon
 
-SHOP_FLOOR = web.AppKey("shop_floor", ShopFloor)
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 STREAM_PING = 20.0  # seconds between keep-alive comments on an idle event stream
 EXPOSED = {"Access-Control-Expose-Headers": "CB-Listen"}
-
-
-def check_origin(profile: SiteProfile, origin: str | None) -> None:
-    from callserver.sites import normalize_origin
-
-    try:
-        normalized = normalize_origin(origin or "")
-    except Exception as e:
-        raise OriginNotAllowed(f"The page's origin {origin!r} is not allowed for this site.") from e
-    if normalized not in profile.allowed_origins:
-        raise OriginNotAllowed(f"Calls from {normalized} are not enabled for this site.")
 
 
 def cors(request: web.Request) -> dict[str, str]:
@@ -60,11 +43,11 @@ def cors(request: web.Request) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
 
 
-async def site_for(request: web.Request) -> SiteProfile:
+async def site_for(request: web.Request) -> Site:
     """The request's site, after checking the page's Origin (raises UnknownSite or OriginNotAllowed)."""
-    profile = await request.app[SHOP_FLOOR].profiles.by_key(request.query.get("site", ""))
-    check_origin(profile, request.headers.get("Origin"))
-    return profile
+    site = await request.app[SITES].by_key(request.query.get("site", ""))
+    site.check_origin(request.headers.get("Origin"))
+    return site
 
 
 def refusal(request: web.Request, error: UnknownSite | OriginNotAllowed, **extra: Any) -> web.Response:
@@ -75,14 +58,10 @@ def refusal(request: web.Request, error: UnknownSite | OriginNotAllowed, **extra
     )
 
 
-def is_open(hours: WorkingHours | None) -> bool:
-    return hours is None or hours.is_open(datetime.now(UTC))
-
-
 async def beacon(request: web.Request) -> web.Response:
     """Take one page-view beacon; 204, with `CB-Listen: 1` when the widget should listen for invitations."""
     try:
-        profile = await site_for(request)
+        site = await site_for(request)
     except (UnknownSite, OriginNotAllowed) as e:
         return refusal(request, e)
     headers = {**cors(request), **EXPOSED}
@@ -98,7 +77,7 @@ async def beacon(request: web.Request) -> web.Response:
     floor = request.app[SHOP_FLOOR]
     if message.kind in ("view", "dismiss"):  # the kinds that can bring a visitor we don't know yet
         try:
-            floor.admit(profile, message.visitor, client_address(request))
+            floor.admit(site, message.visitor, client_address(request))
         except TooManyNewVisitors as e:
             return json_error(429, e.code, e.message, {**headers, "Retry-After": "10"})
     known = True
@@ -117,20 +96,20 @@ async def beacon(request: web.Request) -> web.Response:
             cart_value=message.cart_value,
             returning=message.returning,
         )
-        floor.page_view(profile, message.visitor, seen, message.dismissed)
+        floor.page_view(site, message.visitor, seen, message.dismissed)
     elif message.kind == "ping":
-        known = floor.heartbeat(profile, message.visitor, message.view, message.seconds, message.cart_value)
+        known = floor.heartbeat(site, message.visitor, message.view, message.seconds, message.cart_value)
     elif message.kind == "leave":
-        floor.left(profile, message.visitor, message.view, message.seconds)
+        floor.left(site, message.visitor, message.view, message.seconds)
     else:
-        await floor.invitations.dismissed(profile.id, message.visitor)
-    visitor = floor.board.visitor(profile.id, message.visitor)
+        await floor.invitations.dismissed(site.id, message.visitor)
+    visitor = floor.board.visitor(site.id, message.visitor)
     if (
         not message.dismissed
         and visitor is not None
         and not visitor.dismissed
-        and is_open(profile.hours)
-        and request.app[SWITCHBOARD].operators_online(profile.id) > 0
+        and site.is_open()
+        and request.app[ROSTER].operators_online(site.id) > 0
     ):
         headers["CB-Listen"] = "1"
     if not known:
@@ -156,12 +135,12 @@ class EventStream:
 async def events(request: web.Request) -> web.StreamResponse:
     """The widget's invitation stream (server-sent events): `event: invite`, keep-alive comments."""
     try:
-        profile = await site_for(request)
+        site = await site_for(request)
     except (UnknownSite, OriginNotAllowed) as e:
         return refusal(request, e)
     token = request.query.get("visitor", "")
     origin = request.headers["Origin"]
-    if not TOKEN.match(token):
+    if not is_visitor_token(token):
         return json_error(400, "bad_message", "`visitor` must be the widget's visitor token.")
     response = web.StreamResponse(
         headers={
@@ -175,7 +154,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     floor = request.app[SHOP_FLOOR]
     stream = EventStream()
-    stop = floor.invitations.listen(profile.id, token, stream)
+    stop = floor.invitations.listen(site.id, token, stream)
     floor.streams.add(stream)
     try:
         await response.write(b"retry: 10000\n: listening\n\n")
@@ -197,23 +176,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _shop_floor(app: web.Application) -> AsyncIterator[None]:
-    floor = ShopFloor(app[DATABASE], app[SWITCHBOARD])
-    floor.start()
-    app[SHOP_FLOOR] = floor
-    yield
-    await floor.close()
-
-
-async def _end_streams(app: web.Application) -> None:
+async def end_streams(app: web.Application) -> None:
     """Before the server stops: end every event stream, so shutdown doesn't wait on them."""
     for stream in list(app[SHOP_FLOOR].streams):
         stream.end()
 
 
-def setup(app: web.Application) -> None:
-    """Add the shop floor and its routes; call after the database and switchboard contexts."""
-    app.cleanup_ctx.append(_shop_floor)
-    app.on_shutdown.append(_end_streams)
+def add_routes(app: web.Application) -> None:
     app.router.add_post("/widget/beacon", beacon)
     app.router.add_get("/widget/events", events)

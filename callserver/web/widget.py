@@ -14,7 +14,7 @@ from callserver import i18n
 from callserver.assets import asset_dir
 from callserver.errors import OriginNotAllowed, UnknownSite
 from callserver.media.ice import ice_servers_for
-from callserver.web.keys import SETTINGS, SWITCHBOARD
+from callserver.web.keys import ROSTER, SETTINGS
 from callserver.web.visitors import refusal, site_for
 
 
@@ -81,27 +81,27 @@ async def widget_config(request: web.Request) -> web.Response:
     """
     requested = request.query.get("lang")
     try:
-        profile = await site_for(request)
+        site = await site_for(request)
     except (UnknownSite, OriginNotAllowed) as e:
         # Even a refusal is told in the shopper's language.
         return refusal(request, e, texts=i18n.widget_texts(i18n.choose(requested)))
-    language = i18n.choose(requested, profile.language)
+    language = i18n.choose(requested, site.language)
     now = datetime.now(UTC)
-    texts = i18n.widget_texts(language, profile.texts)
-    is_open = profile.hours is None or profile.hours.is_open(now)
+    texts = i18n.widget_texts(language, site.texts)
+    is_open = site.is_open(now)
     config: dict[str, object] = {
-        "site": {"name": profile.name, "records_calls": profile.records_calls},
+        "site": {"name": site.name, "records_calls": site.records_calls},
         "ice_servers": ice_servers_for(request.app[SETTINGS], "visitor"),
-        "operators_online": request.app[SWITCHBOARD].operators_online(profile.id),
+        "operators_online": request.app[ROSTER].operators_online(site.id),
         "chat": True,
         "lang": language,
         "texts": texts,
         "open": is_open,
     }
-    if not is_open and profile.hours is not None:
-        opens = profile.hours.next_opening(now)
+    if not is_open:
+        opens = site.next_opening(now)
         config["opens_at"] = opens.isoformat() if opens else None
-        config["closed_text"] = i18n.opening_text(language, opens, now, profile.texts)
+        config["closed_text"] = i18n.opening_text(language, opens, now, site.texts)
     headers = {
         "Access-Control-Allow-Origin": request.headers["Origin"],
         "Vary": "Origin",

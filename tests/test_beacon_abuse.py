@@ -26,7 +26,6 @@ from callserver.store.models import PageView
 from callserver.visitors.board import MAX_ROWS
 from callserver.visitors.journey import PageSeen, PageViewLog
 from callserver.web.visitors import SHOP_FLOOR
-from tests.chat_clients import softphone
 from tests.servers import postgres
 from tests.stack import Stack, free_port, running_stack, settings_for
 from tests.visitors_support import configure_site
@@ -403,8 +402,9 @@ async def test_a_flood_of_new_visitors_from_one_address_gets_no_further_than_its
 ) -> None:
     caplog.set_level(logging.WARNING)
     flood = int(NEW_VISITORS_BURST) + 40
-    async with softphone(stack, "anna@shop.example", "Anna") as phone, aiohttp.ClientSession() as session:
-        await phone.next("visitors")
+    async with aiohttp.ClientSession() as session:
+        phone = await stack.sockets.operator("anna@shop.example", "Anna")
+        await phone.receive("visitors")
         started = time.monotonic()
         statuses = []
         for n in range(flood):
@@ -430,7 +430,7 @@ async def test_a_flood_of_new_visitors_from_one_address_gets_no_further_than_its
                 elsewhere, stack, view("visitor-elsewhere", "v1", f"{stack.shop_url}/")
             )
             assert answer.status == 204
-        board = await phone.next(
+        board = await phone.receive(
             "visitors", lambda f: any(row["id"] == "visitor-elsewhere" for row in f["visitors"])
         )
         assert board["total"] == accepted + 1
@@ -438,6 +438,7 @@ async def test_a_flood_of_new_visitors_from_one_address_gets_no_further_than_its
             *(f"visitor-flood-{n:04d}" for n in range(flood)),
             "visitor-elsewhere",
         }
+        await phone.close()
     limited = [r for r in caplog.records if "too many new visitors" in r.getMessage()]
     assert len(limited) == 1  # one warning for the flood, not one per beacon
     no_tracebacks(caplog)
@@ -473,20 +474,21 @@ async def test_a_board_push_carries_the_best_visitors_and_the_count_only_when_it
     stack = trusting_stack
     await configure_site(stack, score_weights={"per_minute": 0})  # scores that don't tick with time
     visitors = 3 * MAX_ROWS
-    async with softphone(stack, "anna@shop.example", "Anna") as phone, aiohttp.ClientSession() as session:
-        await phone.next("visitors")
+    async with aiohttp.ClientSession() as session:
+        phone = await stack.sockets.operator("anna@shop.example", "Anna")
+        await phone.receive("visitors")
         for n in range(visitors):
             # The first MAX_ROWS look at dear products, the rest at nothing with a price.
             price = 1000 + n if n < MAX_ROWS else None
             body = view(f"visitor-many-{n:04d}", "v1", f"{stack.shop_url}/p/{n}", product_price=price)
             answer = await post_beacon(session, stack, body, forwarded_for=f"10.1.{n // 250}.{n % 250}")
             assert answer.status == 204
-        board = await phone.next("visitors", lambda f: f["total"] == visitors, within=15)
+        board = await phone.receive("visitors", lambda f: f["total"] == visitors, within=15)
         assert len(board["visitors"]) == MAX_ROWS
         assert {row["id"] for row in board["visitors"]} == {f"visitor-many-{n:04d}" for n in range(MAX_ROWS)}
         assert len(json.dumps(board)) < 1000 * MAX_ROWS  # bounded, however many visitors there are
         await asyncio.sleep(1.5)  # pushes that were already on their way
-        phone.inbox.clear()
+        phone.drain()
 
         # A visitor below the top rows sees another page: the board the operator sees is the same,
         # so nothing is pushed; one of the top rows changing is.
@@ -495,7 +497,7 @@ async def test_a_board_push_carries_the_best_visitors_and_the_count_only_when_it
         await phone.nothing("visitors", within=1.5)
         top = view("visitor-many-0000", "v2", f"{stack.shop_url}/p/again")
         assert (await post_beacon(session, stack, top, forwarded_for="10.9.9.9")).status == 204
-        board = await phone.next(
+        board = await phone.receive(
             "visitors",
             lambda f: any(r["id"] == "visitor-many-0000" and r["pages"] == 2 for r in f["visitors"]),
         )

@@ -23,8 +23,8 @@ from callserver.mail import Mail, MailError
 from callserver.store.database import Database
 from callserver.store.models import LeftMessage, Site
 from tests.browsers import launch, sign_in
-from tests.chat_clients import Inbox, mail_text, softphone, widget
 from tests.dashboard_support import add_owner, signed_in
+from tests.inbox import Inbox, mail_text
 from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
 
 NOTIFY = "orders@northwood.example"
@@ -119,40 +119,42 @@ async def test_a_message_is_kept_and_listed_when_the_mail_server_is_down(tmp_pat
     async with running_stack(settings) as stack:
         async with stack.database.session() as session:
             await session.execute(update(Site).where(Site.id == stack.site.id).values(notify_email=NOTIFY))
-        async with widget(stack, "visitor-offline-1") as shopper:
-            await shopper.send({"type": "message.leave", "message": "Hi!"})
-            assert (await shopper.next("error"))["code"] == "invalid"  # no way to answer
-            await shopper.send({"type": "message.leave", "message": "x" * 4001, "phone": "+47 555 12 345"})
-            assert (await shopper.next("error"))["code"] == "message_too_long"
-            await shopper.send(
-                {
-                    "type": "message.leave",
-                    "message": "Call me, please.",
-                    "phone": "+47 555 12 345",
-                    "name": "Ola",
-                }
-            )
-            left_id = (await shopper.next("message.left"))["id"]
+        shopper = await stack.sockets.shopper("visitor-offline-1")
+        await shopper.send({"type": "message.leave", "message": "Hi!"})
+        assert (await shopper.receive("error"))["code"] == "invalid"  # no way to answer
+        await shopper.send({"type": "message.leave", "message": "x" * 4001, "phone": "+47 555 12 345"})
+        assert (await shopper.receive("error"))["code"] == "message_too_long"
+        await shopper.send(
+            {
+                "type": "message.leave",
+                "message": "Call me, please.",
+                "phone": "+47 555 12 345",
+                "name": "Ola",
+            }
+        )
+        left_id = (await shopper.receive("message.left"))["id"]
+        await shopper.close()
         await wait_for(lambda: _mail_state(stack, "retrying"))  # the first try fails in the background
         [stored] = await left_messages(stack)
         assert stored.id == left_id and stored.mailed_at is None and stored.phone == "+47 555 12 345"
         assert stored.mail_attempts == 1 and stored.mail_error and stored.mail_next_at is not None
-        async with softphone(stack, "anna@shop.example") as anna:
-            [listed] = anna.hello["left_messages"]
-            assert listed["text"] == "Call me, please." and listed["mailed"] is False
-            assert listed["mail"]["state"] == "retrying" and listed["mail"]["attempts"] == 1
-            # The owner's inbox shows it too: retrying, how often it was tried, and why it failed.
-            await add_owner(stack, "owner@shop.example")
-            async with (
-                signed_in(stack, "owner@shop.example") as owner,
-                owner.get("/dashboard/messages") as response,
-            ):
-                page = await response.text()
-            cell = re.search(r'data-mail-state="([a-z]*)">(.*?)</td>', page, re.S)
-            assert cell is not None and cell.group(1) == "retrying"
-            assert "1 attempt" in cell.group(2) and "Connection refused" in cell.group(2)
-            await anna.send({"type": "message.handled", "id": left_id})
-            await anna.next("message.handled")
+        anna = await stack.sockets.operator("anna@shop.example")
+        [listed] = anna.hello["left_messages"]
+        assert listed["text"] == "Call me, please." and listed["mailed"] is False
+        assert listed["mail"]["state"] == "retrying" and listed["mail"]["attempts"] == 1
+        # The owner's inbox shows it too: retrying, how often it was tried, and why it failed.
+        await add_owner(stack, "owner@shop.example")
+        async with (
+            signed_in(stack, "owner@shop.example") as owner,
+            owner.get("/dashboard/messages") as response,
+        ):
+            page = await response.text()
+        cell = re.search(r'data-mail-state="([a-z]*)">(.*?)</td>', page, re.S)
+        assert cell is not None and cell.group(1) == "retrying"
+        assert "1 attempt" in cell.group(2) and "Connection refused" in cell.group(2)
+        await anna.send({"type": "message.handled", "id": left_id})
+        await anna.receive("message.handled")
+        await anna.close()
         assert (await left_messages(stack))[0].status == "handled"
 
 
@@ -166,10 +168,10 @@ async def _mail_state(stack: Stack, state: str) -> bool:
 
 
 async def _leave_a_message(stack: Stack, token: str, text: str) -> str:
-    async with widget(stack, token) as shopper:
-        await shopper.send({"type": "message.leave", "message": text, "email": "mia@example.com"})
-        left_id: str = (await shopper.next("message.left"))["id"]
-        return left_id
+    shopper = await stack.sockets.shopper(token)
+    await shopper.send({"type": "message.leave", "message": text, "email": "mia@example.com"})
+    left_id: str = (await shopper.receive("message.left"))["id"]
+    return left_id
 
 
 async def test_a_mail_that_failed_is_retried_and_sent_once_when_the_mail_server_is_back(
@@ -185,23 +187,24 @@ async def test_a_mail_that_failed_is_retried_and_sent_once_when_the_mail_server_
                 await session.execute(
                     update(Site).where(Site.id == stack.site.id).values(notify_email=NOTIFY)
                 )
-            async with softphone(stack, "anna@shop.example") as anna:
-                left_id = await _leave_a_message(stack, "visitor-retry-1", "Is the oak table in stock?")
-                new = (await anna.next("message.new"))["message"]
-                assert new["id"] == left_id and new["mail"]["state"] == "pending"
-                failed = await anna.next("message.mail")
-                assert failed["id"] == left_id and failed["mail"]["state"] == "retrying"
-                assert failed["mail"]["attempts"] == 1 and str(port) in failed["mail"]["error"]
-                [stored] = await left_messages(stack)
-                assert (stored.mail_state, stored.mailed_at) == ("retrying", None)
+            anna = await stack.sockets.operator("anna@shop.example")
+            left_id = await _leave_a_message(stack, "visitor-retry-1", "Is the oak table in stock?")
+            new = (await anna.receive("message.new"))["message"]
+            assert new["id"] == left_id and new["mail"]["state"] == "pending"
+            failed = await anna.receive("message.mail")
+            assert failed["id"] == left_id and failed["mail"]["state"] == "retrying"
+            assert failed["mail"]["attempts"] == 1 and str(port) in failed["mail"]["error"]
+            [stored] = await left_messages(stack)
+            assert (stored.mail_state, stored.mailed_at) == ("retrying", None)
 
-                controller.start()  # the mail server is back
-                sent = await anna.next("message.mail", lambda f: f["mail"]["state"] == "sent", within=15)
-                assert sent["mail"]["error"] is None and sent["mail"]["attempts"] >= 2
-                [mail] = inbox.messages
-                assert mail["X-Envelope-To"] == NOTIFY and "Is the oak table in stock?" in mail_text(mail)
-                # Later gaps pass (0.5 s, 2.5 s): nothing is sent again.
-                await anna.nothing("message.mail", within=3.5)
+            controller.start()  # the mail server is back
+            sent = await anna.receive("message.mail", lambda f: f["mail"]["state"] == "sent", within=15)
+            assert sent["mail"]["error"] is None and sent["mail"]["attempts"] >= 2
+            [mail] = inbox.messages
+            assert mail["X-Envelope-To"] == NOTIFY and "Is the oak table in stock?" in mail_text(mail)
+            # Later gaps pass (0.5 s, 2.5 s): nothing is sent again.
+            await anna.nothing("message.mail", within=3.5)
+            await anna.close()
             assert len(inbox.messages) == 1
             [stored] = await left_messages(stack)
             assert stored.mail_state == "sent" and stored.mailed_at is not None and stored.mail_error is None

@@ -17,7 +17,6 @@ from callserver.store.models import PageView, Visitor
 from callserver.visitors.invitations import InviteRule
 from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
 from callserver.web.visitors import SHOP_FLOOR
-from tests.chat_clients import softphone, widget
 from tests.stack import Stack
 from tests.visitors_support import configure_site
 
@@ -87,8 +86,9 @@ def test_working_hours_and_the_opening_time_in_each_language() -> None:
 
 
 async def test_beacons_are_checked_and_page_views_reach_the_board_and_the_store(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session, softphone(stack, "anna@shop.example", "Anna") as phone:
-        first = await phone.next("visitors")
+    async with aiohttp.ClientSession() as session:
+        phone = await stack.sockets.operator("anna@shop.example", "Anna")
+        first = await phone.receive("visitors")
         assert first["visitors"] == []
 
         refused = await post_beacon(
@@ -111,7 +111,9 @@ async def test_beacons_are_checked_and_page_views_reach_the_board_and_the_store(
         await post_beacon(
             session, stack, view("v2", f"{shop}/products/oak-table", product_price=1290, currency="EUR")
         )
-        board = await phone.next("visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["pages"] == 2)
+        board = await phone.receive(
+            "visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["pages"] == 2
+        )
         row = board["visitors"][0]
         assert row["id"] == TOKEN and row["value"] == 1290 and row["source"] == "google.com"
         assert row["search"] == "oak table" and row["returning"] is False
@@ -120,7 +122,7 @@ async def test_beacons_are_checked_and_page_views_reach_the_board_and_the_store(
 
         ping = {"kind": "ping", "visitor": TOKEN, "view": "v2", "seconds": 12, "cart_value": 2000}
         assert (await post_beacon(session, stack, ping)).status == 204
-        board = await phone.next(
+        board = await phone.receive(
             "visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["value"] == 2000
         )
         assert board["visitors"][0]["cart_value"] == 2000
@@ -133,24 +135,25 @@ async def test_beacons_are_checked_and_page_views_reach_the_board_and_the_store(
 
 
 async def test_an_operator_invites_over_the_stream_and_a_dismissal_is_remembered(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session, softphone(stack, "anna@shop.example", "Anna") as phone:
+    async with aiohttp.ClientSession() as session:
+        phone = await stack.sockets.operator("anna@shop.example", "Anna")
         await phone.send({"type": "presence.set", "status": "online"})
-        await phone.next("presence")
+        await phone.receive("presence")
         answer = await post_beacon(session, stack, view("v1", f"{stack.shop_url}/products/oak-table"))
         assert answer.headers.get("CB-Listen") == "1"  # someone could answer: hold the stream open
         site_id = stack.site.id
 
         await phone.send({"type": "visitor.invite", "visitor_id": TOKEN, "site_id": site_id})
-        assert (await phone.next("error"))["code"] == "visitor_unreachable"
+        assert (await phone.receive("error"))["code"] == "visitor_unreachable"
 
         events = await session.get(
             f"{stack.url}/widget/events?site={stack.site.key}&visitor={TOKEN}",
             headers={"Origin": stack.shop_url},
         )
         assert events.headers["Content-Type"].startswith("text/event-stream")
-        await phone.next("visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["reachable"])
+        await phone.receive("visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["reachable"])
         await phone.send({"type": "visitor.invite", "visitor_id": TOKEN, "site_id": site_id})
-        await phone.next("visitor.invited")
+        await phone.receive("visitor.invited")
         text = ""
         while "event: invite" not in text:
             text += (await asyncio.wait_for(events.content.readany(), 2)).decode()
@@ -158,14 +161,16 @@ async def test_an_operator_invites_over_the_stream_and_a_dismissal_is_remembered
         assert data["operator"]["name"] == "Anna"
 
         await phone.send({"type": "visitor.invite", "visitor_id": TOKEN, "site_id": site_id})
-        assert (await phone.next("error"))["code"] == "already_invited"
+        assert (await phone.receive("error"))["code"] == "already_invited"
         dismiss = {"kind": "dismiss", "visitor": TOKEN, "view": "v1"}
         answer = await post_beacon(session, stack, dismiss)
         assert "CB-Listen" not in answer.headers
-        board = await phone.next("visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["dismissed"])
+        board = await phone.receive(
+            "visitors", lambda f: bool(f["visitors"]) and f["visitors"][0]["dismissed"]
+        )
         assert board["visitors"][0]["invited"] is False
         await phone.send({"type": "visitor.invite", "visitor_id": TOKEN, "site_id": site_id})
-        assert (await phone.next("error"))["code"] == "visitor_dismissed"
+        assert (await phone.receive("error"))["code"] == "visitor_dismissed"
         async with stack.database.session() as s:
             record = await s.scalar(select(Visitor).where(Visitor.token == TOKEN))
         assert record is not None and record.invitations == 1 and record.invitation_dismissed_at is not None
@@ -181,15 +186,16 @@ async def test_outside_working_hours_calls_and_chats_are_refused_with_closed(sta
             config = await response.json()
         assert config["open"] is False and config["lang"] == "de"
         assert config["closed_text"] == config["texts"]["closed_plain"]
-    async with softphone(stack, "anna@shop.example") as phone, widget(stack, "visitor-closed-1") as page:
-        await phone.send({"type": "presence.set", "status": "online"})
-        await phone.next("presence")
-        await page.send({"type": "chat.start"})
-        assert (await page.next("error"))["code"] == "closed"
-        await page.send({"type": "call.offer", "sdp": "v=0"})
-        assert (await page.next("error"))["code"] == "closed"
-        await page.send({"type": "message.leave", "email": "a@b.example", "message": "Call me tomorrow"})
-        await page.next("message.left")  # the offline form still works
+    phone = await stack.sockets.operator("anna@shop.example")
+    page = await stack.sockets.shopper("visitor-closed-1")
+    await phone.send({"type": "presence.set", "status": "online"})
+    await phone.receive("presence")
+    await page.send({"type": "chat.start"})
+    assert (await page.receive("error"))["code"] == "closed"
+    await page.send({"type": "call.offer", "sdp": "v=0"})
+    assert (await page.receive("error"))["code"] == "closed"
+    await page.send({"type": "message.leave", "email": "a@b.example", "message": "Call me tomorrow"})
+    await page.receive("message.left")  # the offline form still works
 
 
 async def test_owners_set_rules_hours_weights_language_and_texts_in_the_site_form(stack: Stack) -> None:

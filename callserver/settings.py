@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from callserver.media.candidates import DEFAULT_DENIED_NETWORKS, Network, parse_networks
+from callserver.networks import DEFAULT_DENIED_NETWORKS, Network, parse_networks
 
 ENV_PREFIX = "CALLSERVER_"
 

@@ -13,33 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from callserver.media.engine import CallMedia, LegFailed, MediaEngine
+from callserver.networks import DEFAULT_DENIED_NETWORKS, Network, parse_networks
+
+# The policy's networks are configuration (settings.py reads them): they live in callserver/networks.py.
+__all__ = ["DEFAULT_DENIED_NETWORKS", "Network", "PolicedEngine", "drop_denied_candidates", "parse_networks"]
 
 log = logging.getLogger(__name__)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_DENIED_NETWORKS: tuple[str, ...] = (
-    "0.0.0.0/8",  # "this network"
-    "127.0.0.0/8",  # loopback
-    "169.254.0.0/16",  # link-local
-    "224.0.0.0/4",  # multicast
-    "255.255.255.255/32",  # broadcast
-    "::/128",  # unspecified
-    "::1/128",  # loopback
-    "::ffff:0:0/96",  # IPv4-mapped: a way around the IPv4 rules above
-    "fe80::/10",  # link-local
-    "ff00::/8",  # multicast
-)
-
-
-def parse_networks(networks: Iterable[str]) -> tuple[Network, ...]:
-    """The networks of a policy; raises ValueError naming the first entry that is not a network."""
-    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def _allowed(address: str, denied: Sequence[Network]) -> bool:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from callserver import accounts, sites
 from callserver.app import create_app
+from callserver.clock import Clock
 from callserver.demo import shop_app
 from callserver.settings import Settings
 from callserver.store.database import Database
@@ -81,9 +82,12 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
-    """Server on one port, the demo shop (embedding the widget) on another: two origins."""
-    app = create_app(settings)
+async def running_stack(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Stack]:
+    """Server on one port, the demo shop (embedding the widget) on another: two origins.
+
+    `clock` drives the server's ring timeouts and presence grace (tests/clocks.py: moved by hand).
+    """
+    app = create_app(settings, clock)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sqlalchemy import update
 
 from callserver.store.models import Site
 from callserver.web.keys import ROSTER
+from tests.clocks import ManualClock
 from tests.stack import Stack, running_stack, settings_for
 
 
@@ -19,6 +21,31 @@ async def fast_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield running
 
 
+RING_TIMEOUT = 1.5
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def clocked_stack(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Stack]:
+    """A stack whose ring timeouts run on `clock`: the test rings out by moving it, not by sleeping."""
+    settings = settings_for(tmp_path, ring_timeout=RING_TIMEOUT, max_chats=1)
+    async with running_stack(settings, clock) as running:
+        yield running
+
+
+async def ring_out(clock: ManualClock) -> None:
+    """Let the ring that is armed now time out (waits, briefly, for the switchboard to arm it)."""
+    for _ in range(200):
+        if clock.pending():
+            break
+        await asyncio.sleep(0.01)
+    clock.advance(RING_TIMEOUT)
+
+
 async def set_strategy(stack: Stack, strategy: str) -> None:
     async with stack.database.session() as session:
         await session.execute(update(Site).where(Site.id == stack.site.id).values(ring_strategy=strategy))
@@ -26,9 +53,9 @@ async def set_strategy(stack: Stack, strategy: str) -> None:
 
 @pytest.mark.parametrize("first_does", ["decline", "time_out"])
 async def test_the_second_operator_rings_when_the_first_declines_or_times_out(
-    fast_stack: Stack, first_does: str
+    clocked_stack: Stack, clock: ManualClock, first_does: str
 ) -> None:
-    stack = fast_stack
+    stack = clocked_stack
     anna = await stack.sockets.operator("anna@shop.example", "Anna")
     ben = await stack.sockets.operator("ben@shop.example", "Ben")
     shopper = await stack.sockets.shopper("visitor-calls-1")
@@ -42,10 +69,12 @@ async def test_the_second_operator_rings_when_the_first_declines_or_times_out(
         await anna.send({"type": "call.decline", "call_id": call_id})
         await anna.receive("call.withdrawn", lambda f: f["reason"] == "declined")
     else:
+        await ring_out(clock)
         await anna.receive("call.withdrawn", lambda f: f["reason"] == "timeout", within=5)
     await ben.receive("call.incoming", lambda f: f["call"]["id"] == call_id)
 
     # Ben lets it ring out too: the call ends missed and the widget learns why.
+    await ring_out(clock)
     ended = await shopper.receive("call.ended", within=5)
     assert ended["reason"] == "missed"
     assert ended["why"] == "no_answer"

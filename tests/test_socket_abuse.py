@@ -22,9 +22,8 @@ from sqlalchemy import func, select
 from callserver import limits
 from callserver.store.models import Call, CallEvent, Chat, LeftMessage, Visitor
 from callserver.web.keys import CHAT_DESK, ROSTER
-from tests import peers
-from tests.chat_clients import Softphone, Widget, softphone, widget
 from tests.servers import postgres
+from tests.sockets import Softphone, Widget, offer
 from tests.stack import Stack, running_stack, settings_for
 
 FLOODER = "198.51.100.66"  # documentation addresses (RFC 5737), sent as X-Forwarded-For
@@ -47,7 +46,7 @@ async def offer_sdp() -> str:
     SDP serves many calls (what a flooding script would do: it costs the script nothing)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
-        return await peers.offer(pc, 440)
+        return await offer(pc, 440)
     finally:
         await pc.close()
 
@@ -59,38 +58,41 @@ async def test_deep_json_and_huge_ids_get_a_coded_error_and_the_sockets_live_on(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     deep = '{"type": "chat.send", "text": "x", "context": ' + "[" * 5000 + "]" * 5000 + "}"
-    async with softphone(stack, "anna@shop.example") as anna, widget(stack, "visitor-abuse-01") as page:
-        await anna.online()
-        await page.send({"type": "chat.start"})
-        chat_id = (await anna.next("chat.assigned"))["chat"]["id"]
+    anna = await stack.sockets.operator("anna@shop.example")
+    page = await stack.sockets.shopper("visitor-abuse-01")
+    await anna.online()
+    await page.send({"type": "chat.start"})
+    chat_id = (await anna.receive("chat.assigned"))["chat"]["id"]
 
-        await page.ws.send_str(deep)
-        assert (await page.next("error"))["code"] == "bad_json"
-        await page.send({"type": "chat.read", "up_to": 2**63})
-        assert (await page.next("error"))["code"] == "bad_message"
-        await page.ws.send_str('{"type": "chat.send", "text": "\\ud800"}')
-        assert (await page.next("error"))["code"] == "bad_json"
+    await page.ws.send_str(deep)
+    assert (await page.receive("error"))["code"] == "bad_json"
+    await page.send({"type": "chat.read", "up_to": 2**63})
+    assert (await page.receive("error"))["code"] == "bad_message"
+    await page.ws.send_str('{"type": "chat.send", "text": "\\ud800"}')
+    assert (await page.receive("error"))["code"] == "bad_json"
 
-        await anna.ws.send_str(deep.replace('"text"', '"chat_id": "x", "text"'))
-        assert (await anna.next("error"))["code"] == "bad_json"
-        for frame in (
-            {"type": "canned.remove", "id": 2**63},
-            {"type": "chat.read", "chat_id": chat_id, "up_to": 2**64},
-            {"type": "canned.add", "site_id": 2**63, "text": "hi"},
-            {"type": "chat.transfer", "chat_id": chat_id, "operator_id": 2**70},
-        ):
-            await anna.send(frame)
-            refused = await anna.next("error")
-            assert refused["code"] == "bad_message" and frame["type"] in refused["message"], refused
+    await anna.ws.send_str(deep.replace('"text"', '"chat_id": "x", "text"'))
+    assert (await anna.receive("error"))["code"] == "bad_json"
+    for frame in (
+        {"type": "canned.remove", "id": 2**63},
+        {"type": "chat.read", "chat_id": chat_id, "up_to": 2**64},
+        {"type": "canned.add", "site_id": 2**63, "text": "hi"},
+        {"type": "chat.transfer", "chat_id": chat_id, "operator_id": 2**70},
+    ):
+        await anna.send(frame)
+        refused = await anna.receive("error")
+        assert refused["code"] == "bad_message" and frame["type"] in refused["message"], refused
 
-        # Both sockets still work: a chat message each way, and a read receipt with a sane number.
-        await page.send({"type": "chat.send", "text": "still here", "client_id": "c1"})
-        message_id = (await page.next("chat.ack"))["message"]["id"]
-        assert (await anna.next("chat.message"))["message"]["text"] == "still here"
-        await anna.send({"type": "chat.read", "chat_id": chat_id, "up_to": message_id})
-        assert (await page.next("chat.status", lambda f: f["status"] == "read"))["ids"] == [message_id]
-        await anna.send({"type": "canned.remove", "id": 2**31 - 1})
-        assert (await anna.next("error"))["code"] == "unknown_chat"
+    # Both sockets still work: a chat message each way, and a read receipt with a sane number.
+    await page.send({"type": "chat.send", "text": "still here", "client_id": "c1"})
+    message_id = (await page.receive("chat.ack"))["message"]["id"]
+    assert (await anna.receive("chat.message"))["message"]["text"] == "still here"
+    await anna.send({"type": "chat.read", "chat_id": chat_id, "up_to": message_id})
+    assert (await page.receive("chat.status", lambda f: f["status"] == "read"))["ids"] == [message_id]
+    await anna.send({"type": "canned.remove", "id": 2**31 - 1})
+    assert (await anna.receive("error"))["code"] == "unknown_chat"
+    await page.close()
+    await anna.close()
     assert not tracebacks(caplog)
 
 
@@ -103,15 +105,18 @@ async def test_a_bug_in_a_handler_answers_internal_error_and_logs_one_line(
     # A stand-in for whatever bug a handler may still hide: the socket must outlive it.
     monkeypatch.setattr(stack.app[CHAT_DESK], "visitor_typing", broken)
     monkeypatch.setattr(stack.app[ROSTER], "set_presence", broken)
-    async with softphone(stack, "anna@shop.example") as anna, widget(stack, "visitor-abuse-02") as page:
-        await page.send({"type": "chat.typing", "text": "Hel"})
-        assert (await page.next("error"))["code"] == "internal_error"
-        await anna.send({"type": "presence.set", "status": "online"})
-        assert (await anna.next("error"))["code"] == "internal_error"
-        await page.send({"type": "ping"})
-        await page.next("pong")
-        await anna.send({"type": "ping"})
-        await anna.next("pong")
+    anna = await stack.sockets.operator("anna@shop.example")
+    page = await stack.sockets.shopper("visitor-abuse-02")
+    await page.send({"type": "chat.typing", "text": "Hel"})
+    assert (await page.receive("error"))["code"] == "internal_error"
+    await anna.send({"type": "presence.set", "status": "online"})
+    assert (await anna.receive("error"))["code"] == "internal_error"
+    await page.send({"type": "ping"})
+    await page.receive("pong")
+    await anna.send({"type": "ping"})
+    await anna.receive("pong")
+    await page.close()
+    await anna.close()
     failures = [r for r in caplog.records if "a bug" in r.getMessage()]
     assert len(failures) == 2 and not any(r.exc_info for r in failures)
     assert not any(r.exc_info for r in caplog.records)
@@ -140,8 +145,9 @@ async def test_widget_sockets_are_capped_per_address_and_others_still_connect(pr
             assert message.type is WSMsgType.CLOSE
             assert (refused.close_code, message.extra) == (4429, "too_many_connections")
 
-            async with widget(proxied, "someone-else-01", BYSTANDER) as other:
-                assert other.hello["type"] == "hello"
+            other = await proxied.sockets.shopper("someone-else-01", BYSTANDER)
+            assert other.hello["type"] == "hello"
+            await other.close()
 
             # One closes: room for one more from the same address (once the server has seen it go).
             await opened.pop().close()
@@ -189,35 +195,33 @@ async def test_new_visitor_tokens_are_limited_per_address_but_known_ones_come_ba
 
 async def test_a_visitor_rings_one_call_at_a_time(proxied: Stack) -> None:
     sdp = await offer_sdp()
-    async with (
-        softphone(proxied, "anna@shop.example") as anna,
-        widget(proxied, "one-call-visitor", BYSTANDER) as first,
-        widget(proxied, "one-call-visitor", BYSTANDER) as second,
-    ):
-        await anna.online()
-        await first.send({"type": "call.offer", "sdp": sdp})
-        call_id = (await first.next("call.answer"))["call_id"]
-        await anna.next("call.incoming")
-        # The same visitor on another page (or a script reusing the token) while that call rings.
-        await second.send({"type": "call.offer", "sdp": sdp})
-        assert (await second.next("error"))["code"] == "call_in_progress"
-        await anna.nothing("call.incoming", within=0.5)
-        await first.send({"type": "call.hangup"})
-        assert (await first.next("call.ended"))["reason"] == "abandoned"
-        # Once it stopped ringing, the visitor may call again.
-        await second.send({"type": "call.offer", "sdp": sdp})
-        assert (await second.next("call.answer"))["call_id"] != call_id
-        await second.send({"type": "call.hangup"})
-        await second.next("call.ended")
+    anna = await proxied.sockets.operator("anna@shop.example")
+    first = await proxied.sockets.shopper("one-call-visitor", BYSTANDER)
+    second = await proxied.sockets.shopper("one-call-visitor", BYSTANDER)
+    await anna.online()
+    await first.send({"type": "call.offer", "sdp": sdp})
+    call_id = (await first.receive("call.answer"))["call_id"]
+    await anna.receive("call.incoming")
+    # The same visitor on another page (or a script reusing the token) while that call rings.
+    await second.send({"type": "call.offer", "sdp": sdp})
+    assert (await second.receive("error"))["code"] == "call_in_progress"
+    await anna.nothing("call.incoming", within=0.5)
+    await first.send({"type": "call.hangup"})
+    assert (await first.receive("call.ended"))["reason"] == "abandoned"
+    # Once it stopped ringing, the visitor may call again.
+    await second.send({"type": "call.offer", "sdp": sdp})
+    assert (await second.receive("call.answer"))["call_id"] != call_id
+    await second.send({"type": "call.hangup"})
+    await second.receive("call.ended")
 
 
 async def chat_round_trip(page: Widget, phone: Softphone, chat_id: str, n: int) -> float:
     """Seconds from the shopper's message to the operator's reply reaching the shopper."""
     started = time.perf_counter()
     await page.send({"type": "chat.send", "text": f"question {n}", "client_id": f"q{n}"})
-    await phone.next("chat.message", lambda f: f["message"]["text"] == f"question {n}", within=30)
+    await phone.receive("chat.message", lambda f: f["message"]["text"] == f"question {n}", within=30)
     await phone.send({"type": "chat.send", "chat_id": chat_id, "text": f"answer {n}", "client_id": f"a{n}"})
-    await page.next("chat.message", lambda f: f["message"]["text"] == f"answer {n}", within=30)
+    await page.receive("chat.message", lambda f: f["message"]["text"] == f"answer {n}", within=30)
     return time.perf_counter() - started
 
 
@@ -342,39 +346,39 @@ async def test_a_call_flood_with_fresh_tokens_rings_a_few_calls_and_the_bystande
     sdp_file.write_text(sdp)
     offers = 500
     flood = FloodProcess(proxied, sdp_file, offers=offers, seconds=10)
-    async with (
-        softphone(proxied, "anna@shop.example") as anna,
-        widget(proxied, "bystander-0001", BYSTANDER) as bystander,
-    ):
-        await anna.online()
-        await bystander.send({"type": "chat.start", "context": {"page": "https://shop.example/p/9"}})
-        chat_id = (await anna.next("chat.assigned"))["chat"]["id"]
-        idle = [await chat_round_trip(bystander, anna, chat_id, n) for n in range(6)]
+    anna = await proxied.sockets.operator("anna@shop.example")
+    bystander = await proxied.sockets.shopper("bystander-0001", BYSTANDER)
+    await anna.online()
+    await bystander.send({"type": "chat.start", "context": {"page": "https://shop.example/p/9"}})
+    chat_id = (await anna.receive("chat.assigned"))["chat"]["id"]
+    idle = [await chat_round_trip(bystander, anna, chat_id, n) for n in range(6)]
 
-        await flood.start()
-        started = time.monotonic()
-        try:
-            flooded = []
-            for n in range(6, 14):
-                await asyncio.sleep(1.1)  # spread over the flood (and within the visitor's own limit)
-                flooded.append(await chat_round_trip(bystander, anna, chat_id, n))
-            outcomes = await flood.outcomes()
-            elapsed = time.monotonic() - started
+    await flood.start()
+    started = time.monotonic()
+    try:
+        flooded = []
+        for n in range(6, 14):
+            await asyncio.sleep(1.1)  # spread over the flood (and within the visitor's own limit)
+            flooded.append(await chat_round_trip(bystander, anna, chat_id, n))
+        outcomes = await flood.outcomes()
+        elapsed = time.monotonic() - started
 
-            # While the flood's calls still ring, the bystander can call, and Anna is rung for it.
-            await bystander.send({"type": "call.offer", "sdp": sdp})
-            own_call = (await bystander.next("call.answer", within=30))["call_id"]
-            await anna.next("call.incoming", lambda f: f["call"]["id"] == own_call, within=30)
-            incoming = [f for f in anna.inbox if f["type"] == "call.incoming"]
-            async with proxied.database.session() as db:
-                flood_calls = await db.scalar(
-                    select(func.count(Call.id))
-                    .join(Visitor, Visitor.id == Call.visitor_id)
-                    .where(Visitor.token.like("flood-%"))
-                )
-        finally:
-            await flood.stop()
-        await bystander.send({"type": "call.hangup"})
+        # While the flood's calls still ring, the bystander can call, and Anna is rung for it.
+        await bystander.send({"type": "call.offer", "sdp": sdp})
+        own_call = (await bystander.receive("call.answer", within=30))["call_id"]
+        await anna.receive("call.incoming", lambda f: f["call"]["id"] == own_call, within=30)
+        incoming = anna.frames_of("call.incoming")
+        async with proxied.database.session() as db:
+            flood_calls = await db.scalar(
+                select(func.count(Call.id))
+                .join(Visitor, Visitor.id == Call.visitor_id)
+                .where(Visitor.token.like("flood-%"))
+            )
+    finally:
+        await flood.stop()
+    await bystander.send({"type": "call.hangup"})
+    await bystander.close()
+    await anna.close()
 
     # At most the address's call burst, plus what refilled while the flood lasted.
     most = int(limits.CALLS_BURST + elapsed * limits.CALLS_RATE) + 1
@@ -408,42 +412,42 @@ async def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 async def test_two_sockets_of_a_new_visitor_writing_at_once_both_store(any_database: Stack) -> None:
     stack = any_database
-    async with softphone(stack, "anna@shop.example") as anna:
-        await anna.online()
-        for round in range(5):
-            token = f"brand-new-{round:04}-{stack.database.url[:6]}"
-            async with widget(stack, token) as page, widget(stack, token) as other_page:
-                await asyncio.gather(
-                    page.send(
-                        {"type": "message.leave", "email": "ann@example.com", "message": f"left {round}"}
-                    ),
-                    other_page.send({"type": "chat.start", "context": {"page": "https://shop.example/"}}),
-                )
-                left = await page.next("message.left")
-                chat_id = (await anna.next("chat.assigned"))["chat"]["id"]
-                assert not [f for f in page.inbox + other_page.inbox if f["type"] == "error"]
-                await other_page.send({"type": "chat.close"})
-                await anna.next("chat.closed")
-            async with stack.database.session() as db:
-                visitors = list(await db.scalars(select(Visitor).where(Visitor.token == token)))
-                assert len(visitors) == 1
-                message = await db.get(LeftMessage, left["id"])
-                chat = await db.get(Chat, chat_id)
-                assert message is not None and message.body == f"left {round}"
-                assert chat is not None
-                assert message.visitor_id == chat.visitor_id == visitors[0].id
+    anna = await stack.sockets.operator("anna@shop.example")
+    await anna.online()
+    for round in range(5):
+        token = f"brand-new-{round:04}-{stack.database.url[:6]}"
+        page = await stack.sockets.shopper(token)
+        other_page = await stack.sockets.shopper(token)
+        await asyncio.gather(
+            page.send({"type": "message.leave", "email": "ann@example.com", "message": f"left {round}"}),
+            other_page.send({"type": "chat.start", "context": {"page": "https://shop.example/"}}),
+        )
+        left = await page.receive("message.left")
+        chat_id = (await anna.receive("chat.assigned"))["chat"]["id"]
+        assert not page.frames_of("error") + other_page.frames_of("error")
+        await other_page.send({"type": "chat.close"})
+        await anna.receive("chat.closed")
+        await other_page.close()
+        await page.close()
+        async with stack.database.session() as db:
+            visitors = list(await db.scalars(select(Visitor).where(Visitor.token == token)))
+            assert len(visitors) == 1
+            message = await db.get(LeftMessage, left["id"])
+            chat = await db.get(Chat, chat_id)
+            assert message is not None and message.body == f"left {round}"
+            assert chat is not None
+            assert message.visitor_id == chat.visitor_id == visitors[0].id
 
 
 # 5. Sockets that go away in the middle of a call ------------------------------------------------------
 
 
-async def answered_call(stack: Stack, session: aiohttp.ClientSession) -> tuple[peers.Peer, peers.Peer, str]:
-    await stack.add_user("olga@shop.example")
-    operator = await peers.operator(stack, "olga@shop.example")
-    shopper = await peers.shopper(session, stack, "visitor-drops-01")
-    call_id = await peers.call(shopper)
+async def answered_call(stack: Stack) -> tuple[Widget, Softphone, str]:
+    operator = await stack.sockets.operator("olga@shop.example", online=True)
+    shopper = await stack.sockets.shopper("visitor-drops-01")
+    call_id = await shopper.call()
     await operator.receive("call.incoming")
-    await peers.answer(operator, call_id)
+    await operator.answer(call_id)
     await shopper.receive("call.connected")
     return shopper, operator, call_id
 
@@ -458,37 +462,27 @@ async def ended_event(stack: Stack, call_id: str) -> dict[str, Any]:
 
 
 async def test_a_shopper_whose_page_goes_away_mid_call_is_not_recorded_as_completed(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
-        shopper, operator, call_id = await answered_call(stack, session)
-        try:
-            await shopper.ws.close()  # no call.hangup: the tab was closed or the network went
-            ended = await operator.receive("call.ended")
-            assert (ended["call_id"], ended["reason"]) == (call_id, "failed")
-            record = await stack.ended_call(call_id)
-            assert record.end_reason == "failed"
-            detail = await ended_event(stack, call_id)
-            assert (detail["why"], detail["by"]) == ("connection_lost", "shopper")
-            # Olga is free for the next call.
-            assert stack.switchboard.active_call_of(record.operator_id) is None
-        finally:
-            await shopper.close()
-            await operator.close()
+    shopper, operator, call_id = await answered_call(stack)
+    await shopper.ws.close()  # no call.hangup: the tab was closed or the network went
+    ended = await operator.receive("call.ended")
+    assert (ended["call_id"], ended["reason"]) == (call_id, "failed")
+    record = await stack.ended_call(call_id)
+    assert record.end_reason == "failed"
+    detail = await ended_event(stack, call_id)
+    assert (detail["why"], detail["by"]) == ("connection_lost", "shopper")
+    # Olga is free for the next call.
+    assert stack.switchboard.active_call_of(record.operator_id) is None
 
 
 async def test_an_operator_whose_softphone_goes_away_mid_call_ends_it_and_the_shopper_is_told(
     stack: Stack,
 ) -> None:
-    async with aiohttp.ClientSession() as session:
-        shopper, operator, call_id = await answered_call(stack, session)
-        try:
-            await operator.ws.close()
-            ended = await shopper.receive("call.ended")
-            assert (ended["reason"], ended["why"]) == ("failed", "connection_lost")
-            assert (await stack.ended_call(call_id)).end_reason == "failed"
-            assert (await ended_event(stack, call_id))["by"] == "operator"
-        finally:
-            await shopper.close()
-            await operator.close()
+    shopper, operator, call_id = await answered_call(stack)
+    await operator.ws.close()
+    ended = await shopper.receive("call.ended")
+    assert (ended["reason"], ended["why"]) == ("failed", "connection_lost")
+    assert (await stack.ended_call(call_id)).end_reason == "failed"
+    assert (await ended_event(stack, call_id))["by"] == "operator"
 
 
 if __name__ == "__main__":

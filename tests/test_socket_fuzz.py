@@ -31,7 +31,7 @@ from callserver.wire.inbound import (
     decode_operator,
     decode_widget,
 )
-from tests.chat_clients import Socket, Softphone, Widget, softphone, widget
+from tests.sockets import Socket, Softphone, Widget
 from tests.stack import Stack, running_stack, settings_for
 
 T = TypeVar("T")
@@ -259,21 +259,16 @@ class LiveServer:
 
     async def _start(self) -> None:
         self.stack: Stack = await self.exits.enter_async_context(running_stack(settings_for(self.tmp)))
-        self.softphone: Softphone = await self.exits.enter_async_context(
-            softphone(self.stack, "op@fuzz.example")
-        )
-        await self.softphone.online()
-        self.widget: Widget = await self.exits.enter_async_context(widget(self.stack, "visitor-fuzz-01"))
+        self.softphone: Softphone = await self.stack.sockets.operator("op@fuzz.example", online=True)
+        self.widget: Widget = await self.stack.sockets.shopper("visitor-fuzz-01")
 
     async def exchange(self, socket: Socket, frame: str) -> list[dict[str, Any]]:
         """Send `frame`, then a ping; every frame that arrived until the pong."""
         await socket.ws.send_str(frame)
         await socket.send({"type": "ping"})
         self.frames_sent += 1
-        await socket.next("pong", within=20)
-        answers = list(socket.inbox)
-        socket.inbox.clear()
-        return answers
+        await socket.receive("pong", within=20)
+        return socket.drain()
 
 
 @pytest.fixture(scope="module")
@@ -334,21 +329,21 @@ def test_after_the_fuzz_both_sockets_still_serve_a_chat(live: LiveServer) -> Non
     async def chat() -> None:
         phone = live.softphone
         await phone.send({"type": "presence.set", "status": "online"})
-        await phone.next("presence", lambda f: f["status"] == "online")
+        await phone.receive("presence", lambda f: f["status"] == "online")
         # The fuzzed widget's own chat limits may be spent (they are per visitor): it still answers,
         # and the fuzzed softphone takes a chat with a new visitor from start to reply.
         await live.widget.send({"type": "ping"})
-        await live.widget.next("pong")
-        async with widget(live.stack, "visitor-after-01") as page:
-            await page.send({"type": "chat.start", "context": {"page": "https://shop.example/after"}})
-            chat_id = (
-                await phone.next("chat.assigned", lambda f: (f["chat"].get("page") or "").endswith("/after"))
-            )["chat"]["id"]
-            await page.send({"type": "chat.send", "text": "still there?", "client_id": "after-1"})
-            said = await phone.next("chat.message", lambda f: f["message"]["text"] == "still there?")
-            assert said["chat_id"] == chat_id
-            await phone.send({"type": "chat.send", "chat_id": chat_id, "text": "yes", "client_id": "r"})
-            await page.next("chat.message", lambda f: f["message"]["text"] == "yes")
+        await live.widget.receive("pong")
+        page = await live.stack.sockets.shopper("visitor-after-01")
+        await page.send({"type": "chat.start", "context": {"page": "https://shop.example/after"}})
+        chat_id = (
+            await phone.receive("chat.assigned", lambda f: (f["chat"].get("page") or "").endswith("/after"))
+        )["chat"]["id"]
+        await page.send({"type": "chat.send", "text": "still there?", "client_id": "after-1"})
+        said = await phone.receive("chat.message", lambda f: f["message"]["text"] == "still there?")
+        assert said["chat_id"] == chat_id
+        await phone.send({"type": "chat.send", "chat_id": chat_id, "text": "yes", "client_id": "r"})
+        await page.receive("chat.message", lambda f: f["message"]["text"] == "yes")
 
     live.run(chat())
     assert not live.errors.records  # type: ignore[attr-defined]

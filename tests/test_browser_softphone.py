@@ -5,15 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import aiohttp
 from aiohttp import WSCloseCode
 from playwright.async_api import Page, Playwright, expect
 
 from callserver import i18n
 from callserver.web.keys import SOCKETS
-from tests import peers
 from tests.browsers import go_online, launch, sign_in
-from tests.chat_clients import widget
 from tests.stack import PASSWORD, Stack
 
 
@@ -50,18 +47,16 @@ async def test_softphone_reconnects_by_itself_and_rings_with_a_flashing_title(
     await expect(page.get_by_test_id("op-presence")).to_have_value("online")
     await expect(page.get_by_test_id("op-presence")).to_be_enabled()
 
-    async with aiohttp.ClientSession() as session:
-        shopper = await peers.shopper(session, stack)
-        await peers.call(shopper, page="https://shop.example/products/sofa")
-        row = page.get_by_test_id("op-incoming")
-        await expect(row).to_have_count(1)
-        await expect(row).to_contain_text("products/sofa")
-        # Functions, not expressions: the page's CSP refuses the eval Playwright would use for those.
-        await page.wait_for_function("() => document.title.includes('Incoming call')")
-        await shopper.send(type="call.hangup")
-        await expect(row).to_have_count(0)
-        await page.wait_for_function("() => !document.title.includes('Incoming call')")
-        await shopper.close()
+    shopper = await stack.sockets.shopper()
+    await shopper.call(page="https://shop.example/products/sofa")
+    row = page.get_by_test_id("op-incoming")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text("products/sofa")
+    # Functions, not expressions: the page's CSP refuses the eval Playwright would use for those.
+    await page.wait_for_function("() => document.title.includes('Incoming call')")
+    await shopper.send({"type": "call.hangup"})
+    await expect(row).to_have_count(0)
+    await page.wait_for_function("() => !document.title.includes('Incoming call')")
     await browser.browser.close()
 
 
@@ -128,56 +123,55 @@ async def test_an_operator_whose_browser_speaks_german_gets_every_softphone_text
         await expect(page.get_by_role("button", name="Abmelden")).to_be_visible()
         await shows_no_english(page, seen)
 
-        async with aiohttp.ClientSession() as session, widget(stack, "visitor-chat-de") as shopper:
-            # A chat: what the visitor types, the answer and its ticks.
-            await shopper.send({"type": "chat.start", "context": {"page": f"{stack.shop_url}/products/sofa"}})
-            await shopper.next("chat.history")
-            await shopper.send({"type": "chat.typing", "text": "Gibt es das Sofa"})
-            preview = page.get_by_test_id("op-chat-preview")
-            await expect(preview).to_have_text("Schreibt: Gibt es das Sofa", timeout=10_000)
-            await shopper.send({"type": "chat.send", "text": "Gibt es das Sofa in Blau?", "client_id": "1"})
-            await shopper.next("chat.ack")
-            await page.get_by_test_id("op-chat-input").fill("Ja, ab Lager.")
-            await page.get_by_test_id("op-chat-send").click()
-            answer = page.get_by_test_id("op-chat-log").locator("li.operator", has_text="Ja, ab Lager.")
-            await expect(answer).to_contain_text("✓ zugestellt")
-            said = await shopper.next("chat.message", lambda f: f["message"]["sender"] == "operator")
-            await shopper.send({"type": "chat.read", "up_to": said["message"]["id"]})
-            await expect(answer).to_contain_text("✓✓ gelesen")
-            await expect(page.get_by_test_id("op-chat-transfer-to")).to_contain_text(
-                "Sonst ist niemand online"
+        shopper = await stack.sockets.shopper("visitor-chat-de")
+        # A chat: what the visitor types, the answer and its ticks.
+        await shopper.send({"type": "chat.start", "context": {"page": f"{stack.shop_url}/products/sofa"}})
+        await shopper.receive("chat.history")
+        await shopper.send({"type": "chat.typing", "text": "Gibt es das Sofa"})
+        preview = page.get_by_test_id("op-chat-preview")
+        await expect(preview).to_have_text("Schreibt: Gibt es das Sofa", timeout=10_000)
+        await shopper.send({"type": "chat.send", "text": "Gibt es das Sofa in Blau?", "client_id": "1"})
+        await shopper.receive("chat.ack")
+        await page.get_by_test_id("op-chat-input").fill("Ja, ab Lager.")
+        await page.get_by_test_id("op-chat-send").click()
+        answer = page.get_by_test_id("op-chat-log").locator("li.operator", has_text="Ja, ab Lager.")
+        await expect(answer).to_contain_text("✓ zugestellt")
+        said = await shopper.receive("chat.message", lambda f: f["message"]["sender"] == "operator")
+        await shopper.send({"type": "chat.read", "up_to": said["message"]["id"]})
+        await expect(answer).to_contain_text("✓✓ gelesen")
+        await expect(page.get_by_test_id("op-chat-transfer-to")).to_contain_text("Sonst ist niemand online")
+        await shows_no_english(page, seen)
+
+        # A call: it rings, is answered, muted, held and hung up.
+        caller = await stack.sockets.shopper("visitor-call-de")
+        try:
+            await caller.call(page=f"{stack.shop_url}/products/lamp")
+            row = page.get_by_test_id("op-incoming")
+            await expect(row.get_by_test_id("op-answer")).to_have_text("Annehmen")
+            await expect(row.get_by_test_id("op-decline")).to_have_text("Ablehnen")
+            await expect(row.get_by_test_id("op-answer")).to_have_attribute(
+                "aria-label", "Anruf von Test shop annehmen"
             )
+            await expect(row).to_contain_text("wartet seit")
+            await expect(page.get_by_test_id("op-visitor")).to_contain_text("Seite")
+            await page.wait_for_function("() => document.title.includes('Eingehender Anruf')")
             await shows_no_english(page, seen)
 
-            # A call: it rings, is answered, muted, held and hung up.
-            caller = await peers.shopper(session, stack, token="visitor-call-de")
-            try:
-                await peers.call(caller, page=f"{stack.shop_url}/products/lamp")
-                row = page.get_by_test_id("op-incoming")
-                await expect(row.get_by_test_id("op-answer")).to_have_text("Annehmen")
-                await expect(row.get_by_test_id("op-decline")).to_have_text("Ablehnen")
-                await expect(row.get_by_test_id("op-answer")).to_have_attribute(
-                    "aria-label", "Anruf von Test shop annehmen"
-                )
-                await expect(row).to_contain_text("wartet seit")
-                await expect(page.get_by_test_id("op-visitor")).to_contain_text("Seite")
-                await page.wait_for_function("() => document.title.includes('Eingehender Anruf')")
-                await shows_no_english(page, seen)
-
-                await row.get_by_test_id("op-answer").click()
-                status = page.locator("#active-status")
-                await expect(status).to_have_text("Im Gespräch — Test shop", timeout=15_000)
-                await page.get_by_test_id("op-mute").click()
-                await expect(page.get_by_test_id("op-mute")).to_have_text("Ton an")
-                await page.get_by_test_id("op-hold").click()
-                await expect(page.get_by_test_id("op-hold")).to_have_text("Fortsetzen")
-                await expect(status).to_have_text("Gehalten")
-                await shows_no_english(page, seen)
-                await page.get_by_test_id("op-hangup").click()
-                await expect(status).to_have_text("Anruf beendet")
-                await shows_no_english(page, seen)
-            finally:
-                await caller.close()
+            await row.get_by_test_id("op-answer").click()
+            status = page.locator("#active-status")
+            await expect(status).to_have_text("Im Gespräch — Test shop", timeout=15_000)
+            await page.get_by_test_id("op-mute").click()
+            await expect(page.get_by_test_id("op-mute")).to_have_text("Ton an")
+            await page.get_by_test_id("op-hold").click()
+            await expect(page.get_by_test_id("op-hold")).to_have_text("Fortsetzen")
+            await expect(status).to_have_text("Gehalten")
+            await shows_no_english(page, seen)
+            await page.get_by_test_id("op-hangup").click()
+            await expect(status).to_have_text("Anruf beendet")
+            await shows_no_english(page, seen)
+        finally:
+            await caller.close()
+        await shopper.close()
         # The check itself can fail: the English page would not pass it.
         assert english_on(["Answer", "waiting 0:03", "✓✓ read"], "de") == [
             "Answer",

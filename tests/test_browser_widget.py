@@ -8,9 +8,8 @@ from playwright.async_api import BrowserContext, Playwright, expect
 from sqlalchemy import func, select
 
 from callserver.store.models import Call
-from tests import peers
 from tests.browsers import launch
-from tests.chat_clients import Softphone, softphone
+from tests.sockets import Softphone
 from tests.stack import running_stack, settings_for
 
 
@@ -40,8 +39,7 @@ async def test_nobody_answering_is_told_to_the_shopper(
     tmp_path: Path, playwright: Playwright, tones: dict[str, Path]
 ) -> None:
     async with running_stack(settings_for(tmp_path, ring_timeout=1)) as stack:
-        await stack.add_user("op@shop.example")
-        softphone = await peers.operator(stack, "op@shop.example")  # online, but lets it ring out
+        await stack.sockets.operator("op@shop.example", online=True)  # online, but lets it ring out
         browser = await launch(playwright, tones["shopper"])
         page = await browser.new_page()
         await page.goto(stack.shop_url)
@@ -52,12 +50,11 @@ async def test_nobody_answering_is_told_to_the_shopper(
             calls = list(await session.scalars(select(Call)))
         assert [(c.state, c.end_reason) for c in calls] == [("ended", "missed")]
         await close(browser)
-        await softphone.close()
 
 
 async def _presence(phone: Softphone, status: str) -> None:
     await phone.send({"type": "presence.set", "status": status})
-    await phone.next("presence", lambda f: f["status"] == status)
+    await phone.receive("presence", lambda f: f["status"] == status)
 
 
 async def test_with_nobody_online_the_launcher_says_so_and_opens_onto_the_message_form(
@@ -84,7 +81,8 @@ async def test_with_nobody_online_the_launcher_says_so_and_opens_onto_the_messag
 async def test_the_open_panel_follows_operators_going_offline_and_online(
     tmp_path: Path, playwright: Playwright
 ) -> None:
-    async with running_stack(settings_for(tmp_path)) as stack, softphone(stack, "op@shop.example") as op:
+    async with running_stack(settings_for(tmp_path)) as stack:
+        op = await stack.sockets.operator("op@shop.example")
         await op.online()
         browser = await launch(playwright, None)
         try:
@@ -122,7 +120,8 @@ async def test_the_open_panel_follows_operators_going_offline_and_online(
 async def test_a_chat_in_progress_is_not_interrupted_when_the_operator_goes_offline(
     tmp_path: Path, playwright: Playwright
 ) -> None:
-    async with running_stack(settings_for(tmp_path)) as stack, softphone(stack, "op@shop.example") as op:
+    async with running_stack(settings_for(tmp_path)) as stack:
+        op = await stack.sockets.operator("op@shop.example")
         await op.online()
         browser = await launch(playwright, None)
         try:
@@ -131,7 +130,7 @@ async def test_a_chat_in_progress_is_not_interrupted_when_the_operator_goes_offl
             await expect(page.get_by_test_id("cb-launcher")).to_have_attribute("data-state", "online")
             await page.get_by_test_id("cb-launcher").click()
             await page.get_by_test_id("cb-chat-open").click()
-            chat_id = (await op.next("chat.assigned"))["chat"]["id"]
+            chat_id = (await op.receive("chat.assigned"))["chat"]["id"]
             await op.send({"type": "chat.send", "chat_id": chat_id, "text": "Hello, how can I help?"})
             log = page.get_by_test_id("cb-chat-log")
             await expect(log).to_contain_text("Hello, how can I help?")

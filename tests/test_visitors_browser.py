@@ -14,7 +14,6 @@ from playwright.async_api import Page, Playwright, expect
 from sqlalchemy import select
 
 from callserver.store.models import Visitor
-from tests import peers
 from tests.browsers import go_online, hears, launch, sign_in
 from tests.stack import PASSWORD, Stack
 from tests.visitors_support import configure_site
@@ -81,8 +80,7 @@ async def test_a_rule_invites_after_seconds_on_a_matching_page_and_a_dismissal_i
     await configure_site(
         stack, invite_rules=[{"pattern": "/products/oak-*", "seconds": 2, "max_per_visitor": 3}]
     )
-    await stack.add_user("op@shop.example", name="Olga")
-    softphone = await peers.operator(stack, "op@shop.example")  # online and free
+    await stack.sockets.operator("op@shop.example", name="Olga", online=True)  # online and free
     browser = await launch(playwright, None)
     shop = await browser.new_page()
     bubble = shop.get_by_test_id("cb-invite")
@@ -114,18 +112,14 @@ async def test_a_rule_invites_after_seconds_on_a_matching_page_and_a_dismissal_i
     await shop.wait_for_timeout(3_500)
     await expect(bubble).to_be_hidden()
     await browser.browser.close()
-    await softphone.close()
 
 
 @pytest.fixture
 async def operator_online(stack: Stack) -> AsyncIterator[None]:
     """Someone can answer, so the widget offers a call (with nobody online it opens onto the form)."""
-    await stack.add_user("on-duty@shop.example")
-    operator = await peers.operator(stack, "on-duty@shop.example")
-    try:
-        yield
-    finally:
-        await operator.close()
+    operator = await stack.sockets.operator("on-duty@shop.example", online=True)
+    yield
+    await operator.close()
 
 
 async def test_closed_hours_offer_the_offline_form_with_the_opening_time_in_the_page_language(

@@ -52,7 +52,7 @@ class ShopperChannel(Protocol):
 class LiveCall:
     id: str
     site: Site
-    view: dict[str, Any]  # what operators see of the call while it rings
+    view: dict[str, object]  # what operators see of the call while it rings
     shopper: ShopperChannel
     media: CallMedia
     state: CallState = CallState.RINGING
@@ -130,7 +130,7 @@ class Switchboard:
 
         return leave
 
-    def ringing_for(self, operator_id: int) -> list[dict[str, Any]]:
+    def ringing_for(self, operator_id: int) -> list[dict[str, object]]:
         """The calls ringing this operator right now (for a softphone that just connected)."""
         ringing = [
             c.view for c in self._calls.values() if any(s.account.id == operator_id for s in c.ringing)
@@ -323,7 +323,7 @@ class Switchboard:
 
     # Transfer ----------------------------------------------------------------------------------
 
-    def _transfer_view(self, call: LiveCall) -> dict[str, Any]:
+    def _transfer_view(self, call: LiveCall) -> dict[str, object]:
         operator = call.operator
         return {
             **call.view,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
@@ -52,7 +52,7 @@ class OperatorConnection:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Mapping[str, object]) -> None:
         if not self.ws.closed:
             await self.ws.send_json(message)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from typing import Any
+from collections.abc import Mapping
 
 from aiohttp import WSMsgType, web
 
@@ -72,7 +72,7 @@ class ShopperConnection:
         self.ws = ws
         self.call_id: str | None = None
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Mapping[str, object]) -> None:
         if not self.ws.closed:
             await self.ws.send_json(message)
 

@@ -13,13 +13,14 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 
 from callserver.accounts import Account
+from callserver.background import BackgroundTasks
 from callserver.errors import CallserverError
 from callserver.operators.roster import Roster, Seat
 from callserver.sites import Site
@@ -55,7 +56,7 @@ class AlreadyInvited(CallserverError):
 class VisitorStream(Protocol):
     """A widget's open event stream."""
 
-    async def invite(self, invitation: dict[str, Any]) -> None: ...
+    async def invite(self, invitation: dict[str, object]) -> None: ...
     def end(self) -> None:
         """Close the stream (the server is stopping)."""
 
@@ -107,7 +108,7 @@ class Invitations:
         self._clock = clock
         self._streams: dict[tuple[int, str], list[VisitorStream]] = {}
         self._timers: dict[tuple[int, str], list[asyncio.TimerHandle]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks("invitations")
 
     # Streams -----------------------------------------------------------------------------------
 
@@ -182,7 +183,7 @@ class Invitations:
             raise VisitorDismissed("This visitor said no thanks to an invitation; they are not asked again.")
         if limit is not None and max(count, visitor.invitations) >= limit:
             return False
-        invitation: dict[str, Any] = {
+        invitation: dict[str, object] = {
             "id": secrets.token_hex(6),
             "operator": {"name": name},
             "site": profile.name,
@@ -222,7 +223,7 @@ class Invitations:
         self._cancel(profile.id, visitor.token)
         if dismissed_in_widget and not visitor.dismissed:
             visitor.dismissed = True
-            self._spawn(self._records.note(profile.id, visitor.token, dismissed=True))
+            self._background.spawn(self._records.note(profile.id, visitor.token, dismissed=True))
         current = visitor.current
         if visitor.dismissed or current is None:
             return
@@ -237,7 +238,7 @@ class Invitations:
             self._timers[(profile.id, visitor.token)] = timers
 
     def _fire(self, profile: Site, visitor: LiveVisitor, view_id: str, rule: InviteRule) -> None:
-        self._spawn(self._rule_due(profile, visitor, view_id, rule))
+        self._background.spawn(self._rule_due(profile, visitor, view_id, rule))
 
     async def _rule_due(self, profile: Site, visitor: LiveVisitor, view_id: str, rule: InviteRule) -> None:
         current = visitor.current
@@ -272,21 +273,8 @@ class Invitations:
         for timer in self._timers.pop((site_id, token), []):
             timer.cancel()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("an invitation failed", exc_info=task.exception())
-
     async def close(self) -> None:
         """Disarm every rule and wait for invitations in flight; safe to call twice."""
         for key in list(self._timers):
             self._cancel(*key)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()

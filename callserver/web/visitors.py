@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
 
 from aiohttp import web
 
@@ -50,7 +49,7 @@ async def site_for(request: web.Request) -> Site:
     return site
 
 
-def refusal(request: web.Request, error: UnknownSite | OriginNotAllowed, **extra: Any) -> web.Response:
+def refusal(request: web.Request, error: UnknownSite | OriginNotAllowed, **extra: object) -> web.Response:
     """The JSON error for a page the site doesn't know or allow: 404 or 403."""
     body = {"error": {"code": error.code, "message": error.message}, **extra}
     return web.json_response(
@@ -121,9 +120,9 @@ class EventStream:
     """One widget's open event stream, as the invitations see it."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=16)
+        self.queue: asyncio.Queue[dict[str, object] | None] = asyncio.Queue(maxsize=16)
 
-    async def invite(self, invitation: dict[str, Any]) -> None:
+    async def invite(self, invitation: dict[str, object]) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(invitation)
 

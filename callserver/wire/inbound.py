@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
+from callserver.sites.site import VISITOR_TOKEN
 from callserver.wire.vocabulary import Fallback
 
 MAX_SDP = 20_000
@@ -391,7 +392,7 @@ class Beacon(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     kind: Literal["view", "ping", "leave", "dismiss"]
-    visitor: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
+    visitor: str = Field(pattern=VISITOR_TOKEN.pattern)
     view: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
     page: str | None = Field(None, max_length=MAX_TEXT)
     title: str | None = Field(None, max_length=500)

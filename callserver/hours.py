@@ -7,7 +7,7 @@ refuses calls and chats (error code `closed`). A site without hours is always op
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -106,8 +106,3 @@ class WorkingHours(BaseModel):
                     return opening
         return None
 
-
-def check_open(hours: WorkingHours | None, now: datetime | None = None) -> None:
-    """Raise ShopClosed outside the site's working hours."""
-    if hours is not None and not hours.is_open(now or datetime.now(UTC)):
-        raise ShopClosed("The shop is closed now: leave a message and we will get back to you.")

@@ -16,13 +16,14 @@ run: $(STAMP)
 	$(BIN)/callserver demo
 
 # Debian's chromium for the browser tests (never a downloaded browser), sox for audio files,
-# PostgreSQL, Redis, and coturn for the tests of the larger installs.
+# PostgreSQL, Redis (redis-server), and coturn for the tests of the larger installs.
 system-packages:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v sox >/dev/null || missing="$$missing sox"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

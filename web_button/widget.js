@@ -104,6 +104,60 @@
     render();
   }
 
+  // ---- where the visitor came from: first and last touch, kept on the shop's own origin
+
+  // A touch is a landing with campaign parameters or from another site; moving between the shop's
+  // own pages is not one. Values are cut to what the server takes, so a long one never costs a chat.
+  const TOUCH_KEYS = { first: 'callbutton.touch.first', last: 'callbutton.touch.last' };
+  const TOUCH_PARAMS = ['utm_source', 'utm_medium', 'utm_campaign', 'utm_term', 'utm_content'];
+  const CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid'];
+  const CLICK_ID = /^[A-Za-z0-9._~-]{1,200}$/;
+  const HOST = /^[A-Za-z0-9.-]{1,253}$/;
+  const bareHost = (host) => host.toLowerCase().replace(/^www\./, '');
+
+  function cleanTouch(raw) {
+    if (!raw || typeof raw !== 'object') return null;
+    const touch = {};
+    for (const key of TOUCH_PARAMS.concat(['search'])) {
+      const value = typeof raw[key] === 'string' ? raw[key].trim().slice(0, 200) : '';
+      if (value) touch[key] = value;
+    }
+    for (const key of CLICK_IDS) {
+      if (typeof raw[key] === 'string' && CLICK_ID.test(raw[key])) touch[key] = raw[key];
+    }
+    if (typeof raw.referrer === 'string' && HOST.test(raw.referrer)) touch.referrer = raw.referrer;
+    if (!Object.keys(touch).length) return null;
+    if (Number.isInteger(raw.at) && raw.at >= 0) touch.at = raw.at;
+    return touch;
+  }
+
+  function landing() {
+    const params = new URLSearchParams(location.search);
+    const raw = {};
+    for (const key of TOUCH_PARAMS.concat(CLICK_IDS)) raw[key] = params.get(key);
+    let from = null;
+    try { from = document.referrer ? new URL(document.referrer) : null; } catch (e) { /* not a URL */ }
+    if (from && from.hostname && bareHost(from.hostname) !== bareHost(location.hostname)) {
+      raw.referrer = from.hostname.toLowerCase();
+      raw.search = ['q', 'p', 'text', 'query'].map((key) => from.searchParams.get(key)).find(Boolean);
+    }
+    raw.at = Date.now();
+    return cleanTouch(raw);
+  }
+
+  function keptTouch(which) {
+    try { return cleanTouch(JSON.parse(stored(TOUCH_KEYS[which]) || 'null')); } catch (e) { return null; }
+  }
+
+  const touches = { first: keptTouch('first'), last: keptTouch('last') };
+  const landed = landing();
+  if (landed) {
+    if (!touches.first) touches.first = landed;
+    touches.last = landed;
+    store(TOUCH_KEYS.first, JSON.stringify(touches.first));
+    store(TOUCH_KEYS.last, JSON.stringify(touches.last));
+  }
+
   // ---- visitor context
 
   const CONTEXT_KEYS = { cartValue: 'cart_value', currency: 'currency', productPrice: 'product_price', sku: 'sku' };
@@ -190,6 +244,7 @@
     try { product = Object.assign(microdata(), pageProduct()); } catch (e) { /* odd markup */ }
     Object.assign(context, product, shopContext);
     if (visitor) context.visitor = visitor;
+    if (touches.first || touches.last) context.touch = touches;
     return context;
   }
 
@@ -950,6 +1005,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   function reportView() {
     const context = callContext();
     delete context.visitor;
+    delete context.touch; // conversations carry it; page views have their own referrer and UTM
     beacon('view', Object.assign(context, { returning, dismissed: declined() }));
   }
 

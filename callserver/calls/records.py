@@ -15,6 +15,7 @@ from callserver import events
 from callserver.calls.states import CallState, EndReason
 from callserver.errors import UnknownCall
 from callserver.orders.attribution import Channel
+from callserver.orders.sources import touch_columns
 from callserver.store.database import Database
 from callserver.store.models import Call, CallEvent, Order, Visitor
 
@@ -57,6 +58,11 @@ class VisitorContext:
             },
             "context": self.extra,
         }
+
+    def touch_columns(self) -> dict[str, Any]:
+        """Where this visitor came from (first and last touch), as a conversation's columns store it."""
+        touches = self.extra.get("touch")
+        return touch_columns(touches if isinstance(touches, dict) else None)
 
 
 async def visitor_row(session: AsyncSession, site_id: int, visitor: VisitorContext) -> Visitor:
@@ -115,6 +121,7 @@ class CallRecords:
                     title=visitor.title,
                     referrer=visitor.referrer,
                     context=visitor.extra,
+                    **visitor.touch_columns(),
                 )
             )
             session.add(CallEvent(call_id=call_id, at=at, name=events.CALL_RINGING, detail={}))

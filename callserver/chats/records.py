@@ -201,6 +201,7 @@ class ChatRecords:
                     created_at=now(),
                     page=visitor.page,
                     context=context,
+                    **visitor.touch_columns(),
                 )
             )
         return chat_id, call_id
@@ -329,6 +330,7 @@ class ChatRecords:
                     mail_state=mail_state.state if mail_state else None,
                     mail_attempts=0,
                     mail_next_at=at if mail_state else None,
+                    **visitor.touch_columns(),
                 )
             )
         return Left(

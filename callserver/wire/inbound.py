@@ -58,6 +58,46 @@ class VisitorIdentity(BaseModel):
     phone: str | None = Field(None, max_length=50)
 
 
+# A landing's campaign values and click ids are short ASCII-ish words; the widget cuts them to this.
+TOUCH_VALUE = 200
+TouchValue = Annotated[str, Strict(), Field(min_length=1, max_length=TOUCH_VALUE)]
+# Click ids are URL-safe tokens (Google's gclid: base64url; msclkid: hex; fbclid: letters and `_-`).
+ClickId = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9._~-]{1,200}$")]
+
+
+class Touch(BaseModel):
+    """One landing on the shop: campaign parameters, click ids, the referring site, the search words.
+
+    Strict: a number or an object where a string belongs is refused, not turned into text.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    utm_source: TouchValue | None = None
+    utm_medium: TouchValue | None = None
+    utm_campaign: TouchValue | None = None
+    utm_term: TouchValue | None = None
+    utm_content: TouchValue | None = None
+    gclid: ClickId | None = None
+    gbraid: ClickId | None = None
+    wbraid: ClickId | None = None
+    fbclid: ClickId | None = None
+    msclkid: ClickId | None = None
+    # The referring site's host name only (RFC 1035 length), never its full address.
+    referrer: Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")] | None = None
+    search: TouchValue | None = None
+    at: Annotated[int, Strict(), Field(ge=0, le=2**42)] | None = None  # when it happened, Unix ms
+
+
+class Touches(BaseModel):
+    """The visitor's first and last touch, as the widget kept them (`context.touch`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    first: Touch | None = None
+    last: Touch | None = None
+
+
 class CallContext(BaseModel):
     """What the widget knows of the shopper's visit when they call."""
 
@@ -73,6 +113,7 @@ class CallContext(BaseModel):
     product_price: Amount | None = None
     sku: str | None = Field(None, max_length=200)
     visitor: VisitorIdentity | None = None
+    touch: Touches | None = None
 
 
 class CallOffer(Incoming):

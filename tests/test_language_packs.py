@@ -1,8 +1,9 @@
 """The language packs: six complete languages, and no text of the softphone outside them.
 
 The softphone once said "Answer", "Take" and "Handled" in English whatever the operator's language:
-the literals were in softphone.js, out of the packs' reach. These tests read the browser code the way
-a reviewer would, so such a literal fails here instead of reaching an operator.
+the literals were in its script, out of the packs' reach. These tests read the browser code (every
+module of the softphone) the way a reviewer would, so such a literal fails here instead of reaching an
+operator.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import ClassVar
 from callserver import i18n
 
 ROOT = Path(__file__).resolve().parents[1]
-SOFTPHONE_JS = ROOT / "operator_softphone" / "softphone.js"
+# The softphone's ES modules (main.js and what it imports), all of them.
+SOFTPHONE_JS = sorted((ROOT / "operator_softphone").glob("*.js"))
 SOFTPHONE_HTML = ROOT / "operator_softphone" / "index.html"
 WIDGET_JS = ROOT / "web_button" / "widget.js"
 
 # Literals that look like words but are the browser's own names, never shown.
-NOT_TEXT = {"Enter", "Notification", "use strict"}
+NOT_TEXT = {"Enter", "Notification"}
 # What comes just before a literal that is a class name, a selector or an attribute value.
 NOT_SHOWN_BY = re.compile(
     r"(\b(class|rel|type|target|href|name|value|tag)\s*:\s*|querySelector(All)?\(\s*|classList\.\w+\(\s*"
@@ -161,8 +163,10 @@ def test_the_literal_finder_catches_what_the_softphone_once_had() -> None:
     ]
 
 
-def test_the_softphone_script_shows_no_text_of_its_own() -> None:
-    assert english_in(SOFTPHONE_JS.read_text(encoding="utf-8")) == []
+def test_the_softphone_modules_show_no_text_of_their_own() -> None:
+    assert len(SOFTPHONE_JS) > 1, "the softphone's modules were not found"
+    found = {path.name: english_in(path.read_text(encoding="utf-8")) for path in SOFTPHONE_JS}
+    assert {name: texts for name, texts in found.items() if texts} == {}
 
 
 class _PageTexts(HTMLParser):
@@ -212,7 +216,7 @@ class _PageTexts(HTMLParser):
 
 
 def softphone_keys() -> tuple[set[str], _PageTexts]:
-    script = SOFTPHONE_JS.read_text(encoding="utf-8")
+    script = "\n".join(path.read_text(encoding="utf-8") for path in SOFTPHONE_JS)
     # A key made up at run time would escape the checks below: every t( names its key (or is the
     # page's own data-i18n attributes, checked with the page).
     unnamed = re.findall(r"^.*(?<!function )\bt\((?!'[a-z_]+'[,)]|node\.dataset\.i18n\w*\)).*$", script, re.M)

@@ -81,7 +81,7 @@ def test_the_softphone_explains_each_fallback_and_reason_it_can_get() -> None:
     source = _softphone()
     fallbacks = _table(source, "const fallbackTexts = () => ({")
     assert set(fallbacks) == {str(f) for f in Fallback}
-    reasons = set(_table(source, "function reasonText(code) {\n    const texts = {"))
+    reasons = set(_table(source, "function reasonText(code) {"))
     known = END_REASONS | {str(r) for r in RingStopped} | {str(r) for r in TransferFailed} | {"unknown"}
     assert reasons <= known, reasons - known
     for reason in re.findall(r"reason === '(\w+)'", source):

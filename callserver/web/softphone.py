@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
 from aiohttp import web
 
 from callserver import i18n
@@ -10,6 +13,11 @@ from callserver.media.ice import ice_servers_for
 from callserver.web import csrf
 from callserver.web.auth import COOKIE, current_account
 from callserver.web.keys import SETTINGS
+
+# The page's scripts (ES modules, served as they are: no build step) and its stylesheet, each with its
+# type spelled out: a browser runs a module script only when it comes as JavaScript, and the system's
+# MIME table says `application/javascript`, or nothing, for `.js` on some machines.
+_FILE_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
 async def softphone_page(request: web.Request) -> web.StreamResponse:
@@ -47,8 +55,19 @@ async def _to_softphone(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/operator/")
 
 
+def _file(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Serves one of the page's files (validators and ranges as any static file; no Cache-Control)."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Content-Type": _FILE_TYPES[path.suffix]})
+
+    return serve
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/operator", _to_softphone)
     app.router.add_get("/operator/", softphone_page)
     app.router.add_get("/operator/config", softphone_config)
-    app.router.add_static("/operator/static/", asset_dir("operator_softphone"), append_version=False)
+    for path in sorted(asset_dir("operator_softphone").iterdir()):
+        if path.suffix in _FILE_TYPES:
+            app.router.add_get(f"/operator/static/{path.name}", _file(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from playwright.async_api import Page, Playwright, expect
+from playwright.async_api import Page, Playwright, WebSocket, expect
 
 from tests.browsers import go_online, hears, launch, sign_in
 from tests.stack import PASSWORD, Stack
@@ -67,3 +67,37 @@ async def test_shopper_and_operator_hear_each_other_and_either_can_hang_up(
 
     await shopper_browser.browser.close()
     await operator_browser.browser.close()
+
+
+async def test_a_chat_and_the_call_placed_from_it_share_one_socket(
+    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    """One `/ws/widget` per page: the chat opens it, the call goes over it, the chat goes on meanwhile."""
+    olga = await stack.sockets.operator("olga@shop.example", name="Olga", online=True)
+    shopper_browser = await launch(playwright, tones["shopper"])
+    try:
+        shop = await shopper_browser.new_page()
+        sockets: list[WebSocket] = []
+        shop.on("websocket", lambda ws: sockets.append(ws) if "/ws/widget" in ws.url else None)
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        await shop.get_by_test_id("cb-launcher").click()
+        await shop.get_by_test_id("cb-chat-open").click()
+        chat_id = (await olga.receive("chat.assigned"))["chat"]["id"]
+        await olga.send({"type": "chat.send", "chat_id": chat_id, "text": "Hello, how can I help?"})
+        await expect(shop.get_by_test_id("cb-chat-log")).to_contain_text("Hello, how can I help?")
+
+        await shop.get_by_test_id("cb-call").click()
+        call_id = (await olga.receive("call.incoming", within=20))["call"]["id"]
+        await olga.answer(call_id)
+        status = shop.get_by_test_id("cb-status")
+        await expect(status).to_contain_text("Olga", timeout=15_000)
+        await shop.get_by_test_id("cb-chat-input").fill("Can you hear me?")
+        await shop.get_by_test_id("cb-chat-send").click()
+        await olga.receive("chat.message", lambda f: f["message"]["text"] == "Can you hear me?")
+        await shop.get_by_test_id("cb-hangup").click()
+        await expect(status).to_contain_text("Call ended", timeout=10_000)
+        assert (await stack.ended_call(call_id)).end_reason == "completed"
+
+        assert [ws.is_closed() for ws in sockets] == [False]
+    finally:
+        await shopper_browser.browser.close()

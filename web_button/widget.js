@@ -468,7 +468,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     panel.hidden = false;
     launcher.setAttribute('aria-expanded', 'true');
     (offlineForm.hidden ? (callButton.hidden ? hangupButton : callButton) : offlineForm.elements.message).focus();
-    connectChat(); // who can answer, live, while the panel is open
+    socket.connect(); // who can answer, live, while the panel is open
     emit('open', {});
     if (chatState) markRead();
   }
@@ -482,10 +482,85 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     emit('close', {});
   }
 
+  // ---- the socket: one per page, for the chat and the call ------------------------------------
+
+  // Opened when the shopper acts (panel, chat, call; page views are beacons). One per page keeps a
+  // household of tabs under the server's sockets-per-address cap. It comes back by itself after a
+  // drop while `wanted()`, with backoff and jitter so that a restarted server isn't hit by every shop
+  // page at once (a call it carried has ended on the server: connection_lost). Takers are asked in
+  // the order they came, and what none of them takes goes to `rest`.
+  function widgetSocket(rest, wanted) {
+    let ws = null;
+    // hello came: what waits may go
+    let ready = false;
+    let retries = 0;
+    let retryTimer = null;
+    let ping = null;
+    const takers = new Set();
+    const waiting = [];
+
+    function hear(frame) {
+      try {
+        for (const fn of Array.from(takers)) if (fn(frame)) return;
+        rest(frame);
+      } catch (e) { console.error(e); }
+    }
+
+    function connect() {
+      clearTimeout(retryTimer);
+      if (ws) return;
+      try {
+        ws = new WebSocket(`${wsBase}/ws/widget?site=${encodeURIComponent(siteKey)}&visitor=${encodeURIComponent(visitorToken())}`);
+      } catch (e) {
+        hear({ type: 'socket.closed', code: 1006 });
+        return;
+      }
+      // Idle proxies cut quiet sockets; the server answers pong.
+      ws.onopen = () => { ping = setInterval(() => send({ type: 'ping' }), 25000); };
+      ws.onmessage = (event) => {
+        let frame;
+        try { frame = JSON.parse(event.data); } catch (e) { return; }
+        if (!frame) return;
+        if (frame.type === 'hello') { ready = true; retries = 0; }
+        hear(frame);
+        if (ready) for (const fn of waiting.splice(0)) fn();
+      };
+      ws.onclose = (event) => {
+        ws = null;
+        ready = false;
+        clearInterval(ping);
+        // Not a frame of the server's: no taker keeps it from the others.
+        hear({ type: 'socket.closed', code: event.code });
+        // 4xxx: refused (origin, site, too many), and asking again gets the same answer.
+        if (wanted() && event.code < 4000) {
+          retryTimer = setTimeout(connect, Math.min(16000, 2000 * 2 ** retries++) * (0.5 + Math.random()));
+        }
+      };
+    }
+
+    function send(frame) {
+      if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+      ws.send(JSON.stringify(frame));
+      return true;
+    }
+
+    return {
+      connect,
+      send,
+      // fn now if the socket is ready, else at the next hello (after a reconnect too).
+      whenReady(fn) { if (ready) fn(); else { waiting.push(fn); connect(); } },
+      // fn(frame) is true when it took the frame; returns the function that unregisters it.
+      onFrame(fn) { takers.add(fn); return () => takers.delete(fn); },
+      close() { if (ws) ws.close(); },
+    };
+  }
+
+  // A network blip must not end the conversation: come back while a chat is open or the panel shows.
+  const socket = widgetSocket(chatFrame, () => Boolean(chatState && chatState.state !== 'closed') || !panel.hidden);
+
   // ---- chat and leave-a-message ---------------------------------------------------------------
 
   const CHAT_KEY = 'callbutton.chat';
-  let chatWs = null;
   let chatState = null; // { id, state, position, operator }
   let wantChat = false; // chat.start goes out once the socket says hello
   let fallback = null; // { fallback, call_id }: why the last call failed
@@ -510,42 +585,24 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     if (offline() && !chatState) { showOffline(offText()); return; }
     showChat();
     wantChat = true;
-    if (chatWs && chatWs.readyState === WebSocket.OPEN) startChat();
-    else connectChat();
+    socket.whenReady(startChat);
     chatInput.focus();
   }
 
   function startChat() {
+    if (!wantChat) return; // asked twice while connecting, or the shopper left a message instead
     wantChat = false;
-    chatSend(Object.assign({ type: 'chat.start', context: callContext() }, fallback || {}));
+    socket.send(Object.assign({ type: 'chat.start', context: callContext() }, fallback || {}));
   }
 
-  function connectChat() {
-    if (chatWs) return;
-    const ws = chatWs = new WebSocket(`${wsBase}/ws/widget?site=${encodeURIComponent(siteKey)}&visitor=${encodeURIComponent(visitorToken())}`);
-    ws.onmessage = (event) => onChatFrame(event.data);
-    ws.onclose = (event) => {
-      chatWs = null;
-      // A network blip must not end the conversation: come back while a chat is open.
-      if (((chatState && chatState.state !== 'closed') || !panel.hidden) && event.code < 4000) setTimeout(connectChat, 2000);
-    };
-  }
-
-  function chatSend(frame) {
-    if (chatWs && chatWs.readyState === WebSocket.OPEN) chatWs.send(JSON.stringify(frame));
-    else return false;
-    return true;
-  }
-
-  function onChatFrame(data) {
-    let frame;
-    try { frame = JSON.parse(data); } catch (e) { return; }
-    if (!frame) return;
+  // The page's frames (hello, site.status), the chat's and the offline form's.
+  function chatFrame(frame) {
     switch (frame.type) {
       case 'hello':
         if (frame.visitor_token) storeToken(String(frame.visitor_token));
-        if (wantChat) startChat();
-        else restoreTimer = setTimeout(() => { if (!chatState) { remember(false); if (panel.hidden && chatWs) chatWs.close(); } }, 3000);
+        applySite(frame.site);
+        // No chat to continue: a socket opened for it alone goes (not under an open panel or a call).
+        if (!wantChat) restoreTimer = setTimeout(() => { if (!chatState) { remember(false); if (panel.hidden && !call) socket.close(); } }, 3000);
         siteStatus(frame);
         break;
       case 'site.status':
@@ -592,6 +649,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         show('ended', t('left'));
         break;
       case 'error':
+        // A hang-up that crossed the server's call.ended: the call is over either way.
+        if (frame.code === 'no_call') break;
         if (frame.code === 'nobody_online' || frame.code === 'closed') {
           showOffline(frame.code === 'closed' ? closedText() : t('nobody'));
         } else if (frame.client_id) {
@@ -671,7 +730,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   function markRead() {
     if (panel.hidden || hidden()) return;
     const ids = Array.from(shown.keys()).filter((id) => typeof id === 'number');
-    if (ids.length) chatSend({ type: 'chat.read', up_to: Math.max(...ids) });
+    if (ids.length) socket.send({ type: 'chat.read', up_to: Math.max(...ids) });
   }
 
   function offerCall(name) {
@@ -689,7 +748,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     const wait = 300 - (Date.now() - lastTyping);
     if (wait > 0) { typingTimer = setTimeout(sendTyping, wait); return; }
     lastTyping = Date.now();
-    if (chatState) chatSend({ type: 'chat.typing', text: chatInput.value });
+    if (chatState) socket.send({ type: 'chat.typing', text: chatInput.value });
   }
 
   chatInput.addEventListener('input', sendTyping);
@@ -701,7 +760,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     const text = chatInput.value.trim();
     if (!text) return;
     const id = String(++clientIds);
-    if (!chatSend({ type: 'chat.send', text, client_id: id })) {
+    if (!socket.send({ type: 'chat.send', text, client_id: id })) {
       statusLine.textContent = t('unreachable');
       return;
     }
@@ -715,7 +774,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   mailForm.addEventListener('submit', (event) => {
     event.preventDefault();
     const email = mailForm.elements.email.value.trim();
-    if (email && chatSend({ type: 'chat.transcript', email })) mailForm.elements.email.value = '';
+    if (email && socket.send({ type: 'chat.transcript', email })) mailForm.elements.email.value = '';
   });
 
   function showOffline(reason) {
@@ -733,11 +792,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     frame[contact.includes('@') ? 'email' : 'phone'] = contact;
     if (fallback && fallback.call_id) frame.call_id = fallback.call_id;
     wantChat = false;
-    const go = () => chatSend(frame);
-    if (!go()) {
-      connectChat();
-      chatWs.addEventListener('open', () => setTimeout(go, 50), { once: true });
-    }
+    socket.whenReady(() => socket.send(frame));
   });
 
   launcher.addEventListener('click', () => (panel.hidden ? open() : close()));
@@ -754,7 +809,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   // ---- the call
 
-  let call = null; // { pc, ws, stream, callId, connected, ... }
+  let call = null; // { pc, stream, callId, offered, connected, stop, ... }
 
   function fail(code, message) {
     show('ended', message);
@@ -821,7 +876,13 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       return;
     }
     if (current.done) return;
-    openSocket(current);
+    current.stop = socket.onFrame((frame) => callFrame(current, frame));
+    socket.whenReady(() => {
+      if (current.done) return;
+      current.offered = true;
+      socket.send({ type: 'call.offer', sdp: current.pc.localDescription.sdp, context: callContext(),
+        chat_id: current.chatId || null });
+    });
   }
 
   function iceGathered(pc, timeoutMs) {
@@ -833,42 +894,32 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     });
   }
 
-  function openSocket(current) {
-    const url = `${wsBase}/ws/widget?site=${encodeURIComponent(siteKey)}&visitor=${encodeURIComponent(visitorToken())}`;
-    let ws;
-    try {
-      ws = current.ws = new WebSocket(url);
-    } catch (e) {
-      endCall(current, 'failed', t('unreachable'), 'unreachable');
-      return;
-    }
-    ws.onopen = () => {
-      current.opened = true;
-      send(current, { type: 'call.offer', sdp: current.pc.localDescription.sdp, context: callContext(),
-        chat_id: current.chatId || null });
-      current.ping = setInterval(() => send(current, { type: 'ping' }), 25000);
-    };
-    ws.onmessage = (event) => onFrame(current, event.data);
-    ws.onclose = (event) => {
-      const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[event.code] || (!current.opened && 'unreachable');
-      if (problem) endCall(current, 'failed', t(problem), problem);
-      else endCall(current, 'dropped', t('ended_dropped'), 'connection_lost');
-    };
-  }
-
+  // Only a call the server knows of is told anything (else it would answer no_call).
   function send(current, frame) {
-    if (current.ws && current.ws.readyState === WebSocket.OPEN) current.ws.send(JSON.stringify(frame));
+    if (current.offered) socket.send(frame);
   }
 
-  function onFrame(current, data) {
-    let frame;
-    try { frame = JSON.parse(data); } catch (e) { return; }
-    if (!frame || current.done) return;
+  // The call's frames, and the error that refuses its offer; the rest is the chat's. A call ended
+  // here (hang-up, ICE) before the server knew goes on taking what the server still sends for it —
+  // its answer, its call.ended — so that none of it reaches the next call.
+  function callFrame(current, frame) {
+    const mine = frame.call_id !== undefined && frame.call_id === current.callId;
+    if (current.done) {
+      if (frame.type === 'call.answer' && !current.callId) { current.callId = frame.call_id; return true; }
+      const last = frame.type === 'socket.closed' || (frame.type === 'call.ended' && mine) ||
+        (frame.type === 'error' && !current.callId && !frame.client_id);
+      if (last) current.stop();
+      return frame.type !== 'socket.closed' && (mine || last);
+    }
+    let took = true;
     switch (frame.type) {
-      case 'hello':
-        if (frame.visitor_token) storeToken(String(frame.visitor_token));
-        applySite(frame.site);
+      case 'socket.closed': {
+        took = false;
+        const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[frame.code] || (!current.offered && 'unreachable');
+        if (problem) endCall(current, 'failed', t(problem), problem);
+        else endCall(current, 'dropped', t('ended_dropped'), 'connection_lost');
         break;
+      }
       case 'call.answer':
         current.callId = frame.call_id;
         current.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch(() => {
@@ -900,21 +951,21 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
           endCall(current, frame.reason, (T[frame.why] || t(`ended_${frame.reason}`) || t('ended_failed')), null, frame.why);
         }
         break;
-      case 'error': {
-        const message = String(frame.message || t('error'));
+      case 'error':
+        if (!current.offered || current.callId || frame.client_id) return false;
         if (frame.code === 'closed') {
           endCall(current, 'failed', closedText());
           showOffline(closedText());
-        } else if (!current.callId) {
-          endCall(current, 'failed', message, String(frame.code || 'error'));
         } else {
-          statusLine.textContent = message;
-          emit('error', { code: frame.code, message });
+          endCall(current, 'failed', String(frame.message || t('error')), String(frame.code || 'error'));
         }
         break;
-      }
       default: // pong, and frames a newer server may add
+        took = false;
     }
+    // The server is done with this call too: its end, its refusal, or the socket went.
+    if (current.done && ['socket.closed', 'call.ended', 'error'].includes(frame.type)) current.stop();
+    return took;
   }
 
   function duration(ms) {
@@ -939,11 +990,9 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     }
     if (call === current) call = null;
     clearInterval(current.timer);
-    clearInterval(current.ping);
-    if (current.ws) {
-      current.ws.onopen = current.ws.onmessage = current.ws.onclose = null;
-      current.ws.close(1000);
-    }
+    // The socket stays, for the chat and the next call; a call the server never heard of has
+    // nothing more to come on it.
+    if (current.stop && !current.offered) current.stop();
     if (current.pc) current.pc.close();
     if (current.stream) current.stream.getTracks().forEach((track) => track.stop());
     remoteAudio.srcObject = null;
@@ -1083,7 +1132,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', reportView);
   else setTimeout(reportView);
   // A chat open on another page continues here: the server sends its history.
-  if (stored(CHAT_KEY)) connectChat();
+  if (stored(CHAT_KEY)) socket.connect();
 
   const api = {
     open,

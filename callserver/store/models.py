@@ -291,6 +291,15 @@ class Order(Base):
     channel: Mapped[str | None] = mapped_column(String(10))  # call, chat, message
     conversation_id: Mapped[str | None] = mapped_column(String(32))
     attributed_by: Mapped[str | None] = mapped_column(String(10))  # token, email, phone, manual
+    # Who attributed it by hand (`attributed_by` manual), migration 0006_order_life.
+    attributed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # An order's life (0006_order_life): pending, paid, partially_refunded, refunded, cancelled.
+    status: Mapped[str] = mapped_column(String(20), default="paid", server_default="paid")
+    refunded_total: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal(0), server_default="0")
+    # The platform's refunds by their id (amounts as text), so a refund reported twice counts once.
+    refunds: Mapped[dict[str, Any] | None] = mapped_column()
+    # When the shop last changed the order (as it says); an older report than this is ignored.
+    updated_at: Mapped[datetime | None]
 
 
 class AuditEntry(Base):

@@ -60,6 +60,8 @@ async def test_an_order_is_stored_once_and_attributed_to_the_call(stack: Stack) 
             "channel": "call",
             "conversation_id": call.id,
             "attributed_by": "token",
+            "by": "visitor_token",
+            "by_user": None,
         }
 
         # The same order again (a retry, or a corrected total): 200, still one order.
@@ -79,7 +81,13 @@ async def test_an_order_without_a_conversation_has_a_null_attribution(stack: Sta
         status, created = await post(http, stack, {"order_id": "A-7", "total": "12", "currency": "USD"})
     assert status == 201
     assert created["total"] == "12.00"
-    assert created["attribution"] == {"channel": None, "conversation_id": None, "attributed_by": None}
+    assert created["attribution"] == {
+        "channel": None,
+        "conversation_id": None,
+        "attributed_by": None,
+        "by": None,
+        "by_user": None,
+    }
 
 
 async def test_auth_errors(stack: Stack) -> None:

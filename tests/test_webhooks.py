@@ -157,7 +157,13 @@ async def test_shopify_order_is_stored_and_attributed_by_the_cart_attribute(stac
             order = await response.json()
     assert order["number"] == "#1001" and order["source"] == "shopify"
     assert (order["total"], order["currency"]) == ("199.00", "EUR")
-    assert order["attribution"] == {"channel": "call", "conversation_id": call.id, "attributed_by": "token"}
+    assert order["attribution"] == {
+        "channel": "call",
+        "conversation_id": call.id,
+        "attributed_by": "token",
+        "by": "visitor_token",
+        "by_user": None,
+    }
     [row] = await orders(stack)
     assert (row.email, row.phone) == ("anna@sofas.example", "+4930123456")
     assert abs(row.created_at - now) < timedelta(seconds=1)
@@ -243,8 +249,10 @@ async def test_woocommerce_order_by_meta_token_or_billing_email(stack: Stack) ->
         # order.updated for a known order, and a deletion, keep one row per order.
         status, answer = await woo_post(http, stack, woo_order(now), topic="order.updated")
         assert (status, answer["status"]) == (200, "updated")
-        status, answer = await woo_post(http, stack, {"id": 727}, topic="order.deleted")
-        assert (status, answer["status"]) == (200, "ignored")
+        status, answer = await woo_post(http, stack, {"id": 728}, topic="order.deleted")
+        assert (status, answer["status"]) == (200, "updated")
+        status, answer = await woo_post(http, stack, {"id": 999}, topic="order.deleted")
+        assert (status, answer["status"], answer["reason"]) == (200, "ignored", "unknown_order")
         status, answer = await woo_post(http, stack, {"id": 729, "total": "oops"})
         assert (status, answer["error"]["code"]) == (400, "invalid")
         assert answer["error"]["message"].startswith("total")
@@ -257,6 +265,8 @@ async def test_woocommerce_order_by_meta_token_or_billing_email(stack: Stack) ->
     )
     assert (first.channel, first.conversation_id, first.attributed_by) == ("chat", chat.id, "token")
     assert (by_email.channel, by_email.conversation_id, by_email.attributed_by) == ("call", call.id, "email")
+    # A deleted order is kept, cancelled: it sold nothing.
+    assert (first.status, by_email.status) == ("paid", "cancelled")
     assert abs(first.created_at - now.replace(microsecond=0)) < timedelta(seconds=1)
 
 

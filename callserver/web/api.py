@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -26,8 +26,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callserver.calls.records import CALL_ID_LENGTH, CallFilter, Keyset, call_of_site, calls_of_site
 from callserver.calls.states import CallState, EndReason
 from callserver.errors import NotFound
-from callserver.orders.intake import MAX_TOTAL, TEXT_LIMITS, OrderReport, Source, order_of_site, record_order
-from callserver.store.models import Call, Order, Site
+from callserver.orders import revenue
+from callserver.orders.intake import (
+    MAX_TOTAL,
+    TEXT_LIMITS,
+    Ignored,
+    OrderReport,
+    OrderStatus,
+    Source,
+    order_of_site,
+    record_order,
+)
+from callserver.store.models import Call, Order, Site, User
 from callserver.web import hooks, openapi
 from callserver.web.bodies import UtcDateTime, parse_json, read_body, refuse_large_body, validate
 from callserver.web.errors import HttpError, json_errors
@@ -37,6 +47,8 @@ from callserver.web.openapi import Answer, Operation
 PREFIX = "/api/v1"
 # What `_cursor` hands out is about 80 characters.
 MAX_CURSOR = 200
+# A revenue report covers at most this many days (a few years; beyond that a date is a typo).
+MAX_REPORT_DAYS = 3 * 366
 
 
 async def authenticated_site(request: web.Request, session: AsyncSession) -> Site:
@@ -105,6 +117,17 @@ class OrderIn(BaseModel):
     created_at: UtcDateTime | None = Field(
         default=None, description="When the order was placed (ISO 8601; without offset: UTC). Default: now."
     )
+    status: OrderStatus | None = Field(
+        default=None,
+        description="Where the order is in its life. Default: as stored (a new order: paid, or refunded "
+        "as far as refunded_total says). A cancelled order counts 0 in every revenue figure.",
+    )
+    refunded_total: Annotated[Money | None, Field(description="All refunds so far (not this one's).")] = None
+    updated_at: UtcDateTime | None = Field(
+        default=None,
+        description="When the shop last changed the order. A report older than the stored updated_at "
+        "changes nothing (the answer says `ignored: stale`). Default: now.",
+    )
 
     def report(self) -> OrderReport:
         return OrderReport(
@@ -116,13 +139,35 @@ class OrderIn(BaseModel):
             visitor_token=self.visitor_token,
             email=self.email,
             phone=self.phone,
+            status=self.status,
+            refunded_total=self.refunded_total,
+            updated_at=self.updated_at,
         )
 
 
+# How the visitor was found, as the API names it (`token` is stored; the API says what token).
+BY = {"token": "visitor_token", "email": "email", "phone": "phone", "manual": "manual"}
+
+
+class AttributedByUser(BaseModel):
+    id: int
+    email: str | None = Field(description="null once the account is gone.")
+
+
 class AttributionOut(BaseModel):
+    """Which conversation sold the order, and why it was credited to it."""
+
     channel: Literal["call", "chat", "message"] | None = Field(description="null: no conversation sold it.")
     conversation_id: str | None = Field(description="The call's, chat's or left message's id.")
-    attributed_by: Literal["token", "email", "phone", "manual"] | None
+    attributed_by: Literal["token", "email", "phone", "manual"] | None = Field(
+        description="As stored; `by` says the same in words."
+    )
+    by: Literal["visitor_token", "email", "phone", "manual"] | None = Field(
+        description="How the conversation was found: the order's visitor token, e-mail or phone matched "
+        "the visitor's, or an owner attributed it by hand (`by_user`). The model is the visitor's last "
+        "conversation within the site's attribution window before the order."
+    )
+    by_user: AttributedByUser | None = Field(description="Who attributed it by hand.")
 
 
 class OrderOut(BaseModel):
@@ -130,27 +175,85 @@ class OrderOut(BaseModel):
     number: str | None
     total: Money
     currency: str
+    status: OrderStatus
+    refunded_total: Money = Field(description="Refunds so far; revenue is total less this (0 if cancelled).")
     created_at: datetime
+    updated_at: datetime = Field(description="When the shop last changed the order (as it said).")
     received_at: datetime
     source: Literal["api", "shopify", "woocommerce"]
     attribution: AttributionOut
 
     @classmethod
-    def of(cls, order: Order) -> OrderOut:
+    def of(cls, order: Order, by_user: User | None = None) -> OrderOut:
+        """The order as the API shows it; `by_user` is the account that attributed it by hand."""
+        user = None
+        if order.attributed_by_user_id is not None:
+            user = AttributedByUser(id=order.attributed_by_user_id, email=by_user.email if by_user else None)
         return cls(
             order_id=order.order_id,
             number=order.number,
             total=order.total,
             currency=order.currency,
+            status=OrderStatus(order.status),
+            refunded_total=order.refunded_total,
             created_at=order.created_at,
+            updated_at=order.updated_at or order.received_at,
             received_at=order.received_at,
             source=order.source,
             attribution=AttributionOut(
                 channel=order.channel,
                 conversation_id=order.conversation_id,
                 attributed_by=order.attributed_by,
+                by=BY.get(order.attributed_by) if order.attributed_by else None,
+                by_user=user,
             ),
         )
+
+
+async def order_out(session: AsyncSession, order: Order) -> OrderOut:
+    """`OrderOut.of` with the account that attributed the order by hand looked up (the API's order)."""
+    user = await session.get(User, order.attributed_by_user_id) if order.attributed_by_user_id else None
+    return OrderOut.of(order, user)
+
+
+class OrderAnswer(OrderOut):
+    """The stored order after a report; `ignored` says why the report changed nothing."""
+
+    ignored: Literal["stale"] | None = Field(
+        default=None,
+        description="stale: the report's updated_at is older than the stored one (an out-of-order "
+        "delivery); the answer is the stored order, unchanged.",
+    )
+
+
+class RevenueQuery(BaseModel):
+    """Filters of `GET /api/v1/reports/revenue`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    from_: date = Field(alias="from", description="First day (UTC), inclusive.")
+    to: date = Field(description="Last day (UTC), inclusive.")
+    by: str = Field(
+        default="channel",
+        description="How to cut the report: " + ", ".join(revenue.GROUPINGS) + ".",
+        json_schema_extra={"enum": list(revenue.GROUPINGS)},
+    )
+
+
+class RevenueRowOut(BaseModel):
+    key: str | None = Field(
+        description="The channel (call, chat, message), or the operator's e-mail (null: nobody answered, "
+        "a left message)."
+    )
+    conversations: int = Field(description="The key's conversations begun in the period.")
+    orders: int = Field(description="Orders placed in the period and credited to it; cancelled ones not.")
+    revenue: Money = Field(description="Their totals less refunds, in `currency`.")
+    refunded: Money = Field(description="Their refunds, in `currency`.")
+    currency: str | None = Field(description="null on the row of a key that sold nothing.")
+
+
+class RevenueReport(BaseModel):
+    rows: list[RevenueRowOut] = Field(description="One per key and currency: currencies are never added up.")
 
 
 class OperatorOut(BaseModel):
@@ -270,7 +373,13 @@ async def post_order(request: web.Request) -> web.StreamResponse:
         site = await authenticated_site(request, session)
         report = validate(OrderIn, parse_json(await read_body(request))).report()
         intake = await record_order(session, site, report, Source.API)
-        out = OrderOut.of(intake.order)
+        stored = await order_out(session, intake.order)
+        # `ignored` is there only when the report changed nothing: otherwise the answer is the order.
+        out: OrderOut = stored
+        if intake.ignored is Ignored.STALE:
+            out = OrderAnswer(**stored.model_dump(), ignored="stale")
+    if intake.attributed:
+        await hooks.announce_attributed(request.app, site.id, intake.order.order_id)
     # Percent-encoded: an id is the shop's text, and a header cannot carry all of it as it is.
     location = f"{PREFIX}/orders/{quote(intake.order.order_id, safe='')}"
     return _json(out, 201 if intake.created else 200, {"Location": location})
@@ -284,7 +393,29 @@ async def get_order(request: web.Request) -> web.StreamResponse:
         if len(order_id) > TEXT_LIMITS["order_id"] or "\x00" in order_id:
             raise NotFound(f"No order {order_id[:100]!r} has been reported for this site.")
         order = await order_of_site(session, site.id, order_id)
-        return _json(OrderOut.of(order))
+        return _json(await order_out(session, order))
+
+
+# ---- reports ----
+
+
+@json_errors
+async def revenue_report(request: web.Request) -> web.StreamResponse:
+    query = validate(RevenueQuery, dict(request.query))
+    if query.by not in revenue.GROUPINGS:
+        raise HttpError(
+            400, "unknown_grouping", f"by: one of {', '.join(revenue.GROUPINGS)}, not {query.by[:40]!r}."
+        )
+    if query.to < query.from_:
+        raise HttpError(400, "invalid", "to: before from.")
+    if (query.to - query.from_).days > MAX_REPORT_DAYS:
+        raise HttpError(400, "invalid", f"to: at most {MAX_REPORT_DAYS} days after from.")
+    async with request.app[DATABASE].session() as session:
+        site = await authenticated_site(request, session)
+        rows = await revenue.revenue_report(
+            session, [site.id], revenue.Period(query.from_, query.to), query.by
+        )
+    return _json(RevenueReport(rows=[RevenueRowOut(**vars(row)) for row in rows]))
 
 
 # ---- calls ----
@@ -348,8 +479,13 @@ OPERATIONS = (
         "Report an order; idempotent per order_id (again: 200 and the stored order).",
         body=OrderIn,
         answers=(
-            Answer(201, "Stored and attributed.", OrderOut),
-            Answer(200, "Known already (total updated).", OrderOut),
+            Answer(201, "Stored and attributed.", OrderAnswer),
+            Answer(
+                200,
+                "Known already: updated, or left as it was when the report is older than the stored "
+                "updated_at (`ignored: stale`).",
+                OrderAnswer,
+            ),
         ),
         errors=(400, 401, 413),
     ),
@@ -358,9 +494,19 @@ OPERATIONS = (
         f"{PREFIX}/orders/{{order_id:[^/]+}}",
         get_order,
         "getOrder",
-        "An order with its attribution.",
+        "An order with its status, refunds and attribution (and why it was attributed).",
         answers=(Answer(200, "The order.", OrderOut),),
         errors=(401, 404),
+    ),
+    Operation(
+        "get",
+        f"{PREFIX}/reports/revenue",
+        revenue_report,
+        "revenueReport",
+        "Conversations, orders and net revenue per channel or operator and currency, days in UTC.",
+        query=RevenueQuery,
+        answers=(Answer(200, "The report.", RevenueReport),),
+        errors=(400, 401),
     ),
     Operation(
         "get",

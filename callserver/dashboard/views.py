@@ -16,7 +16,9 @@ from aiohttp import web
 from callserver.dashboard import calls, erase, exports, messages, operators, queries, recordings, sites
 from callserver.dashboard.charts import daily_chart
 from callserver.dashboard.filters import date_range
+from callserver.dashboard.google_ads import conversion_rows
 from callserver.dashboard.page import render, signed_in_owner
+from callserver.dashboard.sources import sources_csv, sources_page
 from callserver.web import auth
 from callserver.web.errors import html_errors
 from callserver.web.keys import DATABASE, SETTINGS
@@ -68,6 +70,9 @@ def setup(app: web.Application) -> None:
     add.add_post("/dashboard/messages/{message_id}/status", messages.message_status)
     add.add_get("/dashboard/export/calls.csv", exports.csv_export("calls", queries.export_calls))
     add.add_get("/dashboard/export/orders.csv", exports.csv_export("orders", queries.export_orders))
+    add.add_get("/dashboard/sources", sources_page)
+    add.add_get("/dashboard/export/sources.csv", sources_csv)
+    add.add_get("/dashboard/export/google-ads.csv", exports.csv_export("google-ads", conversion_rows))
     add.add_get("/dashboard/sites", sites.sites_page)
     add.add_post("/dashboard/sites", sites.site_add)
     add.add_post("/dashboard/sites/{site_id}", sites.site_submit)

@@ -8,7 +8,7 @@ to count a key's conversations and how to sum its orders.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -169,7 +169,7 @@ async def _channel_orders(
 async def _operator_emails(session: AsyncSession, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
-    return dict((await session.execute(select(User.id, User.email).where(User.id.in_(ids)))).tuples().all())
+    return {i: e for i, e in await session.execute(select(User.id, User.email).where(User.id.in_(ids)))}
 
 
 async def _operator_conversations(
@@ -246,13 +246,19 @@ GROUPINGS: dict[str, Grouping] = {
 
 
 async def revenue_report(
-    session: AsyncSession, site_ids: Sequence[int], period: Period, by: str
+    session: AsyncSession,
+    site_ids: Sequence[int],
+    period: Period,
+    by: str,
+    groupings: Mapping[str, Grouping] = GROUPINGS,
 ) -> list[RevenueRow]:
-    """Conversations, counted orders, net revenue and refunds per key and currency (`by` in GROUPINGS).
+    """Conversations, counted orders, net revenue and refunds per key and currency (`by` in `groupings`).
 
-    Raises KeyError for a grouping that is not in `GROUPINGS` (the caller checks `by` first).
+    `groupings` may add cuts built elsewhere on this module (reports/sources.py: `source`, `campaign`,
+    which cannot be imported here without a cycle). Raises KeyError for a grouping that is not in it
+    (the caller checks `by` first).
     """
-    grouping = GROUPINGS[by]
+    grouping = groupings[by]
     conversations = await grouping.conversations(session, site_ids, period)
     figures = await grouping.orders(session, site_ids, period)
     rows = [

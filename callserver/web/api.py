@@ -37,6 +37,7 @@ from callserver.orders.intake import (
     order_of_site,
     record_order,
 )
+from callserver.reports import sources as source_report
 from callserver.store.models import Call, Order, Site, User
 from callserver.web import hooks, openapi
 from callserver.web.bodies import UtcDateTime, parse_json, read_body, refuse_large_body, validate
@@ -226,6 +227,10 @@ class OrderAnswer(OrderOut):
     )
 
 
+# The revenue report's cuts: the orders' own (channel, operator) and where conversations come from.
+GROUPINGS: dict[str, revenue.Grouping] = {**revenue.GROUPINGS, **source_report.GROUPINGS}
+
+
 class RevenueQuery(BaseModel):
     """Filters of `GET /api/v1/reports/revenue`."""
 
@@ -235,15 +240,15 @@ class RevenueQuery(BaseModel):
     to: date = Field(description="Last day (UTC), inclusive.")
     by: str = Field(
         default="channel",
-        description="How to cut the report: " + ", ".join(revenue.GROUPINGS) + ".",
-        json_schema_extra={"enum": list(revenue.GROUPINGS)},
+        description="How to cut the report: " + ", ".join(GROUPINGS) + ".",
+        json_schema_extra={"enum": list(GROUPINGS)},
     )
 
 
 class RevenueRowOut(BaseModel):
     key: str | None = Field(
         description="The channel (call, chat, message), or the operator's e-mail (null: nobody answered, "
-        "a left message)."
+        "a left message), or the last touch's source or campaign (`(direct)`, `(not set)` when it had none)."
     )
     conversations: int = Field(description="The key's conversations begun in the period.")
     orders: int = Field(description="Orders placed in the period and credited to it; cancelled ones not.")
@@ -402,10 +407,8 @@ async def get_order(request: web.Request) -> web.StreamResponse:
 @json_errors
 async def revenue_report(request: web.Request) -> web.StreamResponse:
     query = validate(RevenueQuery, dict(request.query))
-    if query.by not in revenue.GROUPINGS:
-        raise HttpError(
-            400, "unknown_grouping", f"by: one of {', '.join(revenue.GROUPINGS)}, not {query.by[:40]!r}."
-        )
+    if query.by not in GROUPINGS:
+        raise HttpError(400, "unknown_grouping", f"by: one of {', '.join(GROUPINGS)}, not {query.by[:40]!r}.")
     if query.to < query.from_:
         raise HttpError(400, "invalid", "to: before from.")
     if (query.to - query.from_).days > MAX_REPORT_DAYS:
@@ -413,7 +416,7 @@ async def revenue_report(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
         rows = await revenue.revenue_report(
-            session, [site.id], revenue.Period(query.from_, query.to), query.by
+            session, [site.id], revenue.Period(query.from_, query.to), query.by, GROUPINGS
         )
     return _json(RevenueReport(rows=[RevenueRowOut(**vars(row)) for row in rows]))
 

@@ -1,0 +1,1 @@
+"""Reports built on the orders' revenue: where conversations come from (sources, campaigns)."""

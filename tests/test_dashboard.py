@@ -453,6 +453,9 @@ async def test_csv_exports_stream_calls_and_orders(stack: Stack) -> None:
             "channel": "call",
             "conversation_id": call_id,
             "attributed_by": "token",
+            "status": "paid",
+            "refunded_total": "0.00",
+            "revenue": "12.30",
         }
     ]
 

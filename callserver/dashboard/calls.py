@@ -16,7 +16,7 @@ from callserver.dashboard.page import back, checked_form, forbidden, render, sig
 from callserver.errors import NotFound
 from callserver.orders.attribution import set_attribution
 from callserver.orders.intake import find_order
-from callserver.web import auth
+from callserver.web import auth, hooks
 from callserver.web.keys import DATABASE, SETTINGS
 
 
@@ -100,4 +100,7 @@ async def attribution_submit(request: web.Request) -> web.StreamResponse:
         else:
             await set_attribution(session, order, "call", call_id, owner.account.id)
             notice = f"Order {order_id} is now attributed to this call."
+            site_id = order.site_id
+    if form.get("action") != "unlink":
+        await hooks.announce_attributed(request.app, site_id, order_id)
     raise back(location, notice=notice)

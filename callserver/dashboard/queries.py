@@ -38,6 +38,7 @@ from callserver import events
 from callserver.dashboard import daily
 from callserver.dashboard.daily import CallDay
 from callserver.errors import InvalidInput
+from callserver.orders.revenue import CANCELLED, cents, net_revenue
 from callserver.store.models import (
     Call,
     CallEvent,
@@ -319,18 +320,18 @@ async def _visitor_names(session: AsyncSession, ids: set[int]) -> dict[int, str]
 async def revenue_by_conversation(
     session: AsyncSession, conversation_ids: Sequence[str]
 ) -> dict[tuple[str, str], list[tuple[str, Decimal]]]:
-    """Attributed order totals per (channel, conversation id), one amount per currency."""
+    """Attributed revenue (net of refunds, cancelled 0) per (channel, conversation id), per currency."""
     if not conversation_ids:
         return {}
     rows = await session.execute(
-        select(Order.channel, Order.conversation_id, Order.currency, func.sum(Order.total))
+        select(Order.channel, Order.conversation_id, Order.currency, func.sum(net_revenue()))
         # Both columns of ix_orders_conversation constrained, so each id is one index probe.
         .where(Order.channel.in_(CHANNELS), Order.conversation_id.in_(conversation_ids))
         .group_by(Order.channel, Order.conversation_id, Order.currency)
     )
     result: dict[tuple[str, str], list[tuple[str, Decimal]]] = defaultdict(list)
     for channel, conversation_id, currency, total in rows:
-        result[(str(channel), str(conversation_id))].append((currency, Decimal(total)))
+        result[(str(channel), str(conversation_id))].append((currency, cents(total)))
     return result
 
 
@@ -351,6 +352,9 @@ class CallFile:
     chat: Chat | None
     transcript: list[ChatMessage]
     orders: list[Order]
+    # The accounts that attributed an order by hand, by id (their e-mail).
+    attributed_by_users: dict[int, str] = field(default_factory=dict)
+    attribution_days: int = 7
 
 
 async def call_file(session: AsyncSession, site_ids: Sequence[int], call_id: str) -> CallFile | None:
@@ -386,7 +390,13 @@ async def call_file(session: AsyncSession, site_ids: Sequence[int], call_id: str
             .order_by(Order.created_at)
         )
     )
-    return CallFile(call, site, timeline, chat, transcript, orders)
+    user_ids = {o.attributed_by_user_id for o in orders if o.attributed_by_user_id is not None}
+    users: dict[int, str] = {}
+    if user_ids:
+        rows = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+        users = {user_id: email for user_id, email in rows}
+    days = site.attribution_days if site.attribution_days is not None else 7
+    return CallFile(call, site, timeline, chat, transcript, orders, users, days)
 
 
 # ------------------------------------------------------------------------------------------ overview
@@ -465,9 +475,11 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
             else:
                 messages += count
 
+    # Revenue is counted live, never from the day cache (`daily.py` keeps call figures only): an order
+    # refunded or cancelled weeks later changes the figures of the day it was placed on.
     revenue_by_channel: dict[str, list[tuple[str, Decimal]]] = {c: [] for c in CHANNELS}
     rows = await session.execute(
-        select(Order.channel, Order.currency, func.sum(Order.total))
+        select(Order.channel, Order.currency, func.sum(net_revenue()))
         .where(
             in_sites(Order.site_id, site_ids),
             Order.created_at >= since,
@@ -478,13 +490,13 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
         .order_by(Order.channel, Order.currency)
     )
     for channel, currency, total in rows:
-        revenue_by_channel.setdefault(channel, []).append((currency, Decimal(total)))
+        revenue_by_channel.setdefault(channel, []).append((currency, cents(total)))
 
     by_operator: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     operator_tables: tuple[tuple[Any, str], ...] = ((Call, "call"), (Chat, "chat"))
     for table, channel in operator_tables:
         rows = await session.execute(
-            select(table.operator_id, Order.currency, func.sum(Order.total))
+            select(table.operator_id, Order.currency, func.sum(net_revenue()))
             .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
             .where(
                 in_sites(Order.site_id, site_ids),
@@ -495,7 +507,7 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
             .group_by(table.operator_id, Order.currency)
         )
         for operator_id, currency, total in rows:
-            by_operator[operator_id][currency] += Decimal(total)
+            by_operator[operator_id][currency] += cents(total)
     names = await _operator_names(session, set(by_operator))
     revenue_by_operator = sorted(
         ((names.get(op, f"#{op}"), sorted(amounts.items())) for op, amounts in by_operator.items()),
@@ -521,6 +533,7 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
                     # start from the period's orders rather than from every attributed order.
                     in_sites(Order.site_id, site_ids),
                     Order.created_at >= since,
+                    Order.status != CANCELLED,  # a cancelled order sold nothing
                 )
             )
             or 0
@@ -689,13 +702,17 @@ ORDER_COLUMNS = [
     "channel",
     "conversation_id",
     "attributed_by",
+    "status",
+    "refunded_total",
+    "revenue",
 ]
 
 
 async def export_orders(
     session: AsyncSession, site_ids: Sequence[int], start: datetime | None, end: datetime | None
 ) -> AsyncIterator[list[str]]:
-    """Rows of the orders CSV (header first), with their attribution."""
+    """Rows of the orders CSV (header first), with their attribution, life and revenue (net of refunds,
+    0 when cancelled; in the order's own currency, so amounts in different currencies are never added)."""
     yield ORDER_COLUMNS
     stmt = (
         select(Order, Site.name)
@@ -720,7 +737,15 @@ async def export_orders(
             order.channel or "",
             order.conversation_id or "",
             order.attributed_by or "",
+            order.status,
+            f"{order.refunded_total:.2f}",
+            f"{order_revenue(order):.2f}",
         ]
+
+
+def order_revenue(order: Order) -> Decimal:
+    """What an order sold: its total less refunds, 0 when cancelled (as `net_revenue()` in SQL)."""
+    return Decimal(0) if order.status == "cancelled" else order.total - order.refunded_total
 
 
 # --------------------------------------------------------------------------------- left messages

@@ -85,6 +85,7 @@ async def attribute_order(session: AsyncSession, site: Site, order: Order) -> At
     order.channel = attribution.channel
     order.conversation_id = attribution.conversation_id
     order.attributed_by = attribution.attributed_by
+    order.attributed_by_user_id = None
     return attribution
 
 
@@ -222,6 +223,7 @@ async def set_attribution(
     order.channel = attribution.channel
     order.conversation_id = attribution.conversation_id
     order.attributed_by = attribution.attributed_by
+    order.attributed_by_user_id = actor_id
     session.add(
         AuditEntry(
             at=datetime.now(UTC),

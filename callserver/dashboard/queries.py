@@ -393,8 +393,8 @@ async def call_file(session: AsyncSession, site_ids: Sequence[int], call_id: str
     user_ids = {o.attributed_by_user_id for o in orders if o.attributed_by_user_id is not None}
     users: dict[int, str] = {}
     if user_ids:
-        rows = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
-        users = {user_id: email for user_id, email in rows}
+        accounts = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+        users = {user_id: email for user_id, email in accounts}
     days = site.attribution_days if site.attribution_days is not None else 7
     return CallFile(call, site, timeline, chat, transcript, orders, users, days)
 

@@ -1,8 +1,9 @@
 """The app factory: one `create_app(settings)` for production, the demo and the tests.
 
 Every long-lived resource opens and closes here, in one `cleanup_ctx` each, in this order (aiohttp
-closes them in reverse): the database and call records, the sites, the media and the switchboard
-with the operators' roster, the chat desk, the shop floor, the conversations over them.
+closes them in reverse): the database and call records, the sites, the outbound webhooks, the media
+and the switchboard with the operators' roster, the chat desk, the shop floor, the conversations over
+them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from callserver.chats.records import ChatRecords
 from callserver.clock import Clock
 from callserver.conversations import Conversations
 from callserver.dashboard import views as dashboard
+from callserver.dashboard.webhooks import WEBHOOKS
 from callserver.limits import AddressLimits
 from callserver.mail import SmtpOutbox
 from callserver.media.candidates import PolicedEngine
@@ -55,6 +57,7 @@ from callserver.web.keys import (
     SWITCHBOARD,
     TEMPLATES,
 )
+from callserver.webhooks.sender import Webhooks
 
 # The timers of ring timeouts and presence grace (a test may give the app its own clock).
 CLOCK = web.AppKey("clock", Clock)
@@ -74,6 +77,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[SITES] = SiteDirectory(database)
     yield
     await database.close()
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    """Outbound webhooks: the sink the domain publishes to, and the sender of the stored queue."""
+    webhooks = Webhooks(app[DATABASE], app[SETTINGS].webhook_retry_after)
+    webhooks.start()
+    app[WEBHOOKS] = webhooks
+    app[hooks.ORDER_EVENTS] = webhooks  # `order.attributed`, from the order intake's views
+    yield
+    await webhooks.close()
 
 
 async def _calls(app: web.Application) -> AsyncIterator[None]:
@@ -100,7 +113,7 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     policed = PolicedEngine(media, settings.denied_networks)
     clock = app.get(CLOCK)
     roster = LocalRoster(settings.presence_grace, clock)
-    switchboard = Switchboard(app[RECORDS], policed, roster, settings.ring_timeout, clock)
+    switchboard = Switchboard(app[RECORDS], policed, roster, settings.ring_timeout, clock, app[WEBHOOKS])
     app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
     yield
@@ -118,6 +131,7 @@ async def _chat_desk(app: web.Application) -> AsyncIterator[None]:
         SmtpOutbox(settings),
         max_chats=settings.max_chats,
         mail_retry_after=settings.mail_retry_after,
+        sink=app[WEBHOOKS],
     )
     desk.left_messages.start_mailing()
     app[CHAT_DESK] = desk
@@ -192,6 +206,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[ADDRESS_LIMITS] = AddressLimits(settings.widget_sockets_per_address)
     # In order: each needs the ones before it, and they close in reverse.
     app.cleanup_ctx.append(_database)  # the database, call records, the sites directory
+    app.cleanup_ctx.append(_webhooks)  # what the ones below publish, sent from the stored queue
     app.cleanup_ctx.append(_calls)  # media, the roster, the switchboard
     app.cleanup_ctx.append(_chat_desk)  # chats share the roster's operators
     app.cleanup_ctx.append(_shop_floor)  # beacons, the visitors board, invitations

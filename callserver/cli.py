@@ -1,4 +1,4 @@
-"""The `callserver` command: serve, demo, site add, user add, db upgrade."""
+"""The `callserver` command: serve, demo, site add, user add, webhook add, db upgrade."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from callserver import accounts, sites
+from callserver import accounts, events, sites
 from callserver.errors import CallserverError
 from callserver.settings import ConfigError, Settings, load_settings
 from callserver.store.database import Database
@@ -91,6 +91,27 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook_add(args: argparse.Namespace) -> int:
+    from callserver.webhooks.subscriptions import NewSubscription, add_subscription
+
+    async def work(session: Any) -> tuple[NewSubscription, str]:
+        site = await sites.site_by_key(session, args.site)
+        created = await add_subscription(
+            session, site.id, args.url, args.event or [], allow_private_network=args.allow_private_network
+        )
+        return created, site.name
+
+    created, site_name = asyncio.run(_with_database(_settings(args), work))
+    heard = ", ".join(args.event) if args.event else "every event"
+    _print(
+        args,
+        {"id": created.id, "secret": created.secret},
+        f"Webhook {created.id} of {site_name!r} created: {args.url} hears {heard}.\n"
+        f"  signing secret (shown once): {created.secret}",
+    )
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
@@ -144,6 +165,26 @@ def parser() -> argparse.ArgumentParser:
     user_add.add_argument("--site", action="append", help="site key the user works for (repeatable)")
     user_add.add_argument("--json", action="store_true", help="print one JSON object")
     user_add.set_defaults(run=cmd_user_add)
+
+    webhook = commands.add_parser("webhook", help="Manage outbound webhooks.").add_subparsers(
+        dest="action", required=True
+    )
+    webhook_add = command("add", "Send a site's events to a URL; prints its id and signing secret.", webhook)
+    webhook_add.add_argument("--site", required=True, help="the site key")
+    webhook_add.add_argument("--url", required=True, help="http(s) URL that receives the events")
+    webhook_add.add_argument(
+        "--event",
+        action="append",
+        choices=events.PUBLISHED,
+        help="an event to send (repeatable; none: every event)",
+    )
+    webhook_add.add_argument(
+        "--allow-private-network",
+        action="store_true",
+        help="allow a URL on loopback, private or link-local addresses",
+    )
+    webhook_add.add_argument("--json", action="store_true", help="print one JSON object")
+    webhook_add.set_defaults(run=cmd_webhook_add)
 
     db = commands.add_parser("db", help="Database maintenance.").add_subparsers(dest="action", required=True)
     command("upgrade", "Apply schema migrations.", db).set_defaults(run=cmd_db_upgrade)

@@ -78,6 +78,9 @@ class Settings(BaseModel):
     # Seconds before a left message's failed mail is tried again; later gaps grow from it (5×, 30×, 2 h
     # at the default 60 s, …) for about a day (chats/left_mail.py).
     mail_retry_after: float = Field(60.0, gt=0)
+    # Seconds before a failed webhook delivery is tried again (at most 30, DESIGN); later gaps grow from
+    # it (3×, 15×, 30 min at the default 20 s, …) for about a day (webhooks/sender.py).
+    webhook_retry_after: float = Field(20.0, gt=0, le=30)
     log_level: str = "INFO"
 
     @field_validator("ring_timeout", "presence_grace")

@@ -87,8 +87,10 @@ class Switchboard:
         roster: Roster,
         ring_timeout: float = 30.0,
         clock: Clock | None = None,
+        sink: events.EventSink | None = None,
     ) -> None:
         self._records = records
+        self._sink = sink or events.NoEvents()  # who hears `call.ended` (outbound webhooks)
         self._media = media
         self._roster = roster
         self._router = Router()
@@ -472,6 +474,7 @@ class Switchboard:
                 await self._tell(operator, call.id, lambda c: c.ended(call.id, reason))
             with contextlib.suppress(Exception):
                 await call.shopper.ended(call.id, reason, detail.get("why"))
+        await self._sink.publish(call.site.id, events.CALL_ENDED, {"id": call.id})
         log.info("call %s ended: %s %s", call.id, reason, detail or "")
 
     def _ring_timeout_of(self, call: LiveCall) -> float:

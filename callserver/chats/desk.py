@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from callserver import events
 from callserver.accounts import Account
 from callserver.background import BackgroundTasks
 from callserver.calls.records import VisitorContext
@@ -87,8 +88,10 @@ class ChatDesk:
         visitor_grace: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         mail_retry_after: float = 60.0,
+        sink: events.EventSink | None = None,
     ) -> None:
         self._records = records
+        self._sink = sink or events.NoEvents()  # who hears `chat.closed` and `message.left`
         self._seats = seats
         self._outbox = outbox
         self._router = Router()
@@ -96,7 +99,7 @@ class ChatDesk:
         self._visitor_grace = visitor_grace
         self._clock = clock
         self.limits = ChatLimits(clock)
-        self.left_messages = LeftMessages(records, seats, outbox, self.limits, mail_retry_after)
+        self.left_messages = LeftMessages(records, seats, outbox, self.limits, mail_retry_after, self._sink)
         self.canned = CannedReplies(records, seats)
         self._chats: dict[str, LiveChat] = {}
         self._by_visitor: dict[tuple[int, str], LiveChat] = {}
@@ -551,6 +554,7 @@ class ChatDesk:
         else:
             await self._drain()
         self._operators_changed()
+        await self._sink.publish(chat.site.id, events.CHAT_CLOSED, {"id": chat.id})
 
     # Transcripts ---------------------------------------------------------------------------------
 

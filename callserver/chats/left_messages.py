@@ -7,6 +7,7 @@ Leaving a message stores it and tells the site's softphones (`message.new`); the
 
 from __future__ import annotations
 
+from callserver import events
 from callserver.accounts import Account
 from callserver.calls.records import VisitorContext
 from callserver.chats.channels import to_seats
@@ -30,8 +31,10 @@ class LeftMessages:
         outbox: Outbox,
         limits: ChatLimits,
         mail_retry_after: float = 60.0,
+        sink: events.EventSink | None = None,
     ) -> None:
         self._records = records
+        self._sink = sink or events.NoEvents()  # who hears `message.left`
         self._roster = roster
         self._outbox = outbox
         self._limits = limits
@@ -71,6 +74,7 @@ class LeftMessages:
             mail=bool(site.notify_email and self._outbox.configured),
         )
         await self._tell_site(left.site_id, wire.MessageNew(left.wire()))
+        await self._sink.publish(left.site_id, events.MESSAGE_LEFT, {"id": left.id})
         if left.mail is not None:
             self._mail.wake()
         return left.id

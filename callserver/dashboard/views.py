@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from callserver.dashboard import calls, erase, exports, messages, operators, queries, recordings, sites
+from callserver.dashboard import webhooks as outbound_webhooks
 from callserver.dashboard.charts import daily_chart
 from callserver.dashboard.filters import date_range
 from callserver.dashboard.google_ads import conversion_rows
@@ -78,3 +79,4 @@ def setup(app: web.Application) -> None:
     add.add_post("/dashboard/sites/{site_id}", sites.site_submit)
     add.add_get("/dashboard/erase", erase.erase_page)
     add.add_post("/dashboard/erase", erase.erase_submit)
+    outbound_webhooks.add_routes(app)

@@ -367,3 +367,43 @@ class PageView(Base):
     sku: Mapped[str | None] = mapped_column(String(200))
     cart_value: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WebhookSubscription(Base):
+    """A URL of the shop's that hears the site's events, signed with its own secret (0006_webhooks)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(default=list)  # empty: every event, those added later too
+    # Kept readable: it is the HMAC key of every delivery (shown to the owner once, rotatable).
+    secret: Mapped[str] = mapped_column(String(128))
+    allow_private_network: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class OutboundDelivery(Base):
+    """One event for one subscription: stored before the first try, retried until 2xx or given up."""
+
+    __tablename__ = "outbound_deliveries"
+    __table_args__ = (Index("ix_outbound_deliveries_site_created", "site_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # X-Callserver-Delivery
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(32))  # the body's "id": one per event
+    type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent on every try
+    created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(20))  # pending, retrying, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime | None] = mapped_column(index=True)  # when the next try is due
+    status_code: Mapped[int | None] = mapped_column(Integer)  # of the last try
+    response_ms: Mapped[float | None] = mapped_column(Float)  # of the last try
+    error: Mapped[str | None] = mapped_column(Text)  # why the last try failed
+    finished_at: Mapped[datetime | None]  # delivered, or given up

@@ -12,7 +12,8 @@
   'use strict';
 
   const queued = window.CallButton;
-  if (queued && typeof queued.visitorToken === 'function') return; // the script was included twice
+  // The script was included twice: the first copy serves the page.
+  if (queued && typeof queued.visitorToken === 'function') return;
 
   const script = document.currentScript ||
     document.querySelector('script[data-site][src*="widget.js"]');
@@ -38,7 +39,8 @@
   // ---- visitor token
 
   const TOKEN_KEY = 'callbutton.visitor';
-  let memoryToken = null; // when localStorage is blocked
+  // The visitor token, when localStorage is blocked
+  let memoryToken = null;
   const store = (key, value) => { try { localStorage.setItem(key, value); } catch (e) { /* blocked */ } };
   const stored = (key) => { try { return localStorage.getItem(key); } catch (e) { return null; } };
 
@@ -72,7 +74,8 @@
   // ---- configuration
 
   let config = null;
-  let configProblem = null; // or its error code
+  // null, or why /widget/config failed (an error code)
+  let configProblem = null;
 
   async function loadConfig() {
     try {
@@ -468,7 +471,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     panel.hidden = false;
     launcher.setAttribute('aria-expanded', 'true');
     (offlineForm.hidden ? (callButton.hidden ? hangupButton : callButton) : offlineForm.elements.message).focus();
-    socket.connect(); // who can answer, live, while the panel is open
+    // Who can answer, live, while the panel is open
+    socket.connect();
     emit('open', {});
     if (chatState) markRead();
   }
@@ -478,7 +482,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     const focusInside = panel.contains(root.activeElement);
     panel.hidden = true;
     launcher.setAttribute('aria-expanded', 'false');
-    if (focusInside) launcher.focus(); // keep keyboard users where they were
+    // Keep keyboard users where they were
+    if (focusInside) launcher.focus();
     emit('close', {});
   }
 
@@ -561,14 +566,18 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // ---- chat and leave-a-message ---------------------------------------------------------------
 
   const CHAT_KEY = 'callbutton.chat';
-  let chatState = null; // { id, state, position, operator }
-  let wantChat = false; // chat.start goes out once the socket says hello
-  let fallback = null; // { fallback, call_id }: why the last call failed
+  // The chat: { id, state, position, operator }
+  let chatState = null;
+  // chat.start goes out once the socket says hello
+  let wantChat = false;
+  // Why the last call failed: { fallback, call_id }
+  let fallback = null;
   let clientIds = 0;
   let typingTimer = null;
   let lastTyping = 0;
   let restoreTimer = null;
-  const shown = new Map(); // message id (or client id) → list item
+  // Message id (or client id) → list item
+  const shown = new Map();
 
   function remember(on) {
     store(CHAT_KEY, on ? '1' : '');
@@ -590,7 +599,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   }
 
   function startChat() {
-    if (!wantChat) return; // asked twice while connecting, or the shopper left a message instead
+    // Asked twice while connecting, or the shopper left a message instead
+    if (!wantChat) return;
     wantChat = false;
     socket.send(Object.assign({ type: 'chat.start', context: callContext() }, fallback || {}));
   }
@@ -809,7 +819,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   // ---- the call
 
-  let call = null; // { pc, stream, callId, offered, connected, stop, ... }
+  // The call: { pc, stream, callId, offered, connected, stop, ... }
+  let call = null;
 
   function fail(code, message) {
     show('ended', message);
@@ -827,7 +838,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     }
     const current = call = { done: false, chatId };
     show('connecting', t('connecting'));
-    await (configReady = loadConfig()); // fresh: who is online now
+    // Fresh: who is online now
+    await (configReady = loadConfig());
     if (call !== current) return;
     if (configProblem) {
       call = null;
@@ -848,7 +860,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       endCall(current, 'failed', t(blocked ? 'micBlocked' : 'micBroken'), blocked ? 'microphone_denied' : 'microphone_failed');
       return;
     }
-    if (current.done) { // cancelled while the browser asked
+    // Cancelled while the browser asked
+    if (current.done) {
       current.stream.getTracks().forEach((track) => track.stop());
       return;
     }
@@ -1054,7 +1067,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   function reportView() {
     const context = callContext();
     delete context.visitor;
-    delete context.touch; // conversations carry it; page views have their own referrer and UTM
+    // Conversations carry it; page views have their own referrer and UTM
+    delete context.touch;
     beacon('view', Object.assign(context, { returning, dismissed: declined() }));
   }
 
@@ -1070,7 +1084,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       try { showInvite(JSON.parse(event.data)); } catch (e) { /* malformed */ }
     });
     stream.addEventListener('bye', closeStream);
-    stream.onerror = closeStream; // no reconnects: the next heartbeat decides
+    // No reconnects: the next heartbeat decides
+    stream.onerror = closeStream;
   }
 
   function closeStream() {

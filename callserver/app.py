@@ -114,6 +114,7 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     clock = app.get(CLOCK)
     roster = LocalRoster(settings.presence_grace, clock)
     switchboard = Switchboard(app[RECORDS], policed, roster, settings.ring_timeout, clock, app[WEBHOOKS])
+    switchboard.resume_window = settings.resume_window
     app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
     yield

@@ -21,6 +21,7 @@ from callserver.errors import CallInProgress
 from callserver.limits import AddressLimits, RateLimiter
 from callserver.sites import Site, SiteDirectory
 from callserver.visitors.invitations import Invitations, VisitorGone
+from callserver.wire.vocabulary import CallSide
 
 # Calls one visitor may start (whatever their address): five at once, then one every ten seconds.
 CALLS_PER_VISITOR_BURST = 5.0
@@ -30,8 +31,9 @@ CALLS_PER_VISITOR_RATE = 0.1
 class Shopper(ShopperChannel, Protocol):
     """The widget's socket: what the switchboard tells it, plus the answer to its offer."""
 
-    async def answer(self, call_id: str, sdp: str) -> None:
-        """The server's answer to the shopper's offer (sent before anyone rings)."""
+    async def answer(self, call_id: str, sdp: str, resume_token: str | None = None) -> None:
+        """The server's answer to the shopper's offer (sent before anyone rings), with the token
+        that lets a new socket of the page resume the call (`call.resume`)."""
 
 
 class Conversations:
@@ -84,7 +86,7 @@ class Conversations:
             prefer = inviter
         self._invitations.answered(site.id, token)
         call_id, answer = await self._switchboard.start_call(site, visitor, offer_sdp, shopper, prefer)
-        await shopper.answer(call_id, answer)
+        await shopper.answer(call_id, answer, self._switchboard.resume_token(call_id, CallSide.SHOPPER))
         self._switchboard.ring(call_id)  # only now: the shopper has the answer
         return call_id
 

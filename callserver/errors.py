@@ -61,3 +61,7 @@ class AlreadyExists(CallserverError):
 
 class InvalidInput(CallserverError):
     code = "invalid"
+
+
+class BadResumeToken(CallserverError):
+    code = "bad_resume_token"

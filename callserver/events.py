@@ -16,6 +16,8 @@ CALL_RESUMED = "call.resumed"
 CALL_ENDED = "call.ended"
 CALL_TRANSFER_RANG = "call.transfer_rang"  # an operator was rung to take over an answered call
 CALL_TRANSFERRED = "call.transferred"  # their leg replaced the first operator's
+CALL_RECONNECTING = "call.reconnecting"  # one side's socket or media went away (detail: side, cause)
+CALL_RECONNECTED = "call.reconnected"  # that side came back: resumed its socket, or its leg was replaced
 
 # What a shop's own systems hear (outbound webhooks, callserver/webhooks/). `callback.requested` and
 # `csat.received` are part of the public list already; nothing emits them yet.

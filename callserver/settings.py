@@ -58,6 +58,9 @@ class Settings(BaseModel):
     # Keep each leg's Ogg/Opus file next to the mixed playback file (otherwise deleted once mixed).
     keep_leg_recordings: bool = False
     ring_timeout: float = 30.0
+    # Seconds a call waits for a side whose socket or media went away to come back (`call.resume`,
+    # `call.reoffer`) before it ends as `lost` (a ringing call whose shopper is gone: `abandoned`).
+    resume_window: float = 30.0
     # Seconds an operator whose softphone went away stays "online" before being taken offline.
     presence_grace: float = 20.0
     # How many chats one operator handles at once; beyond that new chats wait in the queue.
@@ -83,7 +86,7 @@ class Settings(BaseModel):
     webhook_retry_after: float = Field(20.0, gt=0, le=30)
     log_level: str = "INFO"
 
-    @field_validator("ring_timeout", "presence_grace")
+    @field_validator("ring_timeout", "presence_grace", "resume_window")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:

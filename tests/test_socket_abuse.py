@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from callserver import limits
 from callserver.store.models import Call, CallEvent, Chat, LeftMessage, Visitor
 from callserver.web.keys import CHAT_DESK, ROSTER
+from tests.clocks import ManualClock
 from tests.servers import postgres
 from tests.sockets import Softphone, Widget, offer
 from tests.stack import Stack, running_stack, settings_for
@@ -461,13 +462,27 @@ async def ended_event(stack: Stack, call_id: str) -> dict[str, Any]:
         return dict(event.detail)
 
 
-async def test_a_shopper_whose_page_goes_away_mid_call_is_not_recorded_as_completed(stack: Stack) -> None:
+@pytest.fixture
+async def clocked(tmp_path: Path) -> AsyncIterator[tuple[Stack, ManualClock]]:
+    """A server whose resume window runs on a clock the test moves."""
+    clock = ManualClock()
+    async with running_stack(settings_for(tmp_path, ring_timeout=30), clock) as running:
+        yield running, clock
+
+
+async def test_a_shopper_whose_page_goes_away_mid_call_is_not_recorded_as_completed(
+    clocked: tuple[Stack, ManualClock],
+) -> None:
+    stack, clock = clocked
     shopper, operator, call_id = await answered_call(stack)
     await shopper.ws.close()  # no call.hangup: the tab was closed or the network went
+    # The call waits for the page to come back (`call.resume`); past the resume window it is lost.
+    assert (await operator.receive("call.reconnecting"))["side"] == "shopper"
+    clock.advance(stack.settings.resume_window + 1)
     ended = await operator.receive("call.ended")
-    assert (ended["call_id"], ended["reason"]) == (call_id, "failed")
+    assert (ended["call_id"], ended["reason"]) == (call_id, "lost")
     record = await stack.ended_call(call_id)
-    assert record.end_reason == "failed"
+    assert record.end_reason == "lost"
     detail = await ended_event(stack, call_id)
     assert (detail["why"], detail["by"]) == ("connection_lost", "shopper")
     # Olga is free for the next call.
@@ -475,13 +490,16 @@ async def test_a_shopper_whose_page_goes_away_mid_call_is_not_recorded_as_comple
 
 
 async def test_an_operator_whose_softphone_goes_away_mid_call_ends_it_and_the_shopper_is_told(
-    stack: Stack,
+    clocked: tuple[Stack, ManualClock],
 ) -> None:
+    stack, clock = clocked
     shopper, operator, call_id = await answered_call(stack)
     await operator.ws.close()
+    assert (await shopper.receive("call.reconnecting"))["side"] == "operator"
+    clock.advance(stack.settings.resume_window + 1)
     ended = await shopper.receive("call.ended")
-    assert (ended["reason"], ended["why"]) == ("failed", "connection_lost")
-    assert (await stack.ended_call(call_id)).end_reason == "failed"
+    assert (ended["reason"], ended["why"]) == ("lost", "connection_lost")
+    assert (await stack.ended_call(call_id)).end_reason == "lost"
     assert (await ended_event(stack, call_id))["by"] == "operator"
 
 

@@ -21,3 +21,4 @@ class EndReason(StrEnum):
     DECLINED = "declined"
     FAILED = "failed"
     DROPPED = "dropped"  # the server went away
+    LOST = "lost"  # one side's connection was lost and did not come back within `resume_window`

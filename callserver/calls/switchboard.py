@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +26,10 @@ from callserver.calls.states import CallState, EndReason
 from callserver.clock import Clock, LoopClock, Timer
 from callserver.errors import (
     BadOffer,
+    BadResumeToken,
     CallInProgress,
     CallNotRinging,
+    NoCall,
     NotOnline,
     NotYourCall,
     OperatorBusy,
@@ -35,6 +38,8 @@ from callserver.errors import (
 from callserver.media.engine import CallMedia, MediaEngine
 from callserver.operators.roster import OperatorChannel, Presence, Roster, Seat
 from callserver.sites import Site
+from callserver.wire.outbound import CallDetached, CallReconnected, CallReconnecting, Frame
+from callserver.wire.vocabulary import CallSide
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,36 @@ class ShopperChannel(Protocol):
     async def connected(self, call_id: str, operator_name: str) -> None: ...
     async def ended(self, call_id: str, reason: EndReason, why: str | None = None) -> None:
         """`why` says what the shopper should hear about a missed call: `no_answer`, `all_busy`, …"""
+
+    async def call_event(self, frame: Frame) -> None:
+        """A call frame (`call.reconnecting`, `call.reconnected`) for this page."""
+
+    async def detached(self, call_id: str) -> None:
+        """Another socket resumed the shopper's side of this call: this one no longer carries it."""
+
+
+@dataclass(eq=False)
+class Away:
+    """A side of a call whose socket or media went away; the call waits `resume_window` for it."""
+
+    socket: bool = False  # its signaling socket closed: it comes back with `call.resume`
+    media: bool = False  # its leg's connection failed: it comes back with `call.reoffer`
+    timer: Timer | None = None
+
+    @property
+    def back(self) -> bool:
+        return not (self.socket or self.media)
+
+
+@dataclass(frozen=True)
+class CallSnapshot:
+    """A call as it stands, for a socket that resumed it (a reloaded page rebuilds its UI from it)."""
+
+    id: str
+    state: CallState
+    operator_name: str | None
+    held: bool
+    view: dict[str, object]
 
 
 @dataclass(eq=False)
@@ -66,11 +101,18 @@ class LiveCall:
     transfer_to: Seat | None = None  # the operator being rung to take over the answered call
     transfer_timer: Timer | None = None
     visitor_token: str = ""
-    # The softphone whose peer connection carries the operator's leg: when it goes, so does the call.
+    # The softphone whose peer connection carries the operator's leg: when it goes, the call waits for
+    # it to come back (`call.resume`) for the resume window.
     operator_channel: OperatorChannel | None = None
+    # Per side, the secret a new socket shows to take that side over (`call.resume`).
+    resume_tokens: dict[CallSide, str] = field(default_factory=dict)
+    away: dict[CallSide, Away] = field(default_factory=dict)
+    reconnects: dict[CallSide, int] = field(default_factory=lambda: dict.fromkeys(CallSide, 0))
+    # One re-offer at a time per call: each replaces a leg.
+    renegotiating: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-# Why a call ended when one side's socket went away without hanging up (its media went with the page).
+# Why a call ended when one side's connection went away and did not come back (`lost`).
 CONNECTION_LOST = "connection_lost"
 
 # What the switchboard tells one softphone (a typed call on the channel, checked by mypy).
@@ -95,6 +137,8 @@ class Switchboard:
         self._roster = roster
         self._router = Router()
         self._ring_timeout = ring_timeout  # a site's own timeout, when set, wins
+        # Seconds a side whose socket or media went away may take to come back (`resume_window`).
+        self.resume_window = 30.0
         self._clock = clock or LoopClock()
         self._calls: dict[str, LiveCall] = {}
         self._placing: set[tuple[int, str]] = set()  # (site, visitor token) whose offer is being recorded
@@ -125,8 +169,9 @@ class Switchboard:
                 and call.operator is seat
                 and (call.operator_channel is channel or not seat.channels)
             ):
-                # The softphone that held the call's peer connection is gone: nobody hears the shopper.
-                self._background.spawn(self._end(call, EndReason.FAILED, by="operator", why=CONNECTION_LOST))
+                # The softphone that held the call's peer connection is gone: it may come back
+                # (`call.resume`) within the resume window, else the call ends `lost`.
+                self._background.spawn(self._went_away(call, CallSide.OPERATOR, socket=True))
             if not seat.channels:
                 self._stop_ringing(seat)
 
@@ -197,6 +242,7 @@ class Switchboard:
                 **visitor.card(),
             },
         )
+        call.resume_tokens[CallSide.SHOPPER] = _new_token()
         self._calls[call_id] = call
         try:
             answer = await media.answer_shopper(offer_sdp)
@@ -230,15 +276,162 @@ class Switchboard:
         await self._end(call, reason, by="shopper")
 
     async def shopper_gone(self, call_id: str) -> None:
-        """The shopper's page went away without hanging up: a ringing call is abandoned, an answered
-        one failed (its media went with the page; `lost`, with resuming, is for later)."""
+        """The shopper's socket closed without hanging up: the call waits for the resume window (a
+        reloaded page or a new network resumes it); then a ringing call is abandoned, an answered one
+        `lost`."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            await self._went_away(call, CallSide.SHOPPER, socket=True)
+
+    # Resuming and renegotiating ----------------------------------------------------------------
+
+    def resume_token(self, call_id: str, side: CallSide) -> str | None:
+        """The secret that lets a new socket take over `side` of this call (sent with `call.answer`)."""
+        call = self._calls.get(call_id)
+        return call.resume_tokens.get(side) if call is not None else None
+
+    def _resumable(self, call_id: str, side: CallSide, token: str) -> LiveCall:
         call = self._calls.get(call_id)
         if call is None:
+            raise NoCall(f"There is no call {call_id!r} in progress to resume.")
+        expected = call.resume_tokens.get(side)
+        if expected is None or not secrets.compare_digest(expected.encode(), token.encode()):
+            raise BadResumeToken("This resume token does not belong to that call.")
+        return call
+
+    async def resume_shopper(
+        self, site_id: int, call_id: str, token: str, channel: ShopperChannel
+    ) -> CallSnapshot:
+        """A new widget socket takes the shopper's side of the call over; the old one is detached."""
+        call = self._resumable(call_id, CallSide.SHOPPER, token)
+        if call.site.id != site_id:
+            raise BadResumeToken("This resume token does not belong to that call.")
+        old, call.shopper = call.shopper, channel
+        if old is not channel:
+            with contextlib.suppress(Exception):
+                await old.detached(call.id)
+        await self._came_back(call, CallSide.SHOPPER, socket=True)
+        return self._snapshot(call)
+
+    async def resume_operator(
+        self, operator_id: int, call_id: str, token: str, channel: OperatorChannel
+    ) -> CallSnapshot:
+        """A new softphone socket of the call's operator takes their side over; the old one is detached."""
+        call = self._resumable(call_id, CallSide.OPERATOR, token)
+        if call.operator is None or call.operator.account.id != operator_id:
+            raise NotYourCall("This call is not yours.")
+        old, call.operator_channel = call.operator_channel, channel
+        if old is not None and old is not channel:
+            with contextlib.suppress(Exception):
+                await old.call_event(CallDetached(call.id))
+        await self._came_back(call, CallSide.OPERATOR, socket=True)
+        return self._snapshot(call)
+
+    def _snapshot(self, call: LiveCall) -> CallSnapshot:
+        name = call.operator.account.display_name if call.operator is not None else None
+        return CallSnapshot(call.id, call.state, name, call.held, call.view)
+
+    async def reoffer_shopper(self, call_id: str, offer_sdp: str, channel: ShopperChannel) -> str:
+        """The shopper's fresh offer on a new peer connection replaces their leg; returns the answer."""
+        call = self._calls.get(call_id)
+        if call is None or call.shopper is not channel:
+            raise NoCall("This page has no such call in progress.")
+        return await self._reoffer(call, CallSide.SHOPPER, offer_sdp)
+
+    async def reoffer_operator(
+        self, operator_id: int, call_id: str, offer_sdp: str, channel: OperatorChannel
+    ) -> str:
+        """The operator's fresh offer replaces their leg (the softphone that sent it carries it now)."""
+        call = self._own_call(operator_id, call_id)
+        if call.state is not CallState.ANSWERED:
+            raise CallNotRinging(f'Cannot renegotiate call {call_id} in state "{call.state}".')
+        answer = await self._reoffer(call, CallSide.OPERATOR, offer_sdp)
+        call.operator_channel = channel
+        return answer
+
+    async def _reoffer(self, call: LiveCall, side: CallSide, offer_sdp: str) -> str:
+        # Checked before anything changes: a bad offer leaves the call (and the leg it has) as it was.
+        self._media.check_offer(offer_sdp)
+        async with call.renegotiating:
+            if call.state is CallState.ENDED:
+                raise NoCall("The call has ended.")
+            try:
+                answer = await call.media.replace_leg(str(side), offer_sdp)
+            except Exception as e:
+                raise BadOffer(f"Your offer could not be answered: {e}") from e
+            if side not in call.away:
+                # Told only now that the new leg is there: a refused offer changes nothing.
+                await self._went_away(call, side, media=True, cause="reoffer")
+            await self._came_back(call, side, media=True)
+        return answer
+
+    async def _went_away(
+        self, call: LiveCall, side: CallSide, socket: bool = False, media: bool = False, cause: str = ""
+    ) -> None:
+        """One side's socket or media is gone: tell the other side, and wait the resume window."""
+        if call.state is CallState.ENDED:
             return
-        if call.state is CallState.RINGING:
+        away = call.away.get(side)
+        first = away is None
+        if away is None:
+            away = call.away[side] = Away()
+
+            def too_long() -> None:
+                self._background.spawn(self._not_back(call, side, away))
+
+            away.timer = self._clock.call_later(self.resume_window, too_long)
+        away.socket |= socket
+        away.media |= media
+        if first:
+            log.info("call %s: the %s's %s went away", call.id, side, "socket" if socket else "media")
+            cause = cause or ("socket" if socket else "media")
+            await self._records.event(
+                call.id, events.CALL_RECONNECTING, self._operator_id(call, side), side=str(side), cause=cause
+            )
+            await self._tell_other(call, side, CallReconnecting(call.id, side))
+
+    async def _came_back(
+        self, call: LiveCall, side: CallSide, socket: bool = False, media: bool = False
+    ) -> None:
+        away = call.away.get(side)
+        if away is None or call.state is CallState.ENDED:
+            return
+        if socket:
+            away.socket = False
+        if media:
+            away.media = False
+        if not away.back:
+            return
+        del call.away[side]
+        if away.timer is not None:
+            away.timer.cancel()
+        call.reconnects[side] += 1
+        log.info("call %s: the %s is back", call.id, side)
+        await self._records.event(
+            call.id, events.CALL_RECONNECTED, self._operator_id(call, side), side=str(side)
+        )
+        await self._tell_other(call, side, CallReconnected(call.id, side))
+
+    async def _not_back(self, call: LiveCall, side: CallSide, away: Away) -> None:
+        """The resume window passed and `side` did not come back."""
+        if call.away.get(side) is not away or call.state is CallState.ENDED:
+            return
+        if call.state is CallState.RINGING and side is CallSide.SHOPPER:
             await self._end(call, EndReason.ABANDONED, by="shopper")
         else:
-            await self._end(call, EndReason.FAILED, by="shopper", why=CONNECTION_LOST)
+            await self._end(call, EndReason.LOST, by=str(side), why=CONNECTION_LOST)
+
+    def _operator_id(self, call: LiveCall, side: CallSide) -> int | None:
+        return call.operator.account.id if side is CallSide.OPERATOR and call.operator else None
+
+    async def _tell_other(self, call: LiveCall, side: CallSide, frame: Frame) -> None:
+        """Tell the side that did not move: the operator's softphones, or the shopper's page."""
+        if side is CallSide.SHOPPER:
+            if call.operator is not None:
+                await self._tell(call.operator, call.id, lambda c: c.call_event(frame))
+        else:
+            with contextlib.suppress(Exception):
+                await call.shopper.call_event(frame)
 
     # Operator side -----------------------------------------------------------------------------
 
@@ -267,6 +460,7 @@ class Switchboard:
         self._media.check_offer(offer_sdp)
         call.operator = seat
         call.operator_channel = channel
+        call.resume_tokens[CallSide.OPERATOR] = _new_token()
         self._roster.took_call(operator_id, call.id)
         others = call.ringing - {seat}
         call.ringing.clear()
@@ -388,6 +582,8 @@ class Switchboard:
             raise BadOffer(f"Your offer could not be answered: {e}") from e
         call.operator = seat
         call.operator_channel = channel
+        call.resume_tokens[CallSide.OPERATOR] = _new_token()  # the first operator's no longer resumes
+        call.away.pop(CallSide.OPERATOR, None)
         call.held = False
         self._roster.took_call(seat.account.id, call.id)
         if first is not None:
@@ -439,7 +635,12 @@ class Switchboard:
 
     def _leg_failed(self, call_id: str, leg: str) -> None:
         call = self._calls.get(call_id)
-        if call is not None:
+        if call is None:
+            return
+        if leg in list(CallSide):
+            # Its browser may re-offer on a new peer connection (`call.reoffer`) within the window.
+            self._background.spawn(self._went_away(call, CallSide(leg), media=True))
+        else:  # the media worker that held both legs died: nothing of the call is left to resume
             self._background.spawn(self._end(call, EndReason.FAILED, failed_leg=leg))
 
     async def _end(self, call: LiveCall, reason: EndReason, **detail: Any) -> None:
@@ -453,6 +654,10 @@ class Switchboard:
         if call.ring_task is not None and call.ring_task is not current:
             call.ring_task.cancel()
         await self._transfer_over(call, str(reason))
+        for away in call.away.values():
+            if away.timer is not None:
+                away.timer.cancel()
+        call.away.clear()
         still_ringing = list(call.ringing)
         call.ringing.clear()
         quality: dict[str, Any] | None = None
@@ -461,6 +666,11 @@ class Switchboard:
                 quality = await call.media.quality()
             except Exception:
                 log.exception("could not read the quality figures of call %s", call.id)
+            if quality is not None:
+                for side, count in call.reconnects.items():
+                    figures = quality.setdefault(str(side), {})
+                    if isinstance(figures, dict):
+                        figures["reconnects"] = count
         await call.media.close()
         try:
             await self._records.ended(call.id, reason, quality, **detail)
@@ -497,3 +707,7 @@ class Switchboard:
         for call in list(self._calls.values()):
             await self._end(call, EndReason.DROPPED)
         await self._background.close()
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(24)

@@ -66,6 +66,9 @@ class PolicedCall:
     async def replace_operator(self, offer_sdp: str) -> str:
         return await self._media.replace_operator(drop_denied_candidates(offer_sdp, self._denied))
 
+    async def replace_leg(self, side: str, offer_sdp: str) -> str:
+        return await self._media.replace_leg(side, drop_denied_candidates(offer_sdp, self._denied))
+
     def connect(self) -> None:
         self._media.connect()
 

@@ -23,6 +23,11 @@ class CallMedia(Protocol):
     async def replace_operator(self, offer_sdp: str) -> str:
         """Terminate a new operator leg and bridge it in place of the current one, which is closed."""
 
+    async def replace_leg(self, side: str, offer_sdp: str) -> str:
+        """Terminate a new peer connection for `side` ("shopper" or "operator") in place of its current
+        leg, which is closed; the other leg keeps playing (silence meanwhile) and the call keeps its
+        state (ringing, bridged or held) and its recording."""
+
     def connect(self) -> None:
         """Bridge the legs: each hears the other from now on."""
 

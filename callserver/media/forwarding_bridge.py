@@ -8,6 +8,12 @@ There is no jitter buffer on the way: a packet lost on one leg is a gap in the o
 
 The waiting tone, the hold tone and silence are Opus packets encoded once per engine and sent on the
 same owned stream by a 20 ms ticker, which also sends each leg's RTCP reports (`callserver.media.rtcp`).
+
+A leg can be replaced in the middle of a call (a re-offer after the browser's network changed, or a
+transfer): the new leg is hooked into the same forwarder, and the stream the other browser hears goes
+on — silence packets while the new leg connects, then its voice, with the same SSRC, the sequence
+number continuing +1 and the timestamp advanced by the wall-clock gap — so that browser sees one
+stream that paused, never a jump backwards (which it would drop as replays, RFC 3711 section 3.3.2).
 """
 
 from __future__ import annotations
@@ -89,6 +95,9 @@ class OutgoingStream:
         self.octets = 0
         self.tone: list[bytes] | None = None
         self.forwarding = False
+        # Sent while forwarding from a leg that is being replaced (or lost its connection), until the
+        # first packet of its successor: the browser hears silence, not a stalled stream.
+        self.filler: list[bytes] | None = None
         self._tone_index = 0
         self._rebase = True
         self._source_ssrc: int | None = None
@@ -109,12 +118,13 @@ class OutgoingStream:
         return frames * FRAME_SAMPLES
 
     def send_tone(self, now: float) -> None:
-        tone = self.tone
-        if tone is None or self.forwarding:
+        tone = self.filler if self.forwarding else self.tone
+        if tone is None:
             return
         marker = 0x80 if self._tone_index == 0 else 0
         step = self._step(now) if self._rebase else FRAME_SAMPLES
-        self._rebase = False
+        # After a filler packet the next forwarded one continues from it (`forward` rebases).
+        self._rebase = self.forwarding
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + step) & 0xFFFFFFFF
         payload = tone[self._tone_index % len(tone)]
@@ -126,6 +136,8 @@ class OutgoingStream:
     def forward(
         self, padding: int, marker: int, ssrc: int, seq: int, ts: int, payload: bytes, now: float
     ) -> None:
+        if self.filler is not None:
+            self.filler, self._tone_index = None, 0
         if self._rebase or ssrc != self._source_ssrc:
             # A new source continues our stream where it stands, so the browser sees one stream.
             self._seq_offset = (self.seq + 1 - seq) & 0xFFFF
@@ -259,6 +271,8 @@ class ForwardingCall:
         self._recording_dir = recording_dir
         self._recordings: list[LegRecording] = []
         self._closed = False
+        self._mode = "waiting"  # waiting (the shopper hears the ring-back), bridged, held
+        self._earlier: dict[str, list[dict[str, Any]]] = {"shopper": [], "operator": []}  # replaced legs
         self._watch(self.shopper)
         self._watch(self.operator)
         self.shopper.out.play(engine.tones.ringback, forwarding=False)
@@ -273,6 +287,9 @@ class ForwardingCall:
             current = leg is self.shopper or leg is self.operator  # not a leg replaced by a transfer
             if leg.pc.connectionState == "failed" and current and not self._closed:
                 log.info("call %s: %s leg failed", self.call_id, leg.name)
+                other = self.operator if leg is self.shopper else self.shopper
+                if other.out.forwarding:
+                    other.out.filler = self._engine.tones.silence
                 self._on_failed(leg.name)
 
     async def answer_shopper(self, offer_sdp: str) -> str:
@@ -285,24 +302,54 @@ class ForwardingCall:
         return answer
 
     async def replace_operator(self, offer_sdp: str) -> str:
-        new = ForwardedLeg("operator", self._engine.ice_servers)
+        """A transfer: the colleague's leg replaces the operator's, and the call is bridged (unheld)."""
+        answer = await self.replace_leg("operator", offer_sdp)
+        self.connect()
+        return answer
+
+    async def replace_leg(self, side: str, offer_sdp: str) -> str:
+        """A new peer connection for `side` in place of its leg; the other leg is untouched.
+
+        aiortc has no ICE restart (it cannot take new ICE credentials on a live connection, and
+        `createOffer(iceRestart)` does not exist there), so a browser whose network changed comes back
+        with a fresh offer on a new peer connection, and the server answers it with a new leg.
+        """
+        if side not in ("shopper", "operator"):
+            raise ValueError(f'A call has no "{side}" leg.')
+        new = ForwardedLeg(side, self._engine.ice_servers)
         try:
             answer = await new.answer(offer_sdp)
+            if self._closed:
+                raise RuntimeError(f'Cannot replace a leg of call {self.call_id} in state "closed".')
         except Exception:
             await new.close()
             raise
-        old, self.operator = self.operator, new
+        old = self.shopper if side == "shopper" else self.operator
+        other = self.operator if side == "shopper" else self.shopper
+        if side == "shopper":
+            self.shopper = new
+        else:
+            self.operator = new
         self._watch(new)
-        new.peer, self.shopper.peer = self.shopper.out, new.out
-        # The operator's part of the recording goes on in the same file (re-anchored on the new SSRC).
+        new.peer, other.peer = other.out, new.out
+        # This side's part of the recording goes on in the same file (re-anchored on the new SSRC).
         new.recording, old.recording = old.recording, None
-        self.connect()
+        tones = self._engine.tones
+        if self._mode == "bridged":
+            new.out.play(None, forwarding=True)
+            other.out.filler = tones.silence  # until the new leg's first packet
+        elif self._mode == "held":
+            new.out.play(tones.hold if side == "shopper" else tones.silence, forwarding=False)
+        elif side == "shopper":
+            new.out.play(tones.ringback, forwarding=False)
+        self._earlier[side].append(old.quality())
         await old.close()
         return answer
 
     def connect(self) -> None:
         if self._recording_dir is not None and not self._recordings:
             self._start_recording(self._recording_dir)
+        self._mode = "bridged"
         self.shopper.out.play(None, forwarding=True)
         self.operator.out.play(None, forwarding=True)
 
@@ -325,13 +372,21 @@ class ForwardingCall:
 
     def hold(self, on: bool) -> None:
         if on:
+            self._mode = "held"
             self.shopper.out.play(self._engine.tones.hold, forwarding=False)
             self.operator.out.play(self._engine.tones.silence, forwarding=False)
         else:
             self.connect()
 
     async def quality(self) -> dict[str, Any]:
-        return {"shopper": self.shopper.quality(), "operator": self.operator.quality()}
+        """Each side's figures; a side whose leg was replaced counts the packets of all its legs."""
+        figures = {"shopper": self.shopper.quality(), "operator": self.operator.quality()}
+        for side, earlier in self._earlier.items():
+            for old in earlier:
+                for name in ("packets_received", "packets_lost", "packets_sent"):
+                    figures[side][name] += old[name]
+            figures[side]["legs"] = 1 + len(earlier)
+        return figures
 
     async def close(self) -> None:
         if self._closed:

@@ -104,6 +104,8 @@ class MediaWorker:
             return await call.answer_operator(args["sdp"])
         if op == "replace_operator":
             return await call.replace_operator(args["sdp"])
+        if op == "replace_leg":
+            return await call.replace_leg(str(args["side"]), args["sdp"])
         if op == "connect":
             call.connect()
             return None

@@ -165,6 +165,7 @@ class TranscodingCall:
         self._on_failed = on_failed
         self._on_closed = on_closed
         self._closed = False
+        self._mode = "waiting"  # waiting (the shopper hears the ring-back), bridged, held
         self._watch(self.shopper)
         self._watch(self.operator)
 
@@ -183,25 +184,51 @@ class TranscodingCall:
         return await self.operator.answer(offer_sdp, self.shopper)
 
     async def replace_operator(self, offer_sdp: str) -> str:
-        new = Leg("operator", self._ice_servers, None)
+        """A transfer: the colleague's leg replaces the operator's, and the call is bridged (unheld)."""
+        answer = await self.replace_leg("operator", offer_sdp)
+        self.connect()
+        return answer
+
+    async def replace_leg(self, side: str, offer_sdp: str) -> str:
+        """A new peer connection for `side` in place of its leg; the other leg's track goes on (aiortc
+        keeps its sequence numbers and timestamps) and plays silence until the new leg's audio comes.
+
+        aiortc has no ICE restart, so a browser whose network changed sends a fresh offer on a new peer
+        connection and gets a new leg.
+        """
+        if side not in ("shopper", "operator"):
+            raise ValueError(f'A call has no "{side}" leg.')
+        other = self.operator if side == "shopper" else self.shopper
+        new = Leg(side, self._ice_servers, self._tones["ringback"] if side == "shopper" else None)
         try:
-            answer = await new.answer(offer_sdp, self.shopper)
+            answer = await new.answer(offer_sdp, other)
+            if self._closed:
+                raise RuntimeError(f'Cannot replace a leg of call {self.call_id} in state "closed".')
         except Exception:
             await new.close()
             raise
-        old, self.operator = self.operator, new
+        old = self.shopper if side == "shopper" else self.operator
+        if side == "shopper":
+            self.shopper = new
+        else:
+            self.operator = new
         self._watch(new)
-        self.shopper.peer = new
-        self.connect()
+        other.peer = new
+        if self._mode == "bridged":
+            new.outgoing.play(None, bridged=True)
+        elif self._mode == "held":
+            new.outgoing.play(self._tones["hold"] if side == "shopper" else None, bridged=False)
         await old.close()
         return answer
 
     def connect(self) -> None:
+        self._mode = "bridged"
         self.shopper.outgoing.play(None, bridged=True)
         self.operator.outgoing.play(None, bridged=True)
 
     def hold(self, on: bool) -> None:
         if on:
+            self._mode = "held"
             self.shopper.outgoing.play(self._tones["hold"], bridged=False)
             self.operator.outgoing.play(None, bridged=False)
         else:

@@ -223,6 +223,9 @@ class WorkerCall:
     async def replace_operator(self, offer_sdp: str) -> str:
         return str(await self.worker.request("replace_operator", self.call_id, sdp=offer_sdp))
 
+    async def replace_leg(self, side: str, offer_sdp: str) -> str:
+        return str(await self.worker.request("replace_leg", self.call_id, side=side, sdp=offer_sdp))
+
     def connect(self) -> None:
         self.worker.notify("connect", self.call_id)
 

@@ -2,7 +2,8 @@
 
 Each frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON. Three kinds travel:
 - `Request` (main → worker): `op` on one call (`open_call`, `answer_shopper`, `answer_operator`,
-  `replace_operator`, `connect`, `hold`, `quality`, `close`) or on the worker (`recordings_done`);
+  `replace_operator`, `replace_leg` (args `side`, `sdp`: a re-offer), `connect`, `hold`, `quality`,
+  `close`) or on the worker (`recordings_done`, `ping`);
 - `Reply` (worker → main): the result of the request with the same `id`, or an error;
 - `Event` (worker → main): `ready`, `leg_failed` (a leg's connection failed by itself) and
   `recording_ready` (a call's playback file is mixed).

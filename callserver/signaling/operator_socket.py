@@ -19,6 +19,8 @@ from callserver.wire.inbound import (
     CallAccept,
     CallDecline,
     CallHold,
+    CallReoffer,
+    CallResume,
     CallTransfer,
     CannedAdd,
     CannedRemove,
@@ -39,7 +41,8 @@ from callserver.wire.inbound import (
     error,
     internal_error,
 )
-from callserver.wire.outbound import Frame
+from callserver.wire.outbound import CallReanswer, Frame, OperatorCallResumed
+from callserver.wire.vocabulary import CallSide
 
 log = logging.getLogger(__name__)
 CLOSE_LOGIN_REQUIRED = 4401
@@ -62,8 +65,14 @@ class OperatorConnection:
     async def withdrawn(self, call_id: str, reason: str) -> None:
         await self.send({"type": "call.withdrawn", "call_id": call_id, "reason": str(reason)})
 
-    async def answer(self, call_id: str, sdp: str) -> None:
-        await self.send({"type": "call.answer", "call_id": call_id, "sdp": sdp})
+    async def answer(self, call_id: str, sdp: str, resume_token: str | None = None) -> None:
+        frame: dict[str, object] = {"type": "call.answer", "call_id": call_id, "sdp": sdp}
+        if resume_token is not None:
+            frame["resume_token"] = resume_token
+        await self.send(frame)
+
+    async def call_event(self, frame: Frame) -> None:
+        await self.send(frame.encode())
 
     async def connected(self, call_id: str) -> None:
         await self.send({"type": "call.connected", "call_id": call_id})
@@ -164,8 +173,14 @@ async def _handle(
             await roster.set_presence(account.id, Presence(status))
         case CallAccept(call_id=call_id, sdp=sdp):
             answer = await switchboard.accept(account.id, call_id, sdp, softphone)
-            await softphone.answer(call_id, answer)
+            await softphone.answer(call_id, answer, switchboard.resume_token(call_id, CallSide.OPERATOR))
             await switchboard.operator_connected(account.id, call_id)
+        case CallResume(call_id=call_id, resume_token=token):
+            call = await switchboard.resume_operator(account.id, call_id, token, softphone)
+            await softphone.send(OperatorCallResumed(call.id, str(call.state), call.held, call.view).encode())
+        case CallReoffer(call_id=call_id, sdp=sdp):
+            answer = await switchboard.reoffer_operator(account.id, call_id, sdp, softphone)
+            await softphone.send(CallReanswer(call_id, answer).encode())
         case CallDecline(call_id=call_id):
             await switchboard.decline(account.id, call_id)
         case OperatorHangup(call_id=call_id):

@@ -30,6 +30,8 @@ from callserver.wire.inbound import (
     BadMessage,
     CallContext,
     CallOffer,
+    CallReoffer,
+    CallResume,
     ChatStart,
     LeaveMessage,
     Ping,
@@ -44,7 +46,7 @@ from callserver.wire.inbound import (
     error,
     internal_error,
 )
-from callserver.wire.outbound import Frame
+from callserver.wire.outbound import CallDetached, CallReanswer, Frame, Name, ShopperCallResumed
 
 log = logging.getLogger(__name__)
 CLOSE_NOT_ALLOWED = 4403
@@ -76,9 +78,20 @@ class ShopperConnection:
         if not self.ws.closed:
             await self.ws.send_json(message)
 
-    async def answer(self, call_id: str, sdp: str) -> None:
+    async def answer(self, call_id: str, sdp: str, resume_token: str | None = None) -> None:
         self.call_id = call_id
-        await self.send({"type": "call.answer", "call_id": call_id, "sdp": sdp})
+        frame: dict[str, object] = {"type": "call.answer", "call_id": call_id, "sdp": sdp}
+        if resume_token is not None:
+            frame["resume_token"] = resume_token
+        await self.send(frame)
+
+    async def call_event(self, frame: Frame) -> None:
+        await self.send(frame.encode())
+
+    async def detached(self, call_id: str) -> None:
+        if self.call_id == call_id:
+            self.call_id = None  # closing this socket no longer touches the call
+        await self.send(CallDetached(call_id).encode())
 
     async def ringing(self, call_id: str) -> None:
         await self.send({"type": "call.ringing", "call_id": call_id})
@@ -176,6 +189,19 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
                 raise CallInProgress("This page already has a call in progress.")
             visitor = visitor_context(request, token, message.context)
             await conversations.start_call(site, visitor, message.sdp, shopper, address, message.chat_id)
+        elif isinstance(message, CallResume):
+            # A new socket of the page (reloaded, or back on another network) takes its call over.
+            if shopper.call_id is not None and shopper.call_id != message.call_id:
+                raise CallInProgress("This page already has another call in progress.")
+            call = await switchboard.resume_shopper(site.id, message.call_id, message.resume_token, shopper)
+            shopper.call_id = call.id
+            name = Name(call.operator_name) if call.operator_name is not None else None
+            await shopper.send(ShopperCallResumed(call.id, str(call.state), name, call.held).encode())
+        elif isinstance(message, CallReoffer):
+            if shopper.call_id != message.call_id:
+                raise NoCall("This page has no such call in progress.")
+            answer = await switchboard.reoffer_shopper(message.call_id, message.sdp, shopper)
+            await shopper.send(CallReanswer(message.call_id, answer).encode())
         elif isinstance(message, ShopperHangup):
             if shopper.call_id is None:
                 raise NoCall("There is no call to hang up.")
@@ -231,7 +257,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
                 await shopper.send(error("bad_message", "Binary frames are not accepted."))
     finally:
         leave_chat()
-        # The page went away without hanging up: a ringing call is abandoned, a call in progress failed.
+        # The socket went away without hanging up: the call waits `resume_window` for a `call.resume`.
         if shopper.call_id is not None:
             await switchboard.shopper_gone(shopper.call_id)
     return ws

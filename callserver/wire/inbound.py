@@ -123,6 +123,26 @@ class CallOffer(Incoming):
     chat_id: Id | None = None  # the chat whose operator offered this call
 
 
+# A call's resume token as the server handed it out (`secrets.token_urlsafe`).
+ResumeToken = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class CallResume(Incoming):
+    """A new socket takes over its side of a call in progress (both sockets)."""
+
+    type: Literal["call.resume"]
+    call_id: Id
+    resume_token: ResumeToken
+
+
+class CallReoffer(Incoming):
+    """A fresh offer on a new peer connection for this side's leg of a call in progress (both sockets)."""
+
+    type: Literal["call.reoffer"]
+    call_id: Id
+    sdp: str = Field(max_length=MAX_SDP)
+
+
 class ShopperHangup(Incoming):
     type: Literal["call.hangup"]
 
@@ -173,6 +193,8 @@ class LeaveMessage(Incoming):
 
 WidgetMessage = Annotated[
     CallOffer
+    | CallResume
+    | CallReoffer
     | ShopperHangup
     | ChatStart
     | VisitorChatSend
@@ -291,6 +313,8 @@ OperatorMessage = Annotated[
     | OperatorHangup
     | CallHold
     | CallTransfer
+    | CallResume
+    | CallReoffer
     | OperatorChatSend
     | OperatorTyping
     | OperatorRead

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import ClassVar
 
-from callserver.wire.vocabulary import CallEndWhy, ChatClosedReason, ChatState, MessageStatus
+from callserver.wire.vocabulary import CallEndWhy, CallSide, ChatClosedReason, ChatState, MessageStatus
 
 Json = str | int | float | bool | None | list["Json"] | dict[str, "Json"]
 JsonObject = dict[str, Json]
@@ -207,6 +207,63 @@ class CallAnswer(Frame):
     TYPE = "call.answer"
     call_id: str
     sdp: str
+
+
+@dataclass(frozen=True)
+class CallReanswer(Frame):
+    """The answer to a `call.reoffer`: the side's new peer connection applies it."""
+
+    TYPE = "call.reanswer"
+    call_id: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class CallReconnecting(Frame):
+    """The other side's socket or media went away; the call waits `resume_window` for it."""
+
+    TYPE = "call.reconnecting"
+    call_id: str
+    side: CallSide
+
+
+@dataclass(frozen=True)
+class CallReconnected(Frame):
+    """The other side is back (its socket resumed, or its leg was replaced)."""
+
+    TYPE = "call.reconnected"
+    call_id: str
+    side: CallSide
+
+
+@dataclass(frozen=True)
+class CallDetached(Frame):
+    """Another socket resumed this socket's side of the call: this one no longer carries it."""
+
+    TYPE = "call.detached"
+    call_id: str
+
+
+@dataclass(frozen=True)
+class ShopperCallResumed(Frame):
+    """The widget's `call.resume` was taken: the call as it stands, for a reloaded page to rebuild."""
+
+    TYPE = "call.resumed"
+    call_id: str
+    state: str  # ringing, answered
+    operator: Name | None
+    held: bool
+
+
+@dataclass(frozen=True)
+class OperatorCallResumed(Frame):
+    """The softphone's `call.resume` was taken: the call as it stands, with what it showed when it rang."""
+
+    TYPE = "call.resumed"
+    call_id: str
+    state: str
+    held: bool
+    call: dict[str, object]  # CALL, as in `call.incoming`
 
 
 # Widget socket ------------------------------------------------------------------------------------

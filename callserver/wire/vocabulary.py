@@ -64,6 +64,13 @@ FALLBACK_FOR: dict[str, Fallback] = {
 }
 
 
+class CallSide(StrEnum):
+    """Which side of a call a frame speaks of (`call.reconnecting`, `call.reconnected`)."""
+
+    SHOPPER = "shopper"
+    OPERATOR = "operator"
+
+
 class RingStopped(StrEnum):
     """Why a softphone stops ringing (`call.withdrawn` `reason`), besides the call's end reasons."""
 
@@ -112,6 +119,7 @@ VOCABULARY: tuple[tuple[str, type[StrEnum]], ...] = (
     ("the widget's `error` event `code` for a call that failed in the browser", CallProblem),
     ("`call.withdrawn` `reason` (or the call's end reason)", RingStopped),
     ("`call.transfer_failed` `reason`", TransferFailed),
+    ("`call.reconnecting` and `call.reconnected` `side`", CallSide),
     ("`chat.closed` `reason`", ChatClosedReason),
     ("CHAT `state`", ChatState),
     ("MESSAGE `status`", MessageStatus),

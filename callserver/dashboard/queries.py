@@ -511,7 +511,8 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
     names = await _operator_names(session, set(by_operator))
     revenue_by_operator = sorted(
         ((names.get(op, f"#{op}"), sorted(amounts.items())) for op, amounts in by_operator.items()),
-        key=lambda item: -sum(a for _c, a in item[1]),
+        # By name: ranking by amount would add up amounts in different currencies.
+        key=lambda item: item[0].lower(),
     )
 
     converted = 0

@@ -206,7 +206,8 @@ async def record_order(
             status=settled_status(report.status or OrderStatus.PAID, report.total, refunded),
             refunded_total=refunded,
             refunds=refunds,
-            updated_at=max(updated_at or now, created_at),
+            # Not changed since it was placed, unless the shop says when it was.
+            updated_at=max(updated_at or created_at, created_at),
         )
         try:
             async with session.begin_nested():

@@ -119,6 +119,19 @@ CONNECTION_LOST = "connection_lost"
 Tell = Callable[[OperatorChannel], Awaitable[None]]
 
 
+class OtherNodes(Protocol):
+    """The calls held by the other nodes of a cluster (`callserver/cluster/calls.py`); none when alone."""
+
+    async def forward(self, action: str, operator_id: int, call_id: str, **args: Any) -> dict[str, Any]:
+        """Run an operator's action on the node that holds the call; UnknownCall when none does."""
+
+    async def claim_answer(self, call_id: str, operator_id: int) -> bool:
+        """Whether this operator is the one who answers (the first claim wins, cluster-wide)."""
+
+    async def holding(self, call_id: str) -> None: ...
+    async def released(self, call_id: str) -> None: ...
+
+
 class Switchboard:
     """Every call in progress in this process; presence and load are the roster's."""
 
@@ -145,6 +158,8 @@ class Switchboard:
         self._background = BackgroundTasks("switchboard")
         self._unlisten = roster.on_change(self._presence_changed)
         self._closed = False
+        # In a cluster: where operators' actions on calls held by other nodes go (set by the cluster).
+        self.other_nodes: OtherNodes | None = None
 
     @property
     def roster(self) -> Roster:
@@ -244,6 +259,8 @@ class Switchboard:
         )
         call.resume_tokens[CallSide.SHOPPER] = _new_token()
         self._calls[call_id] = call
+        if self.other_nodes is not None:
+            await self.other_nodes.holding(call_id)
         try:
             answer = await media.answer_shopper(offer_sdp)
         except Exception as e:
@@ -435,6 +452,14 @@ class Switchboard:
 
     # Operator side -----------------------------------------------------------------------------
 
+    def holds(self, call_id: str) -> bool:
+        """Whether this node holds the call (its media lives here)."""
+        return call_id in self._calls
+
+    def _elsewhere(self, call_id: str) -> OtherNodes | None:
+        """The other nodes, when the call is not held here and this node is in a cluster."""
+        return self.other_nodes if call_id not in self._calls else None
+
     def _call_for(self, call_id: str) -> LiveCall:
         call = self._calls.get(call_id)
         if call is None:
@@ -445,6 +470,8 @@ class Switchboard:
         self, operator_id: int, call_id: str, offer_sdp: str, channel: OperatorChannel | None = None
     ) -> str:
         """The operator answers on `channel`: their leg is terminated and bridged; returns the answer SDP."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            return str((await nodes.forward("accept", operator_id, call_id, sdp=offer_sdp))["sdp"])
         call = self._call_for(call_id)
         seat = self._roster.seat_of(operator_id)
         if seat is None or seat.presence is not Presence.ONLINE:
@@ -458,6 +485,11 @@ class Switchboard:
         if seat not in call.ringing:
             raise NotYourCall("This call is not ringing for you.")
         self._media.check_offer(offer_sdp)
+        if self.other_nodes is not None:
+            # Operators on several nodes may answer at once: one claim in Redis decides.
+            won = await self.other_nodes.claim_answer(call.id, operator_id)
+            if not won or call.state is not CallState.RINGING or call.operator is not None:
+                raise CallNotRinging(f'Cannot answer call {call_id} in state "{call.state}": taken.')
         call.operator = seat
         call.operator_channel = channel
         call.resume_tokens[CallSide.OPERATOR] = _new_token()
@@ -481,11 +513,17 @@ class Switchboard:
 
     async def operator_connected(self, operator_id: int, call_id: str) -> None:
         """Tell the operator's softphones the call is bridged (after they have the answer)."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.forward("connected", operator_id, call_id)
+            return
         call = self._calls.get(call_id)
         if call and call.operator and call.operator.account.id == operator_id:
             await self._tell(call.operator, call_id, lambda c: c.connected(call_id))
 
     async def decline(self, operator_id: int, call_id: str) -> None:
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.forward("decline", operator_id, call_id)
+            return
         call = self._call_for(call_id)
         seat = self._roster.seat_of(operator_id)
         if seat is not None and call.transfer_to is seat:
@@ -507,9 +545,15 @@ class Switchboard:
         return call
 
     async def hangup(self, operator_id: int, call_id: str) -> None:
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.forward("hangup", operator_id, call_id)
+            return
         await self._end(self._own_call(operator_id, call_id), EndReason.COMPLETED, by="operator")
 
     async def hold(self, operator_id: int, call_id: str, on: bool) -> None:
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.forward("hold", operator_id, call_id, on=on)
+            return
         call = self._own_call(operator_id, call_id)
         if call.state is not CallState.ANSWERED or call.held == on:
             return
@@ -530,6 +574,9 @@ class Switchboard:
 
     async def transfer(self, operator_id: int, call_id: str, to_operator_id: int) -> None:
         """Ring another operator for an answered call; on their answer their leg replaces this one."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.forward("transfer", operator_id, call_id, to=to_operator_id)
+            return
         call = self._own_call(operator_id, call_id)
         if call.state is not CallState.ANSWERED:
             raise CallNotRinging(f'Cannot transfer call {call_id} in state "{call.state}".')
@@ -650,6 +697,8 @@ class Switchboard:
         was_answered = call.state is CallState.ANSWERED
         call.state = CallState.ENDED
         self._calls.pop(call.id, None)
+        if self.other_nodes is not None:
+            await self.other_nodes.released(call.id)
         current = asyncio.current_task()
         if call.ring_task is not None and call.ring_task is not current:
             call.ring_task.cancel()

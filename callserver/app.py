@@ -8,10 +8,13 @@ them.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from aiohttp import WSCloseCode, web
@@ -22,6 +25,11 @@ from callserver.calls.switchboard import Switchboard
 from callserver.chats.desk import ChatDesk
 from callserver.chats.records import ChatRecords
 from callserver.clock import Clock
+from callserver.cluster.admission import Admission
+from callserver.cluster.drain import Drain
+from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
+from callserver.cluster.nodes import NodeLoad, NodeRegistry
+from callserver.cluster.redis import RedisLink
 from callserver.conversations import Conversations
 from callserver.dashboard import views as dashboard
 from callserver.dashboard.webhooks import WEBHOOKS
@@ -43,12 +51,19 @@ from callserver.visitors.floor import ShopFloor
 from callserver.web import api, auth, hooks, security, softphone, visitors, widget
 from callserver.web.keys import (
     ADDRESS_LIMITS,
+    ADMISSION,
     CHAT_DESK,
     CONVERSATIONS,
     COUNTRIES,
     DATABASE,
+    DRAIN,
     MEDIA,
+    METERED_MEDIA,
+    METRICS,
+    NODE_REGISTRY,
+    OPERATOR_SOCKETS,
     RECORDS,
+    REDIS,
     ROSTER,
     SETTINGS,
     SHOP_FLOOR,
@@ -63,6 +78,20 @@ from callserver.webhooks.sender import Webhooks
 CLOCK = web.AppKey("clock", Clock)
 
 log = logging.getLogger(__name__)
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    """A cluster member's Redis (`redis_url`): one client, reconnected by itself; a node alone opens none."""
+    url = app[SETTINGS].redis_url
+    if not url:
+        yield
+        return
+    link = RedisLink(url)
+    app[REDIS] = link
+    if not await link.reachable():
+        log.warning("Redis at %s does not answer yet: this node registers once it does", link.url)
+    yield
+    await link.close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -110,7 +139,13 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
             media = ForwardingEngine(settings.ice_servers, recordings, settings.keep_leg_recordings)
     app[MEDIA] = media
     # Offers reach the media only through the network policy for candidates (media/candidates.py).
-    policed = PolicedEngine(media, settings.denied_networks)
+    # Counted per worker and timed (metrics, the node's load, admission) inside the policy.
+    metered = MeteredEngine(media, app[METRICS])
+    app[METERED_MEDIA] = metered
+    drain = app[DRAIN]
+    drain.calls_in_progress = lambda: metered.in_progress
+    app[ADMISSION] = Admission(settings.max_calls_per_worker, metered.worker_calls, lambda: drain.draining)
+    policed = PolicedEngine(metered, settings.denied_networks)
     clock = app.get(CLOCK)
     roster = LocalRoster(settings.presence_grace, clock)
     switchboard = Switchboard(app[RECORDS], policed, roster, settings.ring_timeout, clock, app[WEBHOOKS])
@@ -157,13 +192,61 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
         app[SHOP_FLOOR].invitations,
         app[SITES],
         app[ADDRESS_LIMITS],
+        admission=app[ADMISSION],
     )
     yield
+
+
+def _load(app: web.Application) -> NodeLoad:
+    """What this node carries now: calls, chats, sockets, its media workers."""
+    metered = app[METERED_MEDIA]
+    operators = sum(1 for ws in app[OPERATOR_SOCKETS] if not ws.closed)
+    sockets = sum(1 for ws in app[SOCKETS] if not ws.closed)
+    chats, _ = app[CHAT_DESK].counts()
+    return NodeLoad(metered.in_progress, chats, operators, sockets - operators, metered.workers())
+
+
+async def _node(app: web.Application) -> AsyncIterator[None]:
+    """This node's load in /metrics and, in a cluster, in the node registry (renewed every 2 s)."""
+    settings, drain = app[SETTINGS], app[DRAIN]
+
+    def figures() -> dict[str, Any]:
+        _, waiting = app[CHAT_DESK].counts()
+        live: dict[str, Any] = {
+            "load": _load(app),
+            "calls_ringing": app[METERED_MEDIA].ringing,
+            "chats_waiting": waiting,
+            "calls_refused": app[ADMISSION].refused,
+            "draining": drain.draining,
+        }
+        if REDIS in app:
+            live["redis_up"] = app[REDIS].up
+        return live
+
+    app[METRICS].watch(figures)
+    registry: NodeRegistry | None = None
+    if REDIS in app:
+        registry = NodeRegistry(
+            app[REDIS],
+            settings.effective_node_name,
+            settings.base_url,
+            lambda: _load(app),
+            lambda: drain.draining,
+            lambda: drain.start("callserver nodes drain"),
+        )
+        await registry.start()
+        app[NODE_REGISTRY] = registry
+    yield
+    if registry is not None:
+        await registry.close()
+    await drain.close()
 
 
 async def _track_sockets(request: web.Request, response: web.StreamResponse) -> None:
     if isinstance(response, web.WebSocketResponse):
         request.app[SOCKETS].add(response)
+        if request.path == "/ws/operator":
+            request.app[OPERATOR_SOCKETS].add(response)
 
 
 async def _going_away(app: web.Application) -> None:
@@ -180,12 +263,44 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    """Readiness: this node can take sockets and requests (its database answers)."""
-    database = await request.app[DATABASE].reachable()
+    """Readiness: this node takes new sockets (database and Redis answer, and it does not drain)."""
+    app = request.app
+    checks = {"database": await app[DATABASE].reachable()}
+    if REDIS in app:
+        checks["redis"] = await app[REDIS].reachable()
+    draining = app[DRAIN].draining
+    ready = all(checks.values()) and not draining
+    status = "ready" if ready else "draining" if draining else "unavailable"
     return web.json_response(
-        {"status": "ready" if database else "unavailable", "checks": {"database": database}},
-        status=200 if database else 503,
+        {"status": status, "draining": draining, "checks": checks}, status=200 if ready else 503
     )
+
+
+def _from_loopback(request: web.Request) -> bool:
+    """A client on this machine that did not come through a proxy (a proxy on this host is loopback too)."""
+    if any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP")):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: for the bearer of `metrics_token`, or without one from loopback only."""
+    token = request.app[SETTINGS].metrics_token
+    if token:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            return web.json_response(
+                {"error": {"code": "unauthorized", "message": "Send the metrics token as a bearer token."}},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    elif not _from_loopback(request):
+        message = "Without metrics_token, /metrics answers on loopback only."
+        return web.json_response({"error": {"code": "forbidden", "message": message}}, status=403)
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -202,22 +317,28 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         autoescape=True,
     )
     app[SOCKETS] = weakref.WeakSet()
+    app[OPERATOR_SOCKETS] = weakref.WeakSet()
+    app[METRICS] = Metrics()  # this app's own registry, not prometheus-client's global one
+    app[DRAIN] = Drain(settings.drain_timeout)
     app[COUNTRIES] = CountryLookup()
     # Per client address: widget sockets, new visitors, call attempts.
     app[ADDRESS_LIMITS] = AddressLimits(settings.widget_sockets_per_address)
     # In order: each needs the ones before it, and they close in reverse.
+    app.cleanup_ctx.append(_redis)  # a cluster member's Redis (none for a node alone)
     app.cleanup_ctx.append(_database)  # the database, call records, the sites directory
     app.cleanup_ctx.append(_webhooks)  # what the ones below publish, sent from the stored queue
     app.cleanup_ctx.append(_calls)  # media, the roster, the switchboard
     app.cleanup_ctx.append(_chat_desk)  # chats share the roster's operators
     app.cleanup_ctx.append(_shop_floor)  # beacons, the visitors board, invitations
     app.cleanup_ctx.append(_conversations)
+    app.cleanup_ctx.append(_node)  # this node's load: /metrics and the node registry
     app.on_response_prepare.append(_track_sockets)
     app.on_shutdown.append(_going_away)
     app.on_shutdown.append(visitors.end_streams)
     security.setup(app)  # CSP and framing headers on every HTML page, the pages' stylesheets
     app.router.add_get("/healthz", _health)
     app.router.add_get("/readyz", _ready)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/ws/widget", widget_socket)
     app.router.add_get("/ws/operator", operator_socket)
     visitors.add_routes(app)

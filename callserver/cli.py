@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from callserver import accounts, events, sites
 from callserver.errors import CallserverError
+from callserver.logs import setup as setup_logging
 from callserver.settings import ConfigError, Settings, load_settings
 from callserver.store.database import Database
 
@@ -40,14 +41,56 @@ async def _with_database(settings: Settings, work: Any) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from callserver.app import create_app
     from callserver.running import run, serve_apps
+    from callserver.web.keys import DRAIN
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
 
     async def ready() -> None:
         print(f"callserver listening on http://{settings.host}:{settings.port}", flush=True)
 
-    run(serve_apps([(create_app(settings), settings.host, settings.port)], ready))
+    app = create_app(settings)
+    # A cluster member drains on SIGTERM (the balancer has other nodes); a node alone stops at once.
+    drains = [app[DRAIN]] if settings.redis_url else []
+    run(serve_apps([(app, settings.host, settings.port)], ready, drains))
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from callserver.cluster.nodes import list_nodes, order_drain
+    from callserver.cluster.redis import RedisLink, RedisUnavailable
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise ConfigError("callserver nodes needs redis_url (CALLSERVER_REDIS_URL): a node is alone without")
+
+    async def work() -> Any:
+        link = RedisLink(settings.redis_url)
+        try:
+            if args.action == "drain":
+                return await link.run("the drain order", lambda r: order_drain(r, args.name))
+            return await link.run("listing the nodes", lambda r: list_nodes(r, time.time()))
+        finally:
+            await link.close()
+
+    try:
+        result = asyncio.run(work())
+    except RedisUnavailable as e:
+        print(f"callserver: {e}", file=sys.stderr)
+        return 2
+    if args.action == "drain":
+        if not result:
+            print(f"callserver: no node {args.name!r} is running", file=sys.stderr)
+            return 2
+        _print(args, {"name": args.name, "state": "draining"}, f"Node {args.name} drains (next heartbeat).")
+        return 0
+    rows = [
+        f"{n['name']:<24} {n['address'] or '-':<28} {n['state']:<9} {n['calls']:>5} "
+        f"{n['sockets']['operators']:>9} {n['sockets']['visitors']:>8} {n['heartbeat_age_s']:>6.1f}s"
+        for n in result
+    ]
+    header = f"{'NAME':<24} {'ADDRESS':<28} {'STATE':<9} {'CALLS':>5} {'OPERATORS':>9} {'VISITORS':>8} BEAT"
+    _print(args, {"nodes": result}, "\n".join([header, *rows]) if rows else "No node is registered.")
     return 0
 
 
@@ -185,6 +228,15 @@ def parser() -> argparse.ArgumentParser:
     )
     webhook_add.add_argument("--json", action="store_true", help="print one JSON object")
     webhook_add.set_defaults(run=cmd_webhook_add)
+
+    nodes = command("nodes", "The nodes of a cluster: name, address, state, calls, sockets, last heartbeat.")
+    nodes.add_argument("--json", action="store_true", help="print one JSON object")
+    nodes.set_defaults(run=cmd_nodes, action=None)
+    node_actions = nodes.add_subparsers(dest="action")
+    drain = command("drain", "Drain a node: no new calls or chats, then it exits.", node_actions)
+    drain.add_argument("name", help="the node's name, as `callserver nodes` lists it")
+    drain.add_argument("--json", action="store_true", help="print one JSON object")
+    drain.set_defaults(run=cmd_nodes)
 
     db = commands.add_parser("db", help="Database maintenance.").add_subparsers(dest="action", required=True)
     command("upgrade", "Apply schema migrations.", db).set_defaults(run=cmd_db_upgrade)

@@ -8,6 +8,7 @@ shows. An operator's invitation is checked here too (their sites only).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -17,8 +18,10 @@ from callserver.calls.records import VisitorContext
 from callserver.calls.switchboard import ShopperChannel, Switchboard
 from callserver.chats.desk import ChatDesk
 from callserver.chats.errors import RateLimited
+from callserver.cluster.admission import Admission
 from callserver.errors import CallInProgress
 from callserver.limits import AddressLimits, RateLimiter
+from callserver.logs import for_conversation
 from callserver.sites import Site, SiteDirectory
 from callserver.visitors.invitations import Invitations, VisitorGone
 from callserver.wire.vocabulary import CallSide
@@ -47,6 +50,7 @@ class Conversations:
         sites: SiteDirectory,
         address_limits: AddressLimits,
         clock: Callable[[], float] = time.monotonic,
+        admission: Admission | None = None,
     ) -> None:
         self._switchboard = switchboard
         self._desk = desk
@@ -54,6 +58,8 @@ class Conversations:
         self._sites = sites
         self._address_limits = address_limits
         self._calls = RateLimiter(CALLS_PER_VISITOR_RATE, CALLS_PER_VISITOR_BURST, clock)
+        # A full or draining node refuses new calls (the "all busy" fallback) and, draining, new chats.
+        self._admission = admission
 
     async def start_call(
         self,
@@ -84,10 +90,12 @@ class Conversations:
             prefer = chat.operator.account.id
         elif (inviter := self._invitations.inviter_of(site.id, token)) is not None:
             prefer = inviter
-        self._invitations.answered(site.id, token)
-        call_id, answer = await self._switchboard.start_call(site, visitor, offer_sdp, shopper, prefer)
+        with self._admission.admit_call() if self._admission is not None else contextlib.nullcontext():
+            self._invitations.answered(site.id, token)
+            call_id, answer = await self._switchboard.start_call(site, visitor, offer_sdp, shopper, prefer)
         await shopper.answer(call_id, answer, self._switchboard.resume_token(call_id, CallSide.SHOPPER))
-        self._switchboard.ring(call_id)  # only now: the shopper has the answer
+        with for_conversation("call", call_id):  # the ringing task's log lines carry the call's id
+            self._switchboard.ring(call_id)  # only now: the shopper has the answer
         return call_id
 
     async def start_chat(
@@ -103,6 +111,8 @@ class Conversations:
         """
         if self._desk.chat_of_visitor(site.id, visitor.token) is None:
             site.check_open()
+            if self._admission is not None:
+                self._admission.check_chat()
         inviter = self._invitations.inviter_of(site.id, visitor.token)
         self._invitations.answered(site.id, visitor.token)
         await self._desk.start(site, visitor, fallback, call_id, inviter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,6 +86,22 @@ class Settings(BaseModel):
     # it (3×, 15×, 30 min at the default 20 s, …) for about a day (webhooks/sender.py).
     webhook_retry_after: float = Field(20.0, gt=0, le=30)
     log_level: str = "INFO"
+    # "json": one JSON object per log line, carrying the call or chat id where there is one (logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # Several nodes (DESIGN, Scale): `redis://HOST:6379/0` makes this process a member of a cluster;
+    # empty keeps everything in this process, as one node alone.
+    redis_url: str = ""
+    # This node's name in the cluster (`callserver nodes`); default: the host's name and the port.
+    node_name: str = ""
+    # Seconds a draining node (SIGTERM, `callserver nodes drain`) lets calls in progress run on.
+    drain_timeout: float = Field(300.0, ge=0)
+    # Calls one media worker (or the main process, without workers) takes before new calls get the
+    # "all busy" fallback: the forwarder held ~175 calls on a core with p99 ≤ 45 ms here, and past
+    # saturation every call on the worker degrades, so the default leaves a third of that as headroom
+    # for the tones, RTCP, recording and a neighbour's burst.
+    max_calls_per_worker: int = Field(120, ge=1)
+    # Bearer token for /metrics; when empty, /metrics answers only on loopback.
+    metrics_token: str = ""
 
     @field_validator("ring_timeout", "presence_grace", "resume_window")
     @classmethod
@@ -111,6 +128,11 @@ class Settings(BaseModel):
     @property
     def recordings_dir(self) -> Path:
         return self.var_dir / "recordings"
+
+    @property
+    def effective_node_name(self) -> str:
+        """The configured node name, or this host's name and port."""
+        return self.node_name or f"{socket.gethostname()}:{self.port}"
 
     @property
     def base_url(self) -> str:

@@ -381,6 +381,11 @@ class ChatDesk:
     def chat_of_visitor(self, site_id: int, token: str) -> LiveChat | None:
         return self._by_visitor.get((site_id, token))
 
+    def counts(self) -> tuple[int, int]:
+        """(chats with an operator, chats waiting in the queue) in this process: node load, metrics."""
+        waiting = sum(1 for c in self._chats.values() if c.operator is None)
+        return len(self._chats) - waiting, waiting
+
     async def _delivered(self, chat: LiveChat, sender: str) -> None:
         ids = await self._records.delivered(chat.id, (sender,))
         if not ids:

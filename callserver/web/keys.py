@@ -14,6 +14,11 @@ from jinja2 import Environment
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
 from callserver.chats.desk import ChatDesk
+from callserver.cluster.admission import Admission
+from callserver.cluster.drain import Drain
+from callserver.cluster.metrics import MeteredEngine, Metrics
+from callserver.cluster.nodes import NodeRegistry
+from callserver.cluster.redis import RedisLink
 from callserver.conversations import Conversations
 from callserver.limits import AddressLimits
 from callserver.media.engine import MediaEngine
@@ -40,3 +45,13 @@ COUNTRIES = web.AppKey("countries", CountryLookup)
 ADDRESS_LIMITS = web.AppKey("address_limits", AddressLimits)
 # Open sockets, closed with a reason when the server shuts down.
 SOCKETS = web.AppKey("sockets", WeakSet[web.WebSocketResponse])
+# The operators' among them (the rest are visitors'): node load and metrics count both.
+OPERATOR_SOCKETS = web.AppKey("operator_sockets", WeakSet[web.WebSocketResponse])
+# Several nodes (cluster/): Redis and the registry only with `redis_url`; the others always.
+REDIS = web.AppKey("redis", RedisLink)
+NODE_REGISTRY = web.AppKey("node_registry", NodeRegistry)
+DRAIN = web.AppKey("drain", Drain)
+ADMISSION = web.AppKey("admission", Admission)
+METRICS = web.AppKey("metrics", Metrics)
+# The media engine as the switchboard sees it: counted per worker and timed.
+METERED_MEDIA = web.AppKey("metered_media", MeteredEngine)

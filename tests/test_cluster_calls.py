@@ -26,7 +26,7 @@ from callserver.store.database import Database
 from callserver.store.models import Call, Site
 from tests.servers import postgres, redis_server
 from tests.signing_in import PASSWORD
-from tests.sockets import Sockets
+from tests.sockets import Sockets, Softphone
 from tests.stack import free_port
 
 SHOP = "http://shop.cluster.test"
@@ -75,12 +75,16 @@ def _start_node(name: str, folder: Path, env: dict[str, str]) -> tuple[subproces
     return process, f"http://127.0.0.1:{port}", log
 
 
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
 async def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as session:
         while True:
-            assert process.poll() is None, f"the node exited: {log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the node did not start: {log.read_text()[-3000:]}"
+            assert process.poll() is None, f"the node exited: {_tail(log)}"
+            assert time.monotonic() < deadline, f"the node did not start: {_tail(log)}"
             try:
                 async with session.get(f"{url}/readyz") as response:
                     if response.status == 200:
@@ -192,9 +196,7 @@ async def test_two_operators_on_two_nodes_answer_at_once_and_exactly_one_wins(
 ) -> None:
     on_a, on_b = sockets
     async with cluster.database.session() as session:
-        await session.execute(
-            update(Site).where(Site.id == cluster.site.id).values(ring_strategy="ring_all")
-        )
+        await session.execute(update(Site).where(Site.id == cluster.site.id).values(ring_strategy="ring_all"))
     await _add_operator(cluster, "anna@cluster.test")
     await _add_operator(cluster, "ben@cluster.test")
     anna = await on_a.softphone("anna@cluster.test", online=True)
@@ -214,15 +216,12 @@ async def test_two_operators_on_two_nodes_answer_at_once_and_exactly_one_wins(
         )
     )
 
-    async def outcome(phone: object) -> str:
-        from tests.sockets import Softphone
-
-        assert isinstance(phone, Softphone)
+    async def outcome(phone: Softphone) -> str:
         for _ in range(150):
             if phone.frames_of("call.answer"):
                 return "won"
             taken = [f for f in phone.frames_of("call.withdrawn") if f["reason"] == "answered_elsewhere"]
-            refused = [f for f in phone.frames_of("error") if f["error"]["code"] == "call_not_ringing"]
+            refused = [f for f in phone.frames_of("error") if f["code"] == "call_not_ringing"]
             if taken or refused:
                 return "taken"
             await asyncio.sleep(0.1)

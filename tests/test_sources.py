@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from sqlalchemy import func, select
 
-from callserver.store.models import Chat, LeftMessage
-from tests.dashboard_support import add_owner, signed_in
+from callserver.store.models import Chat, LeftMessage, Site
+from tests.dashboard_support import add_owner, csrf_token, signed_in
 from tests.sockets import Widget
 from tests.stack import Stack
 
@@ -198,3 +198,52 @@ async def test_bad_periods_and_touch_choices_are_refused(stack: Stack) -> None:
                 assert response.status == 400, query
         async with owner.get("/dashboard/export/google-ads.csv?from=yesterday") as response:
             assert response.status == 400
+
+
+async def test_the_owner_names_the_google_ads_conversion_in_the_site_form(stack: Stack) -> None:
+    await chat_with(stack, "visitor-src-4", {"last": LAST})
+    await add_owner(stack, "owner@shop.example")
+    export = f"/dashboard/export/google-ads.csv?from={TODAY}&to={TODAY}"
+    async with aiohttp.ClientSession() as http, signed_in(stack, "owner@shop.example") as owner:
+        await post_order(
+            http, stack, order_id="G-1", total=99.50, currency="EUR", visitor_token="visitor-src-4"
+        )
+        form_page = await (await owner.get("/dashboard/sites")).text()
+        assert 'name="google_ads_conversion"' in form_page
+        assert "empty: callserver conversation order" in form_page
+
+        def site_form(name: str) -> dict[str, str]:
+            return {
+                "csrf": csrf_token(form_page),
+                "origins": stack.shop_url,
+                "ring_strategy": "ring_all",
+                "attribution_days": "30",
+                "google_ads_conversion": name,
+            }
+
+        async with owner.post(
+            f"/dashboard/sites/{stack.site.id}", data=site_form("  Calls & chats → order  ")
+        ) as r:
+            assert "Saved the settings" in await r.text()
+        assert 'value="Calls &amp; chats → order"' in await (await owner.get("/dashboard/sites")).text()
+        rows = list(csv.reader(io.StringIO(await (await owner.get(export)).text())))
+        assert rows[2][:2] == [LAST["gclid"], "Calls & chats → order"]
+
+        refused = {
+            "x" * 101: "at most 100 characters",
+            '=HYPERLINK("http://evil.example")': "may not start with",
+            "-orders": "may not start with",
+            "two\nlines": "control characters",
+        }
+        for name, why in refused.items():
+            async with owner.post(f"/dashboard/sites/{stack.site.id}", data=site_form(name)) as r:
+                assert why in await r.text(), name
+        async with stack.database.session() as session:
+            site = await session.get(Site, stack.site.id)
+            assert site is not None and site.google_ads_conversion == "Calls & chats → order"
+
+        # Emptied, the export uses the default name again.
+        async with owner.post(f"/dashboard/sites/{stack.site.id}", data=site_form("")) as r:
+            assert "Saved the settings" in await r.text()
+        rows = list(csv.reader(io.StringIO(await (await owner.get(export)).text())))
+        assert rows[2][1] == "callserver conversation order"

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from callserver import i18n
 from callserver.dashboard import queries
 from callserver.dashboard.filters import whole_number
+from callserver.dashboard.google_ads import DEFAULT_CONVERSION_NAME
 from callserver.dashboard.page import back, checked_form, render, signed_in_owner
 from callserver.errors import CallserverError, InvalidInput, NotFound
 from callserver.hours import DAYS, WorkingHours
@@ -48,6 +49,8 @@ async def sites_page(request: web.Request) -> web.StreamResponse:
         visitor_settings={s.id: form_values(s) for s in rows},
         strategies=list(RingStrategy),
         base_url=request.app[SETTINGS].base_url,
+        default_conversion=DEFAULT_CONVERSION_NAME,
+        conversion_length=admin.CONVERSION_NAME_LENGTH,
     )
 
 
@@ -185,5 +188,6 @@ def settings_of(form: Mapping[str, str]) -> admin.SiteSettings:
         hours=_hours(form),
         score_weights={name: value for name, value in weights.items() if value is not None},
         language=form.get("language", "").strip() or None,
+        google_ads_conversion=form.get("google_ads_conversion"),
         texts=form.get("texts", ""),
     )

@@ -26,6 +26,8 @@ RING_TIMEOUT = (5.0, 300.0)  # seconds
 RETENTION_DAYS = (1, 36_500)
 ATTRIBUTION_DAYS = (0, 365)
 MAX_TEXT = 500
+# Google Ads takes a conversion action's name of up to 100 characters (and so does the column).
+CONVERSION_NAME_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class SiteSettings:
     hours: Hours | None = None  # None: always open
     score_weights: Mapping[str, float] = field(default_factory=dict)  # ScoreWeights' fields
     language: str | None = None
+    google_ads_conversion: str | None = None  # None: the export's default name
     texts: str = ""  # lines like `greeting = Hello!` or `ru.greeting = Здравствуйте!`
 
 
@@ -78,6 +81,22 @@ def notify_address(value: str | None) -> str | None:
     if address and "@" not in address:
         raise InvalidInput(f"Not an e-mail address: {address!r}.")
     return address or None
+
+
+def conversion_name(value: str | None) -> str | None:
+    """The Google Ads conversion action's name for the export, None when blank (the default name).
+
+    Google matches the name exactly, so it is stored as written (ends trimmed) or refused: a name the
+    export's spreadsheet-safe cells would change (a leading `=`, `+`, `-`, `@`) could match nothing.
+    """
+    name = (value or "").strip()
+    if len(name) > CONVERSION_NAME_LENGTH:
+        raise InvalidInput(f"The Google Ads conversion name is at most {CONVERSION_NAME_LENGTH} characters.")
+    if any(not c.isprintable() for c in name):
+        raise InvalidInput("The Google Ads conversion name is one line of text, without control characters.")
+    if name.startswith(("=", "+", "-", "@")):
+        raise InvalidInput("The Google Ads conversion name may not start with =, +, - or @.")
+    return name or None
 
 
 async def create_site(
@@ -144,6 +163,7 @@ def apply_settings(site: models.Site, settings: SiteSettings) -> None:
     if settings.language and settings.language not in i18n.LANGUAGES:
         raise InvalidInput(f"Unknown language {settings.language!r}.")
     site.language = settings.language or None
+    site.google_ads_conversion = conversion_name(settings.google_ads_conversion)
     site.texts = _texts(settings.texts)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -75,6 +76,8 @@ class Site(Base):
     texts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"*"|lang: {key: text}}
     # The conversion action's name in the Google Ads export (0006_sources); None: the default.
     google_ads_conversion: Mapped[str | None] = mapped_column(String(100))
+    # Whether the widget offers "call me back" when nobody can answer (0007_callbacks); on by default.
+    callbacks: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class User(Base):
@@ -263,6 +266,30 @@ class LeftMessage(Base):
     first_medium: Mapped[str | None] = mapped_column(String(200))
     first_campaign: Mapped[str | None] = mapped_column(String(200))
     gclid: Mapped[str | None] = mapped_column(String(200))
+
+
+class CallbackRequest(Base):
+    """A shopper's "call me back" when nobody could answer (0007_callbacks): the number and its outcome."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (Index("ix_callback_requests_site_created", "site_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    visitor_token: Mapped[str | None] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    phone: Mapped[str] = mapped_column(String(50))
+    preferred_time: Mapped[str | None] = mapped_column(String(200))
+    page: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(20))  # reached, no_answer, wrong_number
+    handled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    handled_at: Mapped[datetime | None]
+    # The mail to the site, retried as a left message's is (callserver/callbacks.py).
+    mail_state: Mapped[str | None] = mapped_column(String(20))
+    mail_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    mail_error: Mapped[str | None] = mapped_column(Text)
+    mail_next_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class Order(Base):

@@ -234,6 +234,7 @@ async def _node(app: web.Application) -> AsyncIterator[None]:
             lambda: drain.draining,
             lambda: drain.start("callserver nodes drain"),
         )
+        drain.on_start(registry.beat_soon)  # the cluster hears of a drain at once, not in 2 s
         await registry.start()
         app[NODE_REGISTRY] = registry
     yield

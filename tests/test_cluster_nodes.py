@@ -161,6 +161,10 @@ async def test_both_nodes_are_listed_and_a_killed_one_stops_serving_within_ten_s
     assert (await nodes(env))["node-a"]["state"] == "serving"
 
 
+async def _state_is(env: dict[str, str], name: str, state: str) -> bool:
+    return bool((await nodes(env))[name]["state"] == state)
+
+
 async def _load_is(env: dict[str, str], name: str, sockets: dict[str, int]) -> bool:
     return bool((await nodes(env))[name]["sockets"] == sockets)
 
@@ -219,7 +223,7 @@ async def test_sigterm_drains_a_call_in_progress_to_its_end_then_the_node_exits(
         a.signal(signal.SIGTERM)
         _, body = await until(lambda: _unready(a), 2.0, "/readyz 503 after SIGTERM")
         assert body["draining"] is True
-        assert (await nodes(env))["node-a"]["state"] == "draining"
+        await until(lambda: _state_is(env, "node-a", "draining"), HEARTBEAT_EVERY, "listed as draining")
         # The call goes on: the shopper still hears the operator, and nothing ended it.
         await shopper.hears_audio()
         await shopper.nothing("call.ended", within=1.0)

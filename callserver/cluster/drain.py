@@ -29,6 +29,7 @@ class Drain:
         self.why = ""
         self._task: asyncio.Task[None] | None = None
         self._done: list[Callable[[], None]] = []
+        self._started: list[Callable[[], None]] = []
 
     @property
     def draining(self) -> bool:
@@ -38,6 +39,11 @@ class Drain:
         """Call `listener` once the calls ended (or the timeout passed); returns what unregisters it."""
         self._done.append(listener)
         return lambda: self._done.remove(listener) if listener in self._done else None
+
+    def on_start(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the drain starts (the registry tells the cluster at once)."""
+        self._started.append(listener)
+        return lambda: self._started.remove(listener) if listener in self._started else None
 
     def start(self, why: str) -> None:
         """Stop taking new calls and chats from now on; a second start changes nothing."""
@@ -52,6 +58,8 @@ class Drain:
             self.calls_in_progress(),
         )
         self._task = asyncio.get_running_loop().create_task(self._wait(), name="drain")
+        for listener in list(self._started):
+            listener()
 
     async def _wait(self) -> None:
         deadline = time.monotonic() + self.timeout

@@ -171,6 +171,7 @@ class NodeRegistry:
         self._clock = clock
         self.started_at = clock()
         self._task: asyncio.Task[None] | None = None
+        self._now = asyncio.Event()
         self._closed = False
 
     def entry(self) -> NodeEntry:
@@ -204,9 +205,15 @@ class NodeRegistry:
             log.warning("node %s: drain ordered through Redis", self.name)
             self._on_drain_order()
 
+    def beat_soon(self) -> None:
+        """Renew now rather than at the next tick (the node's state changed)."""
+        self._now.set()
+
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_EVERY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._now.wait(), HEARTBEAT_EVERY)
+            self._now.clear()
             try:
                 await self.beat()
             except RedisUnavailable:

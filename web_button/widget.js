@@ -458,6 +458,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     chatBox.hidden = true;
     offlineForm.hidden = false;
     show('ended', text);
+    afterwards((after) => after.offline());
   }
 
   function open() {
@@ -673,7 +674,26 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         emit('error', { code: frame.code, message: frame.message });
         break;
       default:
+        if (/^(csat|callback|visitor_call)\./.test(frame.type)) afterwards((after) => after.frame(frame));
     }
+  }
+
+  // ---- after a conversation: web_button/widget-after.js, loaded the first time it is needed
+
+  // The survey, the call-back form and an operator's incoming call live in a second file, so that a
+  // page only loads it when one of them shows. It hands its setup to window.__callbuttonAfter, which
+  // gets what it needs from here; what setup returns takes the frames and the offline form's moments.
+  let after = null;
+  function afterwards(fn) {
+    after = after || new Promise((resolve, reject) => {
+      window.__callbuttonAfter = (setup) => resolve(setup({ root, panel, offlineForm, t, el, socket, open, startCall,
+        show, on, emit, store, stored, visitorToken, base, siteKey, config: () => config }));
+      const tag = document.createElement('script');
+      tag.src = `${base}/widget-after.js`;
+      tag.onerror = () => { after = null; reject(); };
+      document.head.append(tag);
+    });
+    after.then(fn, () => { /* not reachable: the next moment tries again */ });
   }
 
   function siteStatus(frame) {

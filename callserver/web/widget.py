@@ -34,6 +34,8 @@ class ServedScript:
 
 
 WIDGET_JS = web.AppKey("widget_js", ServedScript)
+# What comes after a conversation (survey, call-back form, incoming call), loaded by widget.js on demand.
+WIDGET_AFTER_JS = web.AppKey("widget_after_js", ServedScript)
 
 
 def compact_js(source: str) -> str:
@@ -47,7 +49,15 @@ def compact_js(source: str) -> str:
 
 
 async def widget_js(request: web.Request) -> web.StreamResponse:
-    script = request.app[WIDGET_JS]
+    return served(request, request.app[WIDGET_JS])
+
+
+async def widget_after_js(request: web.Request) -> web.StreamResponse:
+    return served(request, request.app[WIDGET_AFTER_JS])
+
+
+def served(request: web.Request, script: ServedScript) -> web.StreamResponse:
+    """A script as shops' pages load it: gzipped when the browser takes it, revalidated by its ETag."""
     headers = {
         "Content-Type": "application/javascript; charset=utf-8",
         # Shops embed one URL for years: let browsers revalidate often, but cache between pages.
@@ -102,5 +112,7 @@ async def widget_config(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app[WIDGET_JS] = ServedScript.load(asset_dir("web_button") / "widget.js")
+    app[WIDGET_AFTER_JS] = ServedScript.load(asset_dir("web_button") / "widget-after.js")
     app.router.add_get("/widget.js", widget_js)
+    app.router.add_get("/widget-after.js", widget_after_js)
     app.router.add_get("/widget/config", widget_config)

@@ -1,0 +1,134 @@
+/* callserver web button, part two: what comes after a conversation.
+ *
+ * widget.js loads this file the first time one of these is needed — the "how was it?" card after a
+ * call or chat, the call-back form beside the offline form, an operator's incoming call — so that every
+ * other page view of a shop loads widget.js alone. It registers through window.__callbuttonAfter and
+ * gets from widget.js what it shares: the shadow root, the panel, t(), el(), the page's one socket
+ * (send, whenReady, onFrame), open(), on(). Frames are in docs/signaling.md ("After a conversation").
+ */
+(() => {
+  'use strict';
+
+  const register = window.__callbuttonAfter;
+  if (typeof register !== 'function') return;
+
+  const CSS = `
+.csat{margin-top:12px;padding-top:10px;border-top:1px solid #d0d7de;position:relative}
+.csat p{margin:0 28px 6px 0}
+.csat .close{position:absolute;top:4px;right:-6px}
+.scores{display:flex;gap:6px}
+.scores button{flex:1;padding:8px 0;background:#eaeef2;color:#1f2328}
+.scores button[aria-pressed="true"]{background:#1d6f42;color:#fff}`;
+
+  register((api) => {
+    const { root, panel, t, el, socket, on, store, stored } = api;
+    const style = document.createElement('style');
+    style.textContent = CSS;
+    root.append(style);
+
+    // Frame type → what takes it; and what shows beside the offline form.
+    const frames = {};
+    const offlineShown = [];
+
+    // ---- satisfaction: asked once per conversation, rated or dismissed, never again
+
+    // Conversations this browser has rated or dismissed (the server remembers them too).
+    const ASKED_KEY = 'callbutton.csat';
+    const asked = () => { try { return JSON.parse(stored(ASKED_KEY) || '[]'); } catch (e) { return []; } };
+    const done = (id) => asked().includes(id);
+    const forget = (id) => store(ASKED_KEY, JSON.stringify(asked().concat(id).slice(-50)));
+    // The card on show: { id, node }
+    let card = null;
+    // Asked while the panel was closed (the server asks again on a new page): shown when it opens.
+    let waitingAsk = null;
+
+    function ask(frame) {
+      const id = String(frame.conversation_id || '');
+      if (!id || done(id) || (card && card.id === id)) return;
+      if (panel.hidden) { waitingAsk = frame; return; }
+      showCard(id, frame.operator && frame.operator.name);
+    }
+
+    on('open', () => {
+      if (waitingAsk && !card) { const frame = waitingAsk; waitingAsk = null; ask(frame); }
+    });
+
+    function showCard(id, name) {
+      if (card) card.node.remove();
+      const node = el('div', 'csat');
+      node.dataset.testid = 'cb-csat';
+      node.setAttribute('role', 'group');
+      const question = el('p', 'q', name ? t('csat_question_name', { name }) : t('csat_question'));
+      node.setAttribute('aria-label', question.textContent);
+      const dismiss = el('button', 'close', '×');
+      dismiss.type = 'button';
+      dismiss.dataset.testid = 'cb-csat-close';
+      dismiss.setAttribute('aria-label', t('csat_dismiss'));
+      const scores = el('div', 'scores');
+      let score = 0;
+      const form = el('form', 'rate');
+      const comment = el('textarea', '');
+      comment.dataset.testid = 'cb-csat-comment';
+      comment.maxLength = 1000;
+      comment.rows = 2;
+      comment.placeholder = t('csat_comment');
+      comment.setAttribute('aria-label', t('csat_comment'));
+      const sendButton = el('button', 'send', t('csat_send'));
+      sendButton.type = 'submit';
+      sendButton.dataset.testid = 'cb-csat-send';
+      sendButton.disabled = true;
+      for (let n = 1; n <= 5; n++) {
+        const pick = el('button', '', String(n));
+        pick.type = 'button';
+        pick.dataset.testid = `cb-csat-${n}`;
+        pick.setAttribute('aria-pressed', 'false');
+        pick.setAttribute('aria-label', t('csat_score', { n }));
+        pick.addEventListener('click', () => {
+          score = n;
+          for (const other of scores.children) other.setAttribute('aria-pressed', String(other === pick));
+          sendButton.disabled = false;
+        });
+        scores.append(pick);
+      }
+      form.append(comment, sendButton);
+      form.addEventListener('submit', (event) => {
+        event.preventDefault();
+        if (!score) return;
+        const frame = { type: 'csat.rate', conversation_id: id, score };
+        if (comment.value.trim()) frame.comment = comment.value.trim();
+        sendButton.disabled = true;
+        socket.whenReady(() => socket.send(frame));
+      });
+      dismiss.addEventListener('click', () => {
+        forget(id);
+        socket.whenReady(() => socket.send({ type: 'csat.dismiss', conversation_id: id }));
+        node.remove();
+        card = null;
+      });
+      node.append(dismiss, question, scores, form);
+      panel.append(node);
+      card = { id, node };
+    }
+
+    frames['csat.ask'] = ask;
+    frames['csat.thanks'] = (frame) => {
+      const id = String(frame.conversation_id || '');
+      forget(id);
+      if (!card || card.id !== id) return;
+      card.node.replaceChildren(el('p', 'q', t('csat_thanks')));
+      const node = card.node;
+      card = null;
+      setTimeout(() => node.remove(), 4000);
+    };
+
+    return {
+      frame(frame) {
+        const take = frames[frame.type];
+        if (take) take(frame);
+      },
+      offline() {
+        for (const fn of offlineShown) fn();
+      },
+    };
+  });
+})();

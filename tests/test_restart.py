@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +62,18 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # A loaded 2-core machine can take many seconds to start a server with its media workers: wait
+        # for as long as it lives, up to a minute, rather than a fixed number of tries.
+        deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
+            while time.monotonic() < deadline and self.process.returncode is None:
                 try:
                     async with session.get(f"http://127.0.0.1:{self.port}/healthz") as response:
                         if response.status == 200:
                             return
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-        raise AssertionError("the server did not start")
+        raise AssertionError(f"the server did not start (exit code {self.process.returncode})")
 
     async def stop(self, sig: int) -> None:
         assert self.process is not None

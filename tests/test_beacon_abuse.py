@@ -25,7 +25,7 @@ from callserver.store.database import Database
 from callserver.store.models import PageView
 from callserver.visitors.board import MAX_ROWS
 from callserver.visitors.journey import PageSeen, PageViewLog
-from callserver.web.visitors import SHOP_FLOOR
+from callserver.web.keys import SHOP_FLOOR
 from tests.servers import postgres
 from tests.stack import Stack, free_port, running_stack, settings_for
 from tests.visitors_support import configure_site

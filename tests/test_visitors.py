@@ -16,7 +16,7 @@ from callserver.hours import WorkingHours
 from callserver.store.models import PageView, Visitor
 from callserver.visitors.invitations import InviteRule
 from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
-from callserver.web.visitors import SHOP_FLOOR
+from callserver.web.keys import SHOP_FLOOR
 from tests.stack import Stack
 from tests.visitors_support import configure_site
 

@@ -28,9 +28,9 @@ from callserver.calls.records import CallRecords
 from callserver.calls.states import CallState, EndReason
 from callserver.calls.switchboard import Switchboard
 from callserver.cluster.nodes import node_key
+from callserver.cluster.redis_roster import RedisRoster
 from callserver.cluster.relay import Relay
 from callserver.errors import UnknownCall
-from callserver.operators.redis_roster import RedisRoster
 from callserver.store.database import Database
 from callserver.store.models import Call, CallEvent
 

@@ -124,7 +124,10 @@ class Leg:
                     jitter_ms=round(stats.jitter / SAMPLE_RATE * 1000, 1),
                 )
             elif stats.type == "remote-inbound-rtp" and stats.kind == "audio":
-                figures.update(rtt_ms=round(stats.roundTripTime * 1000, 1), fraction_lost=stats.fractionLost)
+                # No round trip yet on a leg that has had no receiver report (a leg just replaced).
+                rtt = stats.roundTripTime
+                figures.update(rtt_ms=round(rtt * 1000, 1) if rtt is not None else None)
+                figures.update(fraction_lost=stats.fractionLost)
         figures["relayed"] = _relayed(self.pc)
         return figures
 

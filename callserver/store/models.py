@@ -329,6 +329,38 @@ class Order(Base):
     updated_at: Mapped[datetime | None]
 
 
+class ConversationOutcome(Base):
+    """What came of a call or chat (0007_after_conversation): the shopper's rating, the operator's note
+    and the order number they took in it. One row per conversation, made by whichever comes first."""
+
+    __tablename__ = "conversation_outcomes"
+    __table_args__ = (Index("ix_conversation_outcomes_site_order", "site_id", "order_ref"),)
+
+    conversation_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(10))  # call, chat
+    csat_score: Mapped[int | None] = mapped_column(Integer)  # 1–5
+    csat_comment: Mapped[str | None] = mapped_column(Text)
+    csat_at: Mapped[datetime | None]
+    csat_dismissed_at: Mapped[datetime | None]  # closed unanswered: never asked again
+    note: Mapped[str | None] = mapped_column(Text)
+    # The order number the operator took, as the shop shows it without "#" (orders/attribution.py).
+    order_ref: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime | None]
+
+
+class ConversationTag(Base):
+    """A tag an operator put on a call or chat (0007_after_conversation); the log filters by them."""
+
+    __tablename__ = "conversation_tags"
+    __table_args__ = (Index("ix_conversation_tags_site_tag", "site_id", "tag"),)
+
+    conversation_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+
+
 class AuditEntry(Base):
     """Things done to people's data that must be answerable later (erasure, manual attribution)."""
 

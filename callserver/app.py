@@ -19,12 +19,13 @@ from typing import Any
 import jinja2
 from aiohttp import WSCloseCode, web
 
+from callserver.callbacks import CallbackRecords, Callbacks, VisitorCalls
 from callserver.calls.recordings import CallRecordings
 from callserver.calls.records import CallRecords
 from callserver.calls.switchboard import Switchboard
 from callserver.chats.desk import ChatDesk
 from callserver.chats.records import ChatRecords
-from callserver.clock import Clock
+from callserver.clock import Clock, LoopClock
 from callserver.cluster.admission import Admission
 from callserver.cluster.drain import Drain
 from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
@@ -185,16 +186,33 @@ async def _shop_floor(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _conversations(app: web.Application) -> AsyncIterator[None]:
-    """What the sockets call: holds no resource of its own, only the ones above."""
+    """What the sockets call; of its own it holds call-back requests (their mail) and rings of visitors."""
+    settings, floor = app[SETTINGS], app[SHOP_FLOOR]
+    callbacks = Callbacks(
+        CallbackRecords(app[DATABASE]),
+        app[ROSTER],
+        SmtpOutbox(settings),
+        floor.invitations,
+        app[WEBHOOKS],
+        settings.mail_retry_after,
+    )
+    callbacks.start_mailing()
+    visitor_calls = VisitorCalls(
+        app[SITES], floor.board, floor.invitations, app[ROSTER], app.get(CLOCK) or LoopClock()
+    )
     app[CONVERSATIONS] = Conversations(
         app[SWITCHBOARD],
         app[CHAT_DESK],
-        app[SHOP_FLOOR].invitations,
+        floor.invitations,
         app[SITES],
         app[ADDRESS_LIMITS],
         admission=app[ADMISSION],
+        callbacks=callbacks,
+        visitor_calls=visitor_calls,
     )
     yield
+    await visitor_calls.close()
+    await callbacks.close()
 
 
 def _load(app: web.Application) -> NodeLoad:

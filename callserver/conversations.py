@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from callserver.accounts import Account
+from callserver.callbacks import Callbacks, VisitorCalls
 from callserver.calls.records import VisitorContext
 from callserver.calls.switchboard import ShopperChannel, Switchboard
 from callserver.chats.desk import ChatDesk
 from callserver.chats.errors import RateLimited
 from callserver.cluster.admission import Admission
-from callserver.errors import CallInProgress
+from callserver.errors import CallInProgress, NoCall
 from callserver.limits import AddressLimits, RateLimiter
 from callserver.logs import for_conversation
 from callserver.sites import Site, SiteDirectory
@@ -51,6 +52,8 @@ class Conversations:
         address_limits: AddressLimits,
         clock: Callable[[], float] = time.monotonic,
         admission: Admission | None = None,
+        callbacks: Callbacks | None = None,
+        visitor_calls: VisitorCalls | None = None,
     ) -> None:
         self._switchboard = switchboard
         self._desk = desk
@@ -60,6 +63,8 @@ class Conversations:
         self._calls = RateLimiter(CALLS_PER_VISITOR_RATE, CALLS_PER_VISITOR_BURST, clock)
         # A full or draining node refuses new calls (the "all busy" fallback) and, draining, new chats.
         self._admission = admission
+        self.callbacks = callbacks
+        self.visitor_calls = visitor_calls
 
     async def start_call(
         self,
@@ -69,12 +74,14 @@ class Conversations:
         shopper: Shopper,
         address: str,
         chat_id: str | None = None,
+        invitation: str | None = None,
     ) -> str:
         """Answer the shopper's offer and ring; returns the call id.
 
         Refused when this visitor's call already rings, outside the shop's hours, or when the visitor
         or their network called too often. `chat_id` is the chat the shopper calls from: its operator
-        rings first; else the operator who invited them does.
+        rings first; else the operator who invited them does. `invitation` is an operator's ring of
+        this page (`visitor.call`) that the shopper answers: only that operator rings.
         """
         token = visitor.token
         if self._switchboard.ringing_call_of(site.id, token) is not None:
@@ -86,13 +93,19 @@ class Conversations:
             raise RateLimited("Too many calls from your network: please wait a moment and try again.")
         chat = self._desk.chat_of_visitor(site.id, token)
         prefer = None
-        if chat is not None and chat.id == chat_id and chat.operator is not None:
+        if invitation is not None:
+            if self.visitor_calls is None:
+                raise NoCall("Nobody is ringing this page.")
+            prefer = self.visitor_calls.answered(site.id, token, invitation).operator_id
+        elif chat is not None and chat.id == chat_id and chat.operator is not None:
             prefer = chat.operator.account.id
         elif (inviter := self._invitations.inviter_of(site.id, token)) is not None:
             prefer = inviter
         with self._admission.admit_call() if self._admission is not None else contextlib.nullcontext():
             self._invitations.answered(site.id, token)
-            call_id, answer = await self._switchboard.start_call(site, visitor, offer_sdp, shopper, prefer)
+            call_id, answer = await self._switchboard.start_call(
+                site, visitor, offer_sdp, shopper, prefer, invitation
+            )
         await shopper.answer(call_id, answer, self._switchboard.resume_token(call_id, CallSide.SHOPPER))
         with for_conversation("call", call_id):  # the ringing task's log lines carry the call's id
             self._switchboard.ring(call_id)  # only now: the shopper has the answer
@@ -136,3 +149,26 @@ class Conversations:
         if site is None or not operator.works_for(site_id):
             raise VisitorGone("There is no such visitor on your sites.")
         await self._invitations.invite(site, token, operator)
+
+    async def request_callback(
+        self, site: Site, visitor: VisitorContext, phone: str, when: str | None
+    ) -> str:
+        """The shopper asks to be called back (at any hour); returns the request's id."""
+        if self.callbacks is None:
+            raise NoCall("This server takes no call-back requests.")
+        return await self.callbacks.request(site, visitor.token, phone, when, visitor.page)
+
+    async def call_visitor(
+        self, operator: Account, site_id: int, token: str, callback_id: str | None = None
+    ) -> str:
+        """An operator rings a visitor's open page (their sites only); the ring's id."""
+        if self.visitor_calls is None:
+            raise NoCall("This server can't ring visitors.")
+        if callback_id is not None and self.callbacks is not None:
+            await self.callbacks.get(operator, callback_id)  # one of their sites' requests
+        return await self.visitor_calls.ring(operator, site_id, token, callback_id)
+
+    async def decline_visitor_call(self, site: Site, token: str, ring_id: str) -> None:
+        if self.visitor_calls is None:
+            raise NoCall("Nobody is ringing this page.")
+        await self.visitor_calls.declined(site.id, token, ring_id)

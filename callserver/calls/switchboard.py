@@ -98,6 +98,7 @@ class LiveCall:
     ring_task: asyncio.Task[None] | None = None
     held: bool = False
     prefer: int | None = None  # the operator to ring first (the one the shopper was chatting with)
+    only_preferred: bool = False  # ring nobody else (the visitor answers that operator's ring)
     transfer_to: Seat | None = None  # the operator being rung to take over the answered call
     transfer_timer: Timer | None = None
     visitor_token: str = ""
@@ -226,10 +227,12 @@ class Switchboard:
         offer_sdp: str,
         shopper: ShopperChannel,
         prefer_operator: int | None = None,
+        invitation: str | None = None,
     ) -> tuple[str, str]:
         """Record the call as ringing, then answer the shopper's offer; returns (call id, answer SDP).
 
         `prefer_operator` rings first (a chat's operator who offered the call), then the site's routing.
+        With `invitation` (the visitor answers that operator's ring) only `prefer_operator` rings.
         """
         self._media.check_offer(offer_sdp)
         visitor_key = (site.id, visitor.token)
@@ -249,12 +252,14 @@ class Switchboard:
             shopper=shopper,
             media=media,
             prefer=prefer_operator,
+            only_preferred=invitation is not None,
             visitor_token=visitor.token,
             view={
                 "id": call_id,
                 "site": site.name,
                 "ringing_since": datetime.now(UTC).isoformat(),
                 **visitor.card(),
+                **({"invitation": invitation} if invitation is not None else {}),
             },
         )
         call.resume_tokens[CallSide.SHOPPER] = _new_token()
@@ -652,6 +657,8 @@ class Switchboard:
             preferred = self._roster.seat_of(call.prefer) if call.prefer is not None and not tried else None
             if preferred is not None and preferred.free and preferred.account.works_for(call.site.id):
                 batch = [preferred]
+            elif call.only_preferred:
+                batch = []  # the operator who rang the visitor is gone, busy, or did not take it
             if not batch:
                 everyone_declined = bool(tried) and tried <= call.declined
                 if everyone_declined:

@@ -179,6 +179,8 @@ def settings_of(form: Mapping[str, str]) -> admin.SiteSettings:
         ring_strategy=form.get("ring_strategy", ""),
         ring_timeout=ring_timeout,
         records_calls=form.get("records_calls") == "on",
+        # A form without the call-back box (an older page, a script) leaves call-back on.
+        callbacks=form.get("callbacks") == "on" if "callbacks_shown" in form else True,
         retention_days=retention,
         attribution_days=whole_number(form.get("attribution_days"), "Attribution days"),
         notify_email=form.get("notify_email"),

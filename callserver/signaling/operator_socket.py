@@ -17,6 +17,7 @@ from callserver.web.keys import CHAT_DESK, CONVERSATIONS, ROSTER, SETTINGS, SHOP
 from callserver.wire.inbound import (
     BadMessage,
     CallAccept,
+    CallbackDone,
     CallDecline,
     CallHold,
     CallReoffer,
@@ -36,6 +37,8 @@ from callserver.wire.inbound import (
     OperatorTyping,
     Ping,
     PresenceSet,
+    VisitorCall,
+    VisitorCallCancel,
     VisitorInvite,
     decode_operator,
     error,
@@ -126,6 +129,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
                 "incoming": switchboard.ringing_for(account.id),
                 "active_call": switchboard.active_call_of(account.id),
                 **await desk.operator_state(roster.seat(account)),
+                "callbacks": await _callbacks_of(request, account),
             }
         )
         await desk.operator_joined(roster.seat(account))
@@ -157,6 +161,12 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
         leave()
         unwatch()
     return ws
+
+
+async def _callbacks_of(request: web.Request, account: Account) -> list[object]:
+    """The open call-back requests of the operator's sites, as `hello` lists them."""
+    callbacks = request.app[CONVERSATIONS].callbacks
+    return [c.encode() for c in await callbacks.listed(account)] if callbacks is not None else []
 
 
 async def _handle(
@@ -212,3 +222,13 @@ async def _handle(
         case VisitorInvite(visitor_id=token, site_id=site_id):
             await request.app[CONVERSATIONS].invite(account, site_id, token)
             await softphone.send({"type": "visitor.invited", "visitor_id": token, "site_id": site_id})
+        case VisitorCall(visitor_id=token, site_id=site_id, callback_id=callback_id):
+            await request.app[CONVERSATIONS].call_visitor(account, site_id, token, callback_id)
+        case VisitorCallCancel(id=ring_id):
+            visitor_calls = request.app[CONVERSATIONS].visitor_calls
+            if visitor_calls is not None:
+                await visitor_calls.cancel(account, ring_id)
+        case CallbackDone(id=callback_id, outcome=outcome):
+            callbacks = request.app[CONVERSATIONS].callbacks
+            if callbacks is not None:
+                await callbacks.done(account, callback_id, outcome)

@@ -28,6 +28,7 @@ from callserver.web.keys import (
 )
 from callserver.wire.inbound import (
     BadMessage,
+    CallbackRequestFrame,
     CallContext,
     CallOffer,
     CallReoffer,
@@ -37,6 +38,7 @@ from callserver.wire.inbound import (
     Ping,
     ShopperHangup,
     TranscriptRequest,
+    VisitorCallDecline,
     VisitorChatClose,
     VisitorChatSend,
     VisitorRead,
@@ -188,7 +190,9 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
             if shopper.call_id is not None:
                 raise CallInProgress("This page already has a call in progress.")
             visitor = visitor_context(request, token, message.context)
-            await conversations.start_call(site, visitor, message.sdp, shopper, address, message.chat_id)
+            await conversations.start_call(
+                site, visitor, message.sdp, shopper, address, message.chat_id, message.invitation
+            )
         elif isinstance(message, CallResume):
             # A new socket of the page (reloaded, or back on another network) takes its call over.
             if shopper.call_id is not None and shopper.call_id != message.call_id:
@@ -232,6 +236,12 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
                 message.call_id,
             )
             await shopper.send({"type": "message.left", "id": left_id})
+        elif isinstance(message, CallbackRequestFrame):
+            visitor = visitor_context(request, token, message.context)
+            callback_id = await conversations.request_callback(site, visitor, message.phone, message.when)
+            await shopper.send({"type": "callback.requested", "id": callback_id})
+        elif isinstance(message, VisitorCallDecline):
+            await conversations.decline_visitor_call(site, token, message.id)
 
     leave_chat = await desk.visitor_joined(site, token, shopper)
     try:

@@ -58,6 +58,7 @@ class SiteSettings:
     attribution_days: int | None
     ring_timeout: float | None = None
     records_calls: bool = False
+    callbacks: bool = True  # the widget offers "call me back" when nobody can answer
     retention_days: int | None = None  # None: keep recordings
     notify_email: str | None = None
     webhook_secret: str | None = None  # None: keep the one set
@@ -143,6 +144,7 @@ def apply_settings(site: models.Site, settings: SiteSettings) -> None:
         raise InvalidInput(f"The ring timeout must be between {low:.0f} and {high:.0f} seconds.")
     site.ring_timeout = settings.ring_timeout
     site.records_calls = settings.records_calls
+    site.callbacks = settings.callbacks
     if settings.retention_days is not None and not (
         RETENTION_DAYS[0] <= settings.retention_days <= RETENTION_DAYS[1]
     ):

@@ -69,6 +69,7 @@ class Site:
     )  # owner's changes, per language
     notify_email: str | None = None
     records_calls: bool = False
+    callbacks: bool = True  # the widget offers "call me back" when nobody can answer
 
     @classmethod
     def of(cls, row: models.Site) -> Site:
@@ -89,6 +90,7 @@ class Site:
             ),
             notify_email=row.notify_email,
             records_calls=bool(row.records_calls),
+            callbacks=row.callbacks is not False,
         )
 
     def is_open(self, now: datetime | None = None) -> bool:

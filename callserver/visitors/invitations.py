@@ -131,6 +131,13 @@ class Invitations:
     def reachable(self, site_id: int, token: str) -> bool:
         return bool(self._streams.get((site_id, token)))
 
+    async def tell(self, site_id: int, token: str, event: dict[str, object]) -> bool:
+        """Push an event (`{"event": NAME, ...}`) to the visitor's open streams; whether one was open."""
+        streams = list(self._streams.get((site_id, token), []))
+        for stream in streams:
+            await stream.invite(dict(event))  # each stream takes its own copy (the name is popped)
+        return bool(streams)
+
     def listeners(self) -> int:
         return sum(len(s) for s in self._streams.values())
 

@@ -166,7 +166,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             if invitation is None:
                 await response.write(b"event: bye\ndata: {}\n\n")
                 break
-            await response.write(f"event: invite\ndata: {json.dumps(invitation)}\n\n".encode())
+            # An operator ringing the page (callserver/callbacks.py) names its own event: `call`, `call_over`.
+            kind = str(invitation.pop("event", "invite"))
+            await response.write(f"event: {kind}\ndata: {json.dumps(invitation)}\n\n".encode())
     except (ConnectionResetError, ConnectionError):
         pass
     finally:

@@ -121,6 +121,7 @@ class CallOffer(Incoming):
     sdp: str = Field(max_length=MAX_SDP)
     context: CallContext = CallContext()
     chat_id: Id | None = None  # the chat whose operator offered this call
+    invitation: Id | None = None  # the operator's ring this call answers (`visitor_call`)
 
 
 # A call's resume token as the server handed it out (`secrets.token_urlsafe`).
@@ -191,8 +192,27 @@ class LeaveMessage(Incoming):
     context: CallContext = CallContext()
 
 
+class CallbackRequestFrame(Incoming):
+    """Call me back: a phone number (checked by the domain: `bad_phone`) and when suits the shopper."""
+
+    type: Literal["callback.request"]
+    phone: str = Field(max_length=64)
+    when: str | None = Field(None, max_length=200)
+    call_id: Id | None = None
+    context: CallContext = CallContext()
+
+
+class VisitorCallDecline(Incoming):
+    """The shopper declines the operator's ring (`cb-incoming-decline`)."""
+
+    type: Literal["visitor_call.decline"]
+    id: Id
+
+
 WidgetMessage = Annotated[
-    CallOffer
+    CallbackRequestFrame
+    | VisitorCallDecline
+    | CallOffer
     | CallResume
     | CallReoffer
     | ShopperHangup
@@ -306,8 +326,33 @@ class VisitorInvite(Incoming):
     site_id: RowId
 
 
+class VisitorCall(Incoming):
+    """The operator rings a visitor on the site now (`op-call-visitor`, `op-callback-call`)."""
+
+    type: Literal["visitor.call"]
+    visitor_id: Id
+    site_id: RowId
+    callback_id: Id | None = None
+
+
+class VisitorCallCancel(Incoming):
+    type: Literal["visitor_call.cancel"]
+    id: Id
+
+
+class CallbackDone(Incoming):
+    """What came of a call-back request (`op-callback-done`)."""
+
+    type: Literal["callback.done"]
+    id: Id
+    outcome: Literal["reached", "no_answer", "wrong_number"]
+
+
 OperatorMessage = Annotated[
-    PresenceSet
+    VisitorCall
+    | VisitorCallCancel
+    | CallbackDone
+    | PresenceSet
     | CallAccept
     | CallDecline
     | OperatorHangup

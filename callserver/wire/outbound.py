@@ -467,6 +467,51 @@ class MessageMail(Frame):
 
 
 @dataclass(frozen=True)
+class CallbackEntry(Piece):
+    """A call-me-back request on the softphone's list (`on_site`: the shopper's page is open now)."""
+
+    id: str
+    site: str
+    site_id: int
+    at: str
+    phone: str
+    when: str | None
+    page: str | None
+    visitor_id: str | None
+    on_site: bool
+    outcome: str | None
+    handled_by: str | None
+
+
+@dataclass(frozen=True)
+class CallbackNew(Frame):
+    TYPE = "callback.new"
+    callback: CallbackEntry
+
+
+@dataclass(frozen=True)
+class CallbackDone(Frame):
+    """A request got its outcome: it leaves the list."""
+
+    TYPE = "callback.done"
+    id: str
+    outcome: str
+    by: str
+
+
+@dataclass(frozen=True)
+class VisitorCallState(Frame):
+    """The operator's ring of a visitor's page: ringing, answered, declined, no_answer or cancelled."""
+
+    TYPE = "visitor_call.state"
+    id: str
+    site_id: int
+    visitor_id: str
+    state: str
+    callback_id: str | None
+
+
+@dataclass(frozen=True)
 class MessageHandled(Frame):
     TYPE = "message.handled"
     id: str

@@ -503,7 +503,12 @@ class VisitorCalls:
         await self._invitations.tell(
             site_id,
             token,
-            {"event": "call", "id": ring.id, "operator": {"name": ring.operator_name}, "site": site.name},
+            {
+                "event": "visitor_call.ring",
+                "id": ring.id,
+                "operator": {"name": ring.operator_name},
+                "site": site.name,
+            },
         )
         log.info("operator %d rings visitor %s of %s", operator.id, token[:8], site.name)
         return ring.id
@@ -540,7 +545,7 @@ class VisitorCalls:
         self._finish(ring)
         await self._tell_operator(ring, state)
         # The card on the visitor's page goes (a no-answer, or the operator gave up).
-        await self._invitations.tell(ring.site_id, ring.token, {"event": "call_over", "id": ring.id})
+        await self._invitations.tell(ring.site_id, ring.token, {"event": "visitor_call.over", "id": ring.id})
 
     def _finish(self, ring: VisitorCall) -> None:
         self._ringing.pop(ring.id, None)

@@ -81,6 +81,13 @@ export function createBoard({ socket, alerts }) {
       action.disabled = !row.reachable;
       action.addEventListener('click', () => invite(tr.row, action));
     }
+    // Ring the visitor's page now (callbacks.js shows how the ring goes).
+    const call = el('button', { type: 'button', 'data-testid': 'op-call-visitor',
+      'aria-label': t('call_visitor_aria') }, t('call_visitor'));
+    call.disabled = !row.reachable;
+    call.addEventListener('click', () => {
+      if (!socket.send({ type: 'visitor.call', visitor_id: id, site_id: row.site_id })) alerts.showAlert(t('alert_offline_invite'));
+    });
     const focused = tr.contains(document.activeElement) && document.activeElement.dataset.testid === 'op-invite';
     tr.replaceChildren(
       el('td', { class: 'num' }, el('span', { class: `score ${level}` }, String(row.score))),
@@ -93,7 +100,7 @@ export function createBoard({ socket, alerts }) {
       el('td', {}, source),
       el('td', { class: 'num' }, money(row.value, row.currency)),
       el('td', {}, `${kind} · ${String(row.site || '')}`),
-      el('td', {}, action));
+      el('td', {}, action, ' ', call));
     if (focused && action.tagName === 'BUTTON') action.focus();
   }
 

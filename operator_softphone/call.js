@@ -303,8 +303,17 @@ export function createCalls({ socket, alerts, iceServers }) {
   // ---- what the server says about calls --------------------------------------------------------
 
   socket.on('hello', (frame) => replaceIncoming(Array.isArray(frame.incoming) ? frame.incoming : []));
+  // Visitors this operator is ringing (callbacks.js, board.js): their call is taken as it comes.
+  const ringingVisitors = new Set();
+  socket.on('visitor_call.state', (frame) => {
+    if (frame.state === 'ringing' || frame.state === 'answered') ringingVisitors.add(String(frame.id));
+    else ringingVisitors.delete(String(frame.id));
+  });
   socket.on('call.incoming', (frame) => {
-    if (frame.call && frame.call.id !== undefined) addIncoming(frame.call, true);
+    if (!frame.call || frame.call.id === undefined) return;
+    const invitation = frame.call.invitation && String(frame.call.invitation);
+    addIncoming(frame.call, !ringingVisitors.has(invitation));
+    if (ringingVisitors.delete(invitation)) answer(frame.call.id);
   });
   socket.on('call.withdrawn', (frame) => {
     if (active && active.id === frame.call_id && !active.accepted) {

@@ -2,7 +2,7 @@
  *
  * Speaks the operator side of docs/signaling.md over /ws/operator, answers calls with the operator's
  * microphone and handles several text chats at once. Each part of the page is a module that owns its
- * state and registers for the socket frames it needs: call.js, chats.js, left-messages.js, board.js,
+ * state and registers for the socket frames it needs: call.js, chats.js, left-messages.js, callbacks.js, board.js,
  * colleagues.js; alerts.js gets the operator's attention; dom.js and i18n.js hold the one el and the
  * one t that all of them use. Served as they are, no build step.
  */
@@ -15,6 +15,7 @@ import { createChats } from './chats.js';
 import { createLeftMessages } from './left-messages.js';
 import { createColleagues } from './colleagues.js';
 import { createBoard } from './board.js';
+import { createCallbacks } from './callbacks.js';
 
 const presenceSelect = $('presence');
 const banner = $('banner');
@@ -62,6 +63,7 @@ const alerts = createAlerts({ inCall: () => calls.inCall() });
 const calls = createCalls({ socket, alerts, iceServers: loadConfig });
 createChats({ socket, alerts });
 createLeftMessages({ socket, alerts });
+createCallbacks({ socket, alerts });
 createColleagues({ socket, pickers: [$('chat-transfer-to'), $('call-transfer-to')] });
 const board = createBoard({ socket, alerts });
 

@@ -207,7 +207,7 @@ async def test_an_operator_rings_a_visitor_who_declines_then_answers_and_only_th
             await anna.send({"type": "visitor.call", "visitor_id": TOKEN, "site_id": site_id})
             ringing = await anna.receive("visitor_call.state")
             assert ringing["state"] == "ringing" and ringing["visitor_id"] == TOKEN
-            rung = await page.event("call")
+            rung = await page.event("visitor_call.ring")
             assert rung["id"] == ringing["id"] and rung["operator"] == {"name": "Anna"}
 
             # The page rings already: a second ring is refused.
@@ -218,13 +218,13 @@ async def test_an_operator_rings_a_visitor_who_declines_then_answers_and_only_th
             await shopper.send({"type": "visitor_call.decline", "id": rung["id"]})
             declined = await anna.receive("visitor_call.state", lambda f: f["state"] != "ringing")
             assert (declined["id"], declined["state"]) == (rung["id"], "declined")
-            assert (await page.event("call_over"))["id"] == rung["id"]
+            assert (await page.event("visitor_call.over"))["id"] == rung["id"]
             await shopper.send({"type": "visitor_call.decline", "id": rung["id"]})
             assert (await shopper.receive("error"))["code"] == "no_visitor_call"
 
             # Another time the visitor answers: the offer names the ring, and only Anna rings.
             await anna.send({"type": "visitor.call", "visitor_id": TOKEN, "site_id": site_id})
-            second = await page.event("call")
+            second = await page.event("visitor_call.ring")
             sdp = await shopper.offer(440)
             await shopper.send(
                 {"type": "call.offer", "sdp": sdp, "invitation": second["id"], "context": {"page": "/tv"}}
@@ -260,13 +260,13 @@ async def test_a_ring_nobody_answers_tells_the_operator_after_30_seconds(tmp_pat
                 "visitors", lambda f: any(v["id"] == TOKEN and v["reachable"] for v in f["visitors"])
             )
             await anna.send({"type": "visitor.call", "visitor_id": TOKEN, "site_id": stack.site.id})
-            rung = await page.event("call")
+            rung = await page.event("visitor_call.ring")
             clock.advance(29)
             await anna.nothing("visitor_call.state", within=0.3, where=lambda f: f["state"] != "ringing")
             clock.advance(2)
             over = await anna.receive("visitor_call.state", lambda f: f["state"] != "ringing")
             assert (over["id"], over["state"]) == (rung["id"], "no_answer")
-            assert (await page.event("call_over"))["id"] == rung["id"]
+            assert (await page.event("visitor_call.over"))["id"] == rung["id"]
         finally:
             page.close()
 

@@ -18,7 +18,124 @@
 .csat .close{position:absolute;top:4px;right:-6px}
 .scores{display:flex;gap:6px}
 .scores button{flex:1;padding:8px 0;background:#eaeef2;color:#1f2328}
-.scores button[aria-pressed="true"]{background:#1d6f42;color:#fff}`;
+.scores button[aria-pressed="true"]{background:#1d6f42;color:#fff}
+.callback{margin-top:12px;padding-top:10px;border-top:1px solid #d0d7de}
+.callback p,.incoming p{margin:0 0 6px}
+.incoming{margin-top:12px;padding:10px;border-radius:8px;background:#d8f0e0}`;
+
+  // ---- call me back: beside the offline form, when the site offers it
+
+  function callBack(api, frames, offlineShown) {
+    const { offlineForm, t, el, socket, config } = api;
+    let form = null;
+
+    function showForm() {
+      const settings = config();
+      if (form || (settings && settings.callback === false)) return;
+      form = el('form', 'callback');
+      form.dataset.testid = 'cb-callback';
+      const phone = el('input', '');
+      phone.name = 'phone';
+      phone.type = 'tel';
+      phone.required = true;
+      phone.maxLength = 30;
+      phone.autocomplete = 'tel';
+      phone.placeholder = t('callback_phone');
+      phone.setAttribute('aria-label', t('callback_phone'));
+      const when = el('input', '');
+      when.name = 'when';
+      when.maxLength = 200;
+      when.placeholder = t('callback_when');
+      when.setAttribute('aria-label', t('callback_when'));
+      const send = el('button', 'send', t('callback_send'));
+      send.type = 'submit';
+      send.dataset.testid = 'cb-callback-send';
+      form.append(el('p', '', t('callback_title')), phone, when, send);
+      form.addEventListener('submit', (event) => {
+        event.preventDefault();
+        const frame = { type: 'callback.request', phone: phone.value.trim(), context: { page: location.href } };
+        if (when.value.trim()) frame.when = when.value.trim();
+        socket.whenReady(() => socket.send(frame));
+      });
+      offlineForm.after(form);
+    }
+
+    offlineShown.push(showForm);
+    frames['callback.requested'] = () => {
+      if (!form) return;
+      form.replaceChildren(el('p', '', t('callback_thanks')));
+      form.dataset.state = 'sent';
+    };
+    // Keep it beside the offline form only: a call or chat hides that form, and this one with it.
+    new MutationObserver(() => { if (form) form.hidden = offlineForm.hidden; })
+      .observe(offlineForm, { attributes: true, attributeFilter: ['hidden'] });
+  }
+
+  // ---- an operator calls this page: the incoming-call card, Answer / Decline
+
+  function incomingCall(api, frames) {
+    const { panel, t, el, socket, open, startCall } = api;
+    // The ring on show: { id, node, stopSound }
+    let ringing = null;
+
+    // A soft two-tone ring, only once the page has had a user gesture (browsers block sound before).
+    function ringSound() {
+      const active = navigator.userActivation ? navigator.userActivation.hasBeenActive : false;
+      const Context = window.AudioContext || window.webkitAudioContext;
+      if (!active || !Context) return () => {};
+      const context = new Context();
+      const gain = context.createGain();
+      gain.gain.value = 0;
+      gain.connect(context.destination);
+      const tone = context.createOscillator();
+      tone.frequency.value = 660;
+      tone.connect(gain);
+      tone.start();
+      let on = false;
+      const beat = setInterval(() => { on = !on; gain.gain.value = on ? 0.08 : 0; }, 600);
+      return () => { clearInterval(beat); tone.stop(); context.close(); };
+    }
+
+    function stop() {
+      if (!ringing) return;
+      ringing.stopSound();
+      ringing.node.remove();
+      ringing = null;
+    }
+
+    frames['visitor_call.ring'] = (frame) => {
+      const id = String(frame.id || '');
+      if (!id) return;
+      stop();
+      const name = String((frame.operator && frame.operator.name) || t('our_team'));
+      const node = el('div', 'incoming');
+      node.dataset.testid = 'cb-incoming';
+      node.setAttribute('role', 'alertdialog');
+      const title = el('p', 'who', t('incoming_title', { name }));
+      node.setAttribute('aria-label', title.textContent);
+      const actions = el('div', 'actions');
+      const answer = el('button', 'call', t('incoming_answer'));
+      answer.type = 'button';
+      answer.dataset.testid = 'cb-incoming-answer';
+      const decline = el('button', 'chat', t('incoming_decline'));
+      decline.type = 'button';
+      decline.dataset.testid = 'cb-incoming-decline';
+      answer.addEventListener('click', () => { stop(); startCall(undefined, id); });
+      decline.addEventListener('click', () => {
+        stop();
+        socket.whenReady(() => socket.send({ type: 'visitor_call.decline', id }));
+      });
+      actions.append(answer, decline);
+      node.append(title, actions);
+      open();
+      panel.append(node);
+      ringing = { id, node, stopSound: ringSound() };
+      answer.focus();
+    };
+    frames['visitor_call.over'] = (frame) => {
+      if (ringing && ringing.id === String(frame.id)) stop();
+    };
+  }
 
   register((api) => {
     const { root, panel, t, el, socket, on, store, stored } = api;
@@ -120,6 +237,9 @@
       card = null;
       setTimeout(() => node.remove(), 4000);
     };
+
+    callBack(api, frames, offlineShown);
+    incomingCall(api, frames);
 
     return {
       frame(frame) {

@@ -847,7 +847,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     emit('error', { code, message });
   }
 
-  async function startCall(chatId) {
+  // invitation: the operator's ring of this page that the shopper answers (widget-after.js)
+  async function startCall(chatId, invitation) {
     if (call) return;
     open();
     offlineForm.hidden = true;
@@ -856,7 +857,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       fail('no_webrtc', t('noWebrtc') + t('chatInstead'));
       return;
     }
-    const current = call = { done: false, chatId };
+    const current = call = { done: false, chatId, invitation };
     show('connecting', t('connecting'));
     // Fresh: who is online now
     await (configReady = loadConfig());
@@ -914,7 +915,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       if (current.done) return;
       current.offered = true;
       socket.send({ type: 'call.offer', sdp: current.pc.localDescription.sdp, context: callContext(),
-        chat_id: current.chatId || null });
+        chat_id: current.chatId || null, invitation: current.invitation });
     });
   }
 
@@ -1104,6 +1105,12 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       try { showInvite(JSON.parse(event.data)); } catch (e) { /* malformed */ }
     });
     stream.addEventListener('bye', closeStream);
+    // An operator rings this page: the incoming-call card is in widget-after.js
+    for (const type of ['visitor_call.ring', 'visitor_call.over']) {
+      stream.addEventListener(type, (event) => {
+        try { const frame = Object.assign(JSON.parse(event.data), { type }); afterwards((a) => a.frame(frame)); } catch (e) { /* malformed */ }
+      });
+    }
     // No reconnects: the next heartbeat decides
     stream.onerror = closeStream;
   }

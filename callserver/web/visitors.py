@@ -166,7 +166,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             if invitation is None:
                 await response.write(b"event: bye\ndata: {}\n\n")
                 break
-            # An operator ringing the page (callserver/callbacks.py) names its own event: `call`, `call_over`.
+            # An operator ringing the page (callserver/callbacks.py) names its events: visitor_call.ring/over.
             kind = str(invitation.pop("event", "invite"))
             await response.write(f"event: {kind}\ndata: {json.dumps(invitation)}\n\n".encode())
     except (ConnectionResetError, ConnectionError):

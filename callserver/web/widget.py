@@ -15,7 +15,10 @@ from callserver import i18n
 from callserver.assets import asset_dir
 from callserver.errors import OriginNotAllowed, UnknownSite
 from callserver.media.ice import ice_servers_for
-from callserver.web.keys import ROSTER, SETTINGS
+from callserver.csat import Satisfaction
+from callserver.outcomes import Outcomes
+from callserver.dashboard.webhooks import WEBHOOKS
+from callserver.web.keys import DATABASE, OUTCOMES, ROSTER, SATISFACTION, SETTINGS
 from callserver.web.visitors import refusal, site_for
 
 
@@ -94,6 +97,7 @@ async def widget_config(request: web.Request) -> web.Response:
         "ice_servers": ice_servers_for(request.app[SETTINGS], "visitor"),
         "operators_online": request.app[ROSTER].operators_online(site.id),
         "chat": True,
+        "callback": site.callbacks,  # the call-me-back form beside the offline form
         "lang": language,
         "texts": texts,
         "open": is_open,
@@ -110,7 +114,14 @@ async def widget_config(request: web.Request) -> web.Response:
     return web.json_response(config, headers=headers)
 
 
+async def _after_conversation(app: web.Application) -> None:
+    """Ratings and outcomes need the database and the webhooks, open once the cleanup contexts ran."""
+    app[SATISFACTION] = Satisfaction(app[DATABASE], app[WEBHOOKS])
+    app[OUTCOMES] = Outcomes(app[DATABASE], app[WEBHOOKS])
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_startup.append(_after_conversation)
     app[WIDGET_JS] = ServedScript.load(asset_dir("web_button") / "widget.js")
     app[WIDGET_AFTER_JS] = ServedScript.load(asset_dir("web_button") / "widget-after.js")
     app.router.add_get("/widget.js", widget_js)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from callserver.calls.records import CallRecords
+from callserver.store.database import Database, alembic_config
 from tests.servers import postgres
 from tests.stack import running_stack, settings_for
 
@@ -39,3 +43,18 @@ async def test_calls_are_recorded_and_leftovers_dropped_on_postgresql(
         records = CallRecords(stack.database)
         assert await records.end_leftovers() == 1
         assert (await stack.call(left_open)).end_reason == "dropped"
+
+
+async def test_nodes_starting_together_migrate_a_fresh_database_once() -> None:
+    # Nodes of a cluster start at the same moment on one database: without a lock, two would both create
+    # alembic_version and one would die of a unique violation.
+    with postgres() as url:
+        nodes = [Database(url) for _ in range(3)]
+        try:
+            await asyncio.gather(*(node.upgrade() for node in nodes))
+            async with nodes[0].session() as session:
+                heads = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalars()
+                assert sorted(heads) == sorted(ScriptDirectory.from_config(alembic_config()).get_heads())
+        finally:
+            for node in nodes:
+                await node.close()

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x63616C6C  # "call": the advisory lock key nodes take while migrating PostgreSQL
 
 
 class Database:
@@ -41,6 +42,10 @@ class Database:
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration."""
         async with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Nodes of a cluster start together on one database: one migrates, the others wait for it
+                # (held until this transaction ends) and then find nothing left to do.
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             await connection.run_sync(_upgrade)
 
     async def reachable(self) -> bool:

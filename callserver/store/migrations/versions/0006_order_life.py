@@ -24,7 +24,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("attributed_by_user_id", sa.Integer(), nullable=True))
         batch_op.create_foreign_key(
-            "fk_orders_attributed_by_user_id_users", "users", ["attributed_by_user_id"], ["id"], ondelete="SET NULL"
+            "fk_orders_attributed_by_user_id_users",
+            "users",
+            ["attributed_by_user_id"],
+            ["id"],
+            ondelete="SET NULL",
         )
     # An order nobody updated yet was last changed when it was received.
     op.execute("UPDATE orders SET updated_at = received_at WHERE updated_at IS NULL")

@@ -138,6 +138,18 @@ class Call(Base):
         Index("ix_calls_state", "state"),
         # The owner's log filtered by operator, and reports across sites (0003_dashboard).
         Index("ix_calls_site_operator_created", "site_id", "operator_id", "created_at"),
+        # The Sources page and the revenue report by source or campaign, read from the index (0007).
+        Index(
+            "ix_calls_site_created_sources",
+            "site_id",
+            "created_at",
+            "source",
+            "medium",
+            "campaign",
+            "first_source",
+            "first_medium",
+            "first_campaign",
+        ),
         Index("ix_calls_created", "created_at"),
     )
 
@@ -196,6 +208,17 @@ class Chat(Base):
         Index("ix_chats_site_operator_created", "site_id", "operator_id", "created_at"),
         Index("ix_chats_call_id", "call_id"),
         Index("ix_chats_visitor_state", "visitor_id", "state"),
+        Index(
+            "ix_chats_site_created_sources",
+            "site_id",
+            "created_at",
+            "source",
+            "medium",
+            "campaign",
+            "first_source",
+            "first_medium",
+            "first_campaign",
+        ),  # 0007
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -698,6 +698,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   function siteStatus(frame) {
     if (!config || typeof frame.operators_online !== 'number') return;
+    // Someone came online: report the page now, so that the stream opens and they can ring it.
+    if (frame.operators_online > config.operators_online && !stream) heartbeat();
     config.operators_online = frame.operators_online;
     if (typeof frame.open === 'boolean') config.open = frame.open;
     applyStatus();

@@ -1,0 +1,168 @@
+"""Call me back, and an operator calling a visitor, in real browsers: the shopper's Chromium with a 440 Hz
+microphone, the operator's with 1000 Hz, each checking by AnalyserNode that it hears the other."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from playwright.async_api import Page, Playwright, expect
+from sqlalchemy import select, update
+
+from callserver.store.models import Call, CallbackRequest, Site
+from callserver.web.keys import SITES
+from tests.browsers import go_online, hears, launch, sign_in
+from tests.inbox import Inbox, mail_text
+from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
+
+NOTIFY = "calls@northwood.example"
+RING_TIMES: list[float] = []  # click → the visitor's incoming card, seconds (printed for the README)
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, smtp: tuple[Inbox, int]) -> AsyncIterator[Stack]:
+    settings = settings_for(
+        tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp[1],
+        mail_from="calls@northwood.example",
+        ring_timeout=30,
+    )
+    async with running_stack(settings) as running:
+        async with running.database.session() as session:
+            await session.execute(update(Site).where(Site.id == running.site.id).values(notify_email=NOTIFY))
+        running.app[SITES].forget()
+        yield running
+
+
+async def ring_from(operator: Page, button: str, shop: Page) -> None:
+    """Click the operator's button and time how long the shopper's incoming card takes to show."""
+    clicked = time.monotonic()
+    await operator.get_by_test_id(button).first.click()
+    await expect(shop.get_by_test_id("cb-incoming")).to_be_visible(timeout=10_000)
+    RING_TIMES.append(time.monotonic() - clicked)
+    await expect(shop.get_by_test_id("cb-incoming")).to_contain_text("Anna")
+
+
+async def talk(stack: Stack, shop: Page, operator: Page) -> str:
+    """The shopper answers the ring: the call connects, both hear each other; returns the call's id."""
+    await shop.get_by_test_id("cb-incoming-answer").click()
+    await expect(shop.get_by_test_id("cb-status")).to_contain_text("Anna", timeout=15_000)
+    await expect(operator.get_by_test_id("op-hangup")).to_be_enabled(timeout=15_000)
+    await hears(operator, 440)
+    await hears(shop, 1000)
+    await expect(shop.get_by_test_id("cb-incoming")).to_have_count(0)
+    await operator.get_by_test_id("op-hangup").click()
+    await expect(shop.get_by_test_id("cb-status")).to_contain_text("Call ended", timeout=10_000)
+    async with stack.database.session() as session:
+        call = await session.scalar(select(Call).order_by(Call.created_at.desc()))
+    assert call is not None
+    record = await stack.ended_call(call.id)
+    assert record.end_reason == "completed" and record.answered_at is not None
+    return str(call.id)
+
+
+async def test_offline_a_call_back_is_asked_mailed_listed_and_the_operator_calls_in_the_browser(
+    stack: Stack, smtp: tuple[Inbox, int], playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    inbox, _ = smtp
+    account = await stack.add_user("anna@shop.example", name="Anna")
+    operator_browser = await launch(playwright, tones["operator"])
+    shopper_browser = await launch(playwright, tones["shopper"])
+    try:
+        operator = await operator_browser.new_page()
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)  # signed in, offline
+        shop = await shopper_browser.new_page()
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        await shop.get_by_test_id("cb-launcher").click()
+
+        # Nobody online: the message form and the call-back form show at once.
+        await expect(shop.get_by_test_id("cb-offline-form")).to_be_visible()
+        callback_form = shop.get_by_test_id("cb-callback")
+        await expect(callback_form).to_be_visible(timeout=10_000)
+        await callback_form.locator("input[name=phone]").fill("call me maybe")
+        await shop.get_by_test_id("cb-callback-send").click()
+        await expect(shop.get_by_test_id("cb-status")).to_contain_text("not a phone number")
+        await callback_form.locator("input[name=phone]").fill("+49 30 1234 5678")
+        await callback_form.locator("input[name=when]").fill("this afternoon")
+        await shop.get_by_test_id("cb-callback-send").click()
+        await expect(callback_form).to_contain_text("call you back")
+
+        row = operator.get_by_test_id("op-callbacks").locator("li[data-callback-id]")
+        await expect(row).to_have_count(1)
+        await expect(row).to_contain_text("+49 30 1234 5678")
+        await expect(row).to_contain_text("this afternoon")
+        callback_id = await row.get_attribute("data-callback-id")
+        deadline = time.monotonic() + 10
+        while not inbox.messages:
+            assert time.monotonic() < deadline, "no mail"
+            await asyncio.sleep(0.05)
+        assert "+49 30 1234 5678" in mail_text(inbox.messages[0])
+
+        # The operator comes online while the shopper is still on the page: they call in the browser.
+        await go_online(operator)
+        call_button = row.get_by_test_id("op-callback-call")
+        await expect(call_button).to_be_enabled(timeout=10_000)
+        await ring_from(operator, "op-callback-call", shop)
+        await talk(stack, shop, operator)
+
+        await row.get_by_test_id("op-callback-done").locator("select[name=outcome]").select_option("reached")
+        await row.get_by_test_id("op-callback-done").locator("button").click()
+        await expect(operator.get_by_test_id("op-callbacks").locator("li")).to_have_count(0)
+        async with stack.database.session() as session:
+            stored = await session.get(CallbackRequest, callback_id)
+        assert stored is not None and stored.outcome == "reached" and stored.handled_by == account.id
+    finally:
+        await shopper_browser.browser.close()
+        await operator_browser.browser.close()
+
+
+async def test_an_operator_calls_a_visitor_from_the_board_who_declines_then_answers(
+    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    await stack.add_user("anna@shop.example", name="Anna")
+    operator_browser = await launch(playwright, tones["operator"])
+    shopper_browser = await launch(playwright, tones["shopper"])
+    try:
+        operator = await operator_browser.new_page()
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
+        await go_online(operator)
+        shop = await shopper_browser.new_page()
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        await shop.mouse.click(5, 5)  # a user gesture: the ring may sound
+
+        board_row = operator.get_by_test_id("op-visitors").locator("tr[data-visitor-id]")
+        await expect(board_row).to_have_count(1, timeout=10_000)
+        await expect(board_row.get_by_test_id("op-call-visitor")).to_be_enabled(timeout=10_000)
+        await ring_from(operator, "op-call-visitor", shop)
+        await shop.get_by_test_id("cb-incoming-decline").click()
+        await expect(shop.get_by_test_id("cb-incoming")).to_have_count(0)
+        status = operator.get_by_test_id("op-visitor-call-status")
+        await expect(status).to_have_attribute("data-state", "declined", timeout=10_000)
+
+        await ring_from(operator, "op-call-visitor", shop)
+        await talk(stack, shop, operator)
+        print(
+            f"\nclick → incoming card: {[round(s * 1000) for s in RING_TIMES]} ms, "
+            f"median {statistics.median(RING_TIMES) * 1000:.0f} ms"
+        )
+    finally:
+        await shopper_browser.browser.close()
+        await operator_browser.browser.close()

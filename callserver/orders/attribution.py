@@ -12,7 +12,17 @@ from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver.errors import InvalidInput, NotFound
-from callserver.store.models import AuditEntry, Call, Chat, ChatMessage, LeftMessage, Order, Site, Visitor
+from callserver.store.models import (
+    AuditEntry,
+    Call,
+    Chat,
+    ChatMessage,
+    ConversationOutcome,
+    LeftMessage,
+    Order,
+    Site,
+    Visitor,
+)
 
 DEFAULT_WINDOW_DAYS = 7
 # Fewer digits than this are no phone number worth matching people on ("1", "0000").
@@ -59,6 +69,28 @@ class Attribution:
         )
 
 
+def order_ref(number: str | None) -> str | None:
+    """`" #1001 "` → `1001`: an order number as an operator types it and as orders are matched to it."""
+    ref = (number or "").strip().lstrip("#").strip().lower()
+    return ref or None
+
+
+async def claimed_by_operator(
+    session: AsyncSession, site_id: int, order: Order
+) -> ConversationOutcome | None:
+    """The conversation whose operator wrote down this order's number (the softphone, outcomes.py)."""
+    refs = {ref for ref in (order_ref(order.order_id), order_ref(order.number)) if ref}
+    if not refs:
+        return None
+    found: ConversationOutcome | None = await session.scalar(
+        select(ConversationOutcome)
+        .where(ConversationOutcome.site_id == site_id, ConversationOutcome.order_ref.in_(refs))
+        .order_by(ConversationOutcome.updated_at.desc())
+        .limit(1)
+    )
+    return found
+
+
 def phone_digits(phone: str | None) -> str:
     """`+49 (30) 123-45` → `493012345`: people write one number many ways."""
     return re.sub(r"\D", "", phone or "")
@@ -78,6 +110,12 @@ async def attribute_order(session: AsyncSession, site: Site, order: Order) -> At
     """
     if order.attributed_by == AttributedBy.MANUAL:
         return Attribution.of(order)
+    # The operator took this order in a conversation and wrote its number down: theirs, by hand.
+    claimed = await claimed_by_operator(session, site.id, order)
+    if claimed is not None:
+        return await set_attribution(
+            session, order, claimed.channel, claimed.conversation_id, claimed.updated_by
+        )
     found = await find_conversation(
         session, site, order.created_at, order.visitor_token, order.email, order.phone
     )

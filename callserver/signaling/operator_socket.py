@@ -13,7 +13,7 @@ from callserver.accounts import Account
 from callserver.errors import CallserverError
 from callserver.operators.roster import Presence
 from callserver.web.auth import current_account, watch_socket
-from callserver.web.keys import CHAT_DESK, CONVERSATIONS, ROSTER, SETTINGS, SHOP_FLOOR, SWITCHBOARD
+from callserver.web.keys import CHAT_DESK, CONVERSATIONS, OUTCOMES, ROSTER, SETTINGS, SHOP_FLOOR, SWITCHBOARD
 from callserver.wire.inbound import (
     BadMessage,
     CallAccept,
@@ -35,6 +35,8 @@ from callserver.wire.inbound import (
     OperatorMessage,
     OperatorRead,
     OperatorTyping,
+    OutcomeGet,
+    OutcomeSave,
     Ping,
     PresenceSet,
     VisitorCall,
@@ -44,7 +46,7 @@ from callserver.wire.inbound import (
     error,
     internal_error,
 )
-from callserver.wire.outbound import CallReanswer, Frame, OperatorCallResumed
+from callserver.wire.outbound import CallReanswer, Frame, OperatorCallResumed, OutcomeSaved
 from callserver.wire.vocabulary import CallSide
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,12 @@ async def _handle(
             await desk.canned.add(seat.account, site_id, title, text)
         case CannedRemove(id=reply_id):
             await desk.canned.remove(seat.account, reply_id)
+        case OutcomeGet(conversation_id=conversation_id):
+            outcome = await request.app[OUTCOMES].get(account, conversation_id)
+            await softphone.send(OutcomeSaved(outcome).encode() | {"type": "outcome"})
+        case OutcomeSave(conversation_id=conversation_id, note=note, tags=tags, order=order):
+            outcome = await request.app[OUTCOMES].save(account, conversation_id, note, tags, order)
+            await softphone.send(OutcomeSaved(outcome).encode())
         case VisitorInvite(visitor_id=token, site_id=site_id):
             await request.app[CONVERSATIONS].invite(account, site_id, token)
             await softphone.send({"type": "visitor.invited", "visitor_id": token, "site_id": site_id})

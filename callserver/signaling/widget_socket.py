@@ -22,6 +22,7 @@ from callserver.web.keys import (
     CONVERSATIONS,
     COUNTRIES,
     ROSTER,
+    SATISFACTION,
     SETTINGS,
     SITES,
     SWITCHBOARD,
@@ -34,6 +35,8 @@ from callserver.wire.inbound import (
     CallReoffer,
     CallResume,
     ChatStart,
+    CsatDismiss,
+    CsatRate,
     LeaveMessage,
     Ping,
     ShopperHangup,
@@ -48,7 +51,17 @@ from callserver.wire.inbound import (
     error,
     internal_error,
 )
-from callserver.wire.outbound import CallDetached, CallReanswer, Frame, Name, ShopperCallResumed
+from callserver.wire.outbound import (
+    CallDetached,
+    CallReanswer,
+    ChatStateChanged,
+    CsatAsk,
+    CsatThanks,
+    Frame,
+    Name,
+    ShopperCallResumed,
+)
+from callserver.wire.vocabulary import ChatState
 
 log = logging.getLogger(__name__)
 CLOSE_NOT_ALLOWED = 4403
@@ -75,6 +88,8 @@ class ShopperConnection:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.call_id: str | None = None
+        # Who talked with the shopper, for "how was your conversation with NAME?" after it.
+        self.operator_names: dict[str, str] = {}
 
     async def send(self, message: Mapping[str, object]) -> None:
         if not self.ws.closed:
@@ -99,6 +114,7 @@ class ShopperConnection:
         await self.send({"type": "call.ringing", "call_id": call_id})
 
     async def connected(self, call_id: str, operator_name: str) -> None:
+        self.operator_names[call_id] = operator_name
         await self.send({"type": "call.connected", "call_id": call_id, "operator": {"name": operator_name}})
 
     async def ended(self, call_id: str, reason: EndReason, why: str | None = None) -> None:
@@ -108,9 +124,22 @@ class ShopperConnection:
         if why:
             frame["why"] = why
         await self.send(frame)
+        if reason is EndReason.COMPLETED:
+            await self.ask_rating(call_id, "call")
+
+    async def ask_rating(self, conversation_id: str, channel: str) -> None:
+        """After a conversation with an operator: how was it? (asked once, callserver/csat.py)"""
+        name = self.operator_names.pop(conversation_id, None)
+        await self.send(CsatAsk(conversation_id, channel, Name(name) if name else None).encode())
 
     async def chat_event(self, frame: Frame) -> None:
         await self.send(frame.encode())
+        if isinstance(frame, ChatStateChanged):
+            chat = frame.chat
+            if chat.operator_name is not None:
+                self.operator_names[chat.id] = chat.operator_name
+            if chat.state is ChatState.CLOSED and chat.id in self.operator_names:
+                await self.ask_rating(chat.id, "chat")
 
 
 def visitor_context(request: web.Request, token: str, context: CallContext) -> VisitorContext:
@@ -182,6 +211,12 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         }
     )
     bucket = TokenBucket(rate=SOCKET_RATE, burst=SOCKET_BURST)
+    satisfaction = app[SATISFACTION]
+    # A conversation ended on the last page and not rated yet: asked on this one (shown when the panel opens).
+    pending = await satisfaction.pending(site.id, token)
+    if pending is not None:
+        name = Name(pending.operator_name) if pending.operator_name else None
+        await shopper.send(CsatAsk(pending.conversation_id, pending.channel, name).encode())
 
     async def handle(message: WidgetMessage) -> None:
         if isinstance(message, Ping):
@@ -236,6 +271,11 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
                 message.call_id,
             )
             await shopper.send({"type": "message.left", "id": left_id})
+        elif isinstance(message, CsatRate):
+            await satisfaction.rate(site.id, token, message.conversation_id, message.score, message.comment)
+            await shopper.send(CsatThanks(message.conversation_id).encode())
+        elif isinstance(message, CsatDismiss):
+            await satisfaction.dismiss(site.id, token, message.conversation_id)
         elif isinstance(message, CallbackRequestFrame):
             visitor = visitor_context(request, token, message.context)
             callback_id = await conversations.request_callback(site, visitor, message.phone, message.when)

@@ -20,9 +20,11 @@ from callserver.cluster.metrics import MeteredEngine, Metrics
 from callserver.cluster.nodes import NodeRegistry
 from callserver.cluster.redis import RedisLink
 from callserver.conversations import Conversations
+from callserver.csat import Satisfaction
 from callserver.limits import AddressLimits
 from callserver.media.engine import MediaEngine
 from callserver.operators.roster import Roster
+from callserver.outcomes import Outcomes
 from callserver.settings import Settings
 from callserver.sites import SiteDirectory
 from callserver.store.database import Database
@@ -55,3 +57,6 @@ ADMISSION = web.AppKey("admission", Admission)
 METRICS = web.AppKey("metrics", Metrics)
 # The media engine as the switchboard sees it: counted per worker and timed.
 METERED_MEDIA = web.AppKey("metered_media", MeteredEngine)
+# After a conversation: shoppers' ratings, operators' notes/tags/orders (filled on startup by web/widget.py).
+SATISFACTION = web.AppKey("satisfaction", Satisfaction)
+OUTCOMES = web.AppKey("outcomes", Outcomes)

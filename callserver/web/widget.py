@@ -13,11 +13,11 @@ from aiohttp import web
 
 from callserver import i18n
 from callserver.assets import asset_dir
+from callserver.csat import Satisfaction
 from callserver.errors import OriginNotAllowed, UnknownSite
 from callserver.media.ice import ice_servers_for
-from callserver.csat import Satisfaction
 from callserver.outcomes import Outcomes
-from callserver.dashboard.webhooks import WEBHOOKS
+from callserver.web.hooks import ORDER_EVENTS
 from callserver.web.keys import DATABASE, OUTCOMES, ROSTER, SATISFACTION, SETTINGS
 from callserver.web.visitors import refusal, site_for
 
@@ -116,8 +116,9 @@ async def widget_config(request: web.Request) -> web.Response:
 
 async def _after_conversation(app: web.Application) -> None:
     """Ratings and outcomes need the database and the webhooks, open once the cleanup contexts ran."""
-    app[SATISFACTION] = Satisfaction(app[DATABASE], app[WEBHOOKS])
-    app[OUTCOMES] = Outcomes(app[DATABASE], app[WEBHOOKS])
+    sink = app.get(ORDER_EVENTS)  # the outbound webhooks (app.py)
+    app[SATISFACTION] = Satisfaction(app[DATABASE], sink)
+    app[OUTCOMES] = Outcomes(app[DATABASE], sink)
 
 
 def add_routes(app: web.Application) -> None:

@@ -209,6 +209,22 @@ class VisitorCallDecline(Incoming):
     id: Id
 
 
+class CsatRate(Incoming):
+    """The shopper's rating of their conversation; the score's range is the domain's (`bad_score`)."""
+
+    type: Literal["csat.rate"]
+    conversation_id: Id
+    score: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+    comment: str | None = Field(None, max_length=4000)
+
+
+class CsatDismiss(Incoming):
+    """The shopper closed the "how was it?" card unanswered."""
+
+    type: Literal["csat.dismiss"]
+    conversation_id: Id
+
+
 WidgetMessage = Annotated[
     CallbackRequestFrame
     | VisitorCallDecline
@@ -223,6 +239,8 @@ WidgetMessage = Annotated[
     | VisitorChatClose
     | TranscriptRequest
     | LeaveMessage
+    | CsatRate
+    | CsatDismiss
     | Ping,
     Field(discriminator="type"),
 ]
@@ -306,6 +324,23 @@ class MessageHandled(Incoming):
     id: Id
 
 
+class OutcomeSave(Incoming):
+    """The operator's note, tags and the order number taken in a call or chat (`op-outcome-save`)."""
+
+    type: Literal["outcome.save"]
+    conversation_id: Id
+    note: str = Field("", max_length=4000)
+    tags: list[Annotated[str, Field(max_length=50)]] = Field(default_factory=list, max_length=20)
+    order: str = Field("", max_length=100)
+
+
+class OutcomeGet(Incoming):
+    """What is stored for a conversation, and the tags used on its site (the suggestions)."""
+
+    type: Literal["outcome.get"]
+    conversation_id: Id
+
+
 class CannedAdd(Incoming):
     type: Literal["canned.add"]
     site_id: RowId | None = None
@@ -370,6 +405,8 @@ OperatorMessage = Annotated[
     | MessageHandled
     | CannedAdd
     | CannedRemove
+    | OutcomeSave
+    | OutcomeGet
     | VisitorInvite
     | Ping,
     Field(discriminator="type"),

@@ -579,3 +579,32 @@ class VisitorsBoard(Frame):
 
     def encode(self) -> JsonObject:
         return {"type": self.TYPE, **self.board}
+
+
+# After a conversation (callserver/csat.py, callserver/outcomes.py) --------------------------------
+
+
+@dataclass(frozen=True)
+class CsatAsk(Frame):
+    """To the shopper: how was the call or chat with `operator`? (widget-after.js shows the card)"""
+
+    TYPE = "csat.ask"
+    conversation_id: str
+    channel: str  # call, chat
+    operator: Name | None = None
+
+
+@dataclass(frozen=True)
+class CsatThanks(Frame):
+    """To the shopper: their rating is stored."""
+
+    TYPE = "csat.thanks"
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class OutcomeSaved(Frame):
+    """To the operator: the note, tags and order number of a conversation as stored."""
+
+    TYPE = "outcome.saved"
+    outcome: JsonObject

@@ -1,0 +1,140 @@
+"""After a conversation, over the real sockets and HTTP: the shopper's rating (asked once), the operator's
+note, tags and order number, and the order posted later attributed to that conversation by hand."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select
+
+from callserver.store.models import AuditEntry, ConversationOutcome, ConversationTag, Order
+from tests.sockets import Softphone, Widget
+from tests.stack import Stack
+
+
+async def chat_with(stack: Stack, anna: Softphone, token: str) -> tuple[Widget, str]:
+    """A shopper's chat that Anna takes and the shopper writes in."""
+    shopper = await stack.sockets.shopper(token)
+    await shopper.send({"type": "chat.start", "context": {"page": "https://shop.example/p/1"}})
+    chat_id = str((await anna.receive("chat.assigned"))["chat"]["id"])
+    await shopper.send({"type": "chat.send", "text": "Is the blue one in stock?", "client_id": "c1"})
+    await shopper.receive("chat.ack")
+    return shopper, chat_id
+
+
+async def test_a_closed_chat_is_rated_once_by_its_own_visitor(stack: Stack) -> None:
+    anna = await stack.sockets.operator("anna@shop.example", "Anna", online=True)
+    shopper, chat_id = await chat_with(stack, anna, "visitor-csat-1")
+    await anna.send({"type": "chat.close", "chat_id": chat_id})
+    ask = await shopper.receive("csat.ask")
+    assert ask == {
+        "type": "csat.ask",
+        "conversation_id": chat_id,
+        "channel": "chat",
+        "operator": {"name": "Anna"},
+    }
+
+    for score in (0, 6, -1):
+        await shopper.send({"type": "csat.rate", "conversation_id": chat_id, "score": score})
+        assert (await shopper.receive("error"))["code"] == "bad_score"
+    await shopper.send({"type": "csat.rate", "conversation_id": chat_id, "score": "5"})
+    assert (await shopper.receive("error"))["code"] == "bad_message"
+    # Someone else's page cannot rate it.
+    stranger = await stack.sockets.shopper("visitor-csat-other")
+    await stranger.send({"type": "csat.rate", "conversation_id": chat_id, "score": 1})
+    assert (await stranger.receive("error"))["code"] == "not_your_conversation"
+    await stranger.send({"type": "csat.rate", "conversation_id": "no-such-chat", "score": 1})
+    assert (await stranger.receive("error"))["code"] == "not_found"
+
+    await shopper.send({"type": "csat.rate", "conversation_id": chat_id, "score": 5, "comment": "  Quick! "})
+    assert (await shopper.receive("csat.thanks"))["conversation_id"] == chat_id
+    await shopper.send({"type": "csat.rate", "conversation_id": chat_id, "score": 1})
+    assert (await shopper.receive("error"))["code"] == "already_rated"
+    async with stack.database.session() as session:
+        outcome = await session.get(ConversationOutcome, chat_id)
+        assert outcome is not None
+        assert (outcome.channel, outcome.csat_score, outcome.csat_comment) == ("chat", 5, "Quick!")
+    # Rated: the next page of the shop does not ask again.
+    next_page = await stack.sockets.shopper("visitor-csat-1")
+    await next_page.nothing("csat.ask", within=1.0)
+
+
+async def test_an_unanswered_survey_is_asked_on_the_next_page_and_a_dismissed_one_never(stack: Stack) -> None:
+    anna = await stack.sockets.operator("anna@shop.example", "Anna", online=True)
+    shopper, chat_id = await chat_with(stack, anna, "visitor-csat-2")
+    await anna.send({"type": "chat.close", "chat_id": chat_id})
+    await shopper.receive("csat.ask")
+    await shopper.close()
+    # Not answered yet: a new page asks again.
+    second = await stack.sockets.shopper("visitor-csat-2")
+    assert (await second.receive("csat.ask"))["conversation_id"] == chat_id
+    await second.send({"type": "csat.dismiss", "conversation_id": chat_id})
+    await second.send({"type": "ping"})
+    await second.receive("pong")
+    async with stack.database.session() as session:
+        outcome = await session.get(ConversationOutcome, chat_id)
+        assert outcome is not None and outcome.csat_dismissed_at is not None and outcome.csat_score is None
+    third = await stack.sockets.shopper("visitor-csat-2")
+    await third.nothing("csat.ask", within=1.0)
+
+
+async def post_order(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{stack.url}/api/v1/orders",
+            data=json.dumps(body),
+            headers={"Authorization": f"Bearer {stack.site.secret}", "Content-Type": "application/json"},
+        ) as response,
+    ):
+        assert response.status in (200, 201), await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+async def test_the_operators_order_number_attributes_the_order_posted_later_by_hand(stack: Stack) -> None:
+    anna = await stack.sockets.operator("anna@shop.example", "Anna", online=True)
+    _shopper, chat_id = await chat_with(stack, anna, "visitor-outcome-1")
+    await anna.send({"type": "outcome.save", "conversation_id": chat_id, "tags": ["Bad tag!"], "note": "x"})
+    assert (await anna.receive("error"))["code"] == "invalid"
+    await anna.send(
+        {
+            "type": "outcome.save",
+            "conversation_id": chat_id,
+            "note": "Wants the blue one, delivery Friday.",
+            "tags": ["Delivery", " blue  sofa ", "delivery"],
+            "order": " #2001 ",
+        }
+    )
+    saved = (await anna.receive("outcome.saved"))["outcome"]
+    assert saved["tags"] == ["delivery", "blue sofa"] and saved["order"] == "2001"
+    assert saved["note"] == "Wants the blue one, delivery Friday."
+    assert set(saved["suggested_tags"]) == {"delivery", "blue sofa"}
+
+    # The order arrives later with nothing that matches the visitor: the operator's number decides.
+    created = await post_order(stack, {"order_id": "2001", "total": 899, "currency": "EUR"})
+    assert created["attribution"]["channel"] == "chat"
+    assert created["attribution"]["conversation_id"] == chat_id
+    async with stack.database.session() as session:
+        order = await session.scalar(select(Order).where(Order.order_id == "2001"))
+        assert order is not None and order.attributed_by == "manual"
+        assert order.attributed_by_user_id == anna.account_id
+        audit = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "order.attributed"))
+        ).all()
+        assert [a.actor_id for a in audit] == [anna.account_id]
+        tags = (await session.scalars(select(ConversationTag.tag).order_by(ConversationTag.tag))).all()
+        assert tags == ["blue sofa", "delivery"]
+
+    # An order known already is attributed when the number is saved.
+    await post_order(stack, {"order_id": "2002", "number": "#A-2002", "total": 10, "currency": "EUR"})
+    await anna.send({"type": "outcome.save", "conversation_id": chat_id, "order": "a-2002"})
+    assert (await anna.receive("outcome.saved"))["outcome"]["order"] == "a-2002"
+    async with stack.database.session() as session:
+        order = await session.scalar(select(Order).where(Order.order_id == "2002"))
+        assert order is not None and (order.conversation_id, order.attributed_by) == (chat_id, "manual")
+    await anna.send({"type": "outcome.get", "conversation_id": chat_id})
+    got = await anna.receive("outcome")
+    assert got["outcome"]["tags"] == [] and got["outcome"]["note"] == ""

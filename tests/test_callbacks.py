@@ -17,6 +17,7 @@ from callserver import accounts, sites
 from callserver.store.models import CallbackRequest, Site
 from callserver.web.keys import SITES
 from tests.clocks import ManualClock
+from tests.dashboard_support import add_owner, csrf_token, signed_in
 from tests.inbox import Inbox, mail_text
 from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
 from tests.test_outbound_webhooks import assert_signed, receiving, subscribe
@@ -309,3 +310,35 @@ async def test_only_operators_of_the_site_ring_its_visitors_only_while_on_it_and
             assert (await anna.receive("error"))["code"] == "rate_limited"
         finally:
             page.close()
+
+
+async def test_the_owner_lists_call_backs_on_the_dashboard_and_records_an_outcome(stack: Stack) -> None:
+    await add_owner(stack, "owner@shop.example")
+    anna = await stack.sockets.operator("anna@shop.example", "Anna")
+    shopper = await stack.sockets.shopper(TOKEN)
+    await shopper.send({"type": "callback.request", "phone": "+39 06 555 0100", "when": "Monday morning"})
+    callback_id = (await shopper.receive("callback.requested"))["id"]
+    async with signed_in(stack, "owner@shop.example") as owner:
+        async with owner.get("/dashboard/callbacks") as page:
+            html = await page.text()
+        assert page.status == 200 and 'data-testid="dash-callbacks"' in html
+        assert f'data-callback-id="{callback_id}" data-outcome=""' in html
+        assert "+39 06 555 0100" in html and "Monday morning" in html
+        assert 'href="/dashboard/callbacks" aria-current="page"' in html
+        token = csrf_token(html)
+        path = f"/dashboard/callbacks/{callback_id}/outcome"
+        async with owner.post(path, data={"csrf": token, "outcome": "maybe"}) as refused:
+            assert "The outcome is one of" in await refused.text()
+        async with owner.post(path, data={"csrf": "0" * 64, "outcome": "no_answer"}) as forged:
+            assert forged.status == 403
+        (row,) = await stored(stack)
+        assert row.outcome is None
+        async with owner.post(path, data={"csrf": token, "outcome": "no_answer"}) as recorded:
+            html = await recorded.text()
+        assert f'data-callback-id="{callback_id}" data-outcome="no_answer"' in html
+        done = await anna.receive("callback.done")
+        assert (done["id"], done["outcome"]) == (callback_id, "no_answer")
+        async with owner.get("/dashboard/callbacks?show=open") as page:
+            assert callback_id not in await page.text()
+        async with owner.get("/dashboard/callbacks?show=sideways") as page:
+            assert page.status == 400

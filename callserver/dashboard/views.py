@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from callserver.dashboard import callbacks as callback_requests
 from callserver.dashboard import calls, erase, exports, messages, operators, queries, recordings, sites
 from callserver.dashboard import webhooks as outbound_webhooks
 from callserver.dashboard.charts import daily_chart
@@ -68,6 +69,8 @@ def setup(app: web.Application) -> None:
     add.add_post("/dashboard/operators/{user_id}/disabled", operators.operator_disable)
     add.add_post("/dashboard/operators/{user_id}/password", operators.operator_password)
     add.add_get("/dashboard/messages", messages.messages_page)
+    add.add_get("/dashboard/callbacks", callback_requests.callbacks_page)
+    add.add_post("/dashboard/callbacks/{callback_id}/outcome", callback_requests.callback_outcome)
     add.add_post("/dashboard/messages/{message_id}/status", messages.message_status)
     add.add_get("/dashboard/export/calls.csv", exports.csv_export("calls", queries.export_calls))
     add.add_get("/dashboard/export/orders.csv", exports.csv_export("orders", queries.export_orders))

@@ -538,8 +538,10 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         // Not a frame of the server's: no taker keeps it from the others.
         hear({ type: 'socket.closed', code: event.code });
         // 4xxx: refused (origin, site, too many), and asking again gets the same answer.
-        if (wanted() && event.code < 4000) {
-          retryTimer = setTimeout(connect, Math.min(16000, 2000 * 2 ** retries++) * (0.5 + Math.random()));
+        // A call waits for us on the server (call.resume): the first try comes at once.
+        if ((wanted() || call) && event.code < 4000) {
+          retryTimer = setTimeout(connect, call && !retries ? 300 * (1 + Math.random()) : Math.min(16000, 2000 * 2 ** retries) * (0.5 + Math.random()));
+          retries++;
         }
       };
     }
@@ -890,23 +892,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     }
     show('connecting', t('connecting'));
     try {
-      const pc = current.pc = new RTCPeerConnection({ iceServers: config.ice_servers || [] });
-      pc.addEventListener('track', (event) => {
-        remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
-        remoteAudio.play().catch(() => { /* autoplay: the click counted */ });
-      });
-      const watchConnection = () => {
-        if (pc.connectionState === 'failed' || pc.iceConnectionState === 'failed') {
-          send(current, { type: 'call.hangup' });
-          endCall(current, 'failed', t('iceFailed'), 'ice_failed');
-        }
-      };
-      pc.addEventListener('connectionstatechange', watchConnection);
-      pc.addEventListener('iceconnectionstatechange', watchConnection);
-      for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
-      await pc.setLocalDescription(await pc.createOffer());
-      // The server answers once with all its candidates and takes none later, so send ours in the offer.
-      await iceGathered(pc, 2000);
+      await offer(current.pc = peer(current));
     } catch (e) {
       endCall(current, 'failed', t('iceFailed'), 'webrtc_failed');
       return;
@@ -920,6 +906,57 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         chat_id: current.chatId || null, invitation: current.invitation });
     });
   }
+
+  // A peer connection for the call, with its microphone. Media lost (ICE disconnected for 2 s, failed)
+  // once it had flowed: a new one is offered (reoffer); before that, the call could not connect.
+  function peer(current) {
+    const pc = new RTCPeerConnection({ iceServers: config.ice_servers || [] });
+    pc.addEventListener('track', (event) => {
+      remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
+      remoteAudio.play().catch(() => { /* autoplay: the click counted */ });
+    });
+    const watch = () => {
+      if (pc !== current.pc || current.done) return;
+      const state = pc.iceConnectionState;
+      clearTimeout(current.iceTimer);
+      if (state === 'connected' || state === 'completed') current.flowed = true;
+      else if (state === 'disconnected') current.iceTimer = setTimeout(() => reoffer(current), 2000);
+      else if (state === 'failed' || pc.connectionState === 'failed') {
+        if (current.flowed) reoffer(current);
+        else {
+          send(current, { type: 'call.hangup' });
+          endCall(current, 'failed', t('iceFailed'), 'ice_failed');
+        }
+      }
+    };
+    pc.addEventListener('connectionstatechange', watch);
+    pc.addEventListener('iceconnectionstatechange', watch);
+    for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
+    return pc;
+  }
+
+  // The server answers once with all its candidates and takes none later, so send ours in the offer.
+  async function offer(pc) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc, 2000);
+  }
+
+  // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
+  async function reoffer(current) {
+    if (current.done || current.next || !current.token) return;
+    const pc = current.next = peer(current);
+    try {
+      await offer(pc);
+      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) return;
+    } catch (e) { /* the next trouble tries again */ }
+    pc.close();
+    current.next = null;
+  }
+
+  // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one.
+  const moved = () => { if (call && call.flowed) reoffer(call); };
+  window.addEventListener('online', moved);
+  if (navigator.connection) navigator.connection.addEventListener('change', moved);
 
   function iceGathered(pc, timeoutMs) {
     return new Promise((resolve) => {
@@ -953,11 +990,41 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         took = false;
         const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[frame.code] || (!current.offered && 'unreachable');
         if (problem) endCall(current, 'failed', t(problem), problem);
-        else endCall(current, 'dropped', t('ended_dropped'), 'connection_lost');
+        else if (current.token && frame.code < 4000) {
+          // The server holds the call for resume_window: our socket comes back and resumes it.
+          if (!current.away) current.away = setTimeout(() => lost(current), 35000);
+          show(view, t('reconnecting'));
+        } else lost(current);
         break;
       }
+      case 'hello':
+        took = false;
+        if (current.away) socket.send({ type: 'call.resume', call_id: current.callId, resume_token: current.token });
+        break;
+      case 'call.resumed':
+        clearTimeout(current.away);
+        current.away = 0;
+        if (frame.state === 'answered' && !current.connected) connected(current, frame.operator);
+        else back(current);
+        if (!['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
+        break;
+      case 'call.reanswer':
+        if (current.next) {
+          const old = current.pc;
+          const pc = current.pc = current.next;
+          current.next = null;
+          pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).then(() => old.close(), () => {});
+        }
+        break;
+      case 'call.reconnecting':
+        show(view, t('reconnecting'));
+        break;
+      case 'call.reconnected':
+        back(current);
+        break;
       case 'call.answer':
         current.callId = frame.call_id;
+        current.token = frame.resume_token;
         current.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch(() => {
           send(current, { type: 'call.hangup' });
           endCall(current, 'failed', t('iceFailed'), 'bad_answer');
@@ -968,17 +1035,9 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         current.callId = frame.call_id;
         if (!current.connected) show('waiting', t('waiting'));
         break;
-      case 'call.connected': {
-        const name = (frame.operator && frame.operator.name) || t('our_team');
-        current.connected = true;
-        const startedAt = Date.now();
-        const tick = () => { timerLine.textContent = duration(Date.now() - startedAt); };
-        tick();
-        current.timer = setInterval(tick, 1000);
-        show('incall', t('in_call', { name }));
-        emit('call.connected', { operator: { name } });
+      case 'call.connected':
+        connected(current, frame.operator);
         break;
-      }
       case 'call.ended':
         if (frame.why === 'nobody_online') {
           endCall(current, frame.reason, t('nobody'));
@@ -988,6 +1047,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         }
         break;
       case 'error':
+        // A resume refused (bad_resume_token, no_call): the call is gone for us.
+        if (current.away && !frame.client_id) { lost(current); break; }
         if (!current.offered || current.callId || frame.client_id) return false;
         if (frame.code === 'closed') {
           endCall(current, 'failed', closedText());
@@ -1004,6 +1065,26 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     return took;
   }
 
+  function connected(current, operator) {
+    const name = current.name = (operator && operator.name) || t('our_team');
+    current.connected = true;
+    const startedAt = Date.now();
+    const tick = () => { timerLine.textContent = duration(Date.now() - startedAt); };
+    tick();
+    current.timer = setInterval(tick, 1000);
+    show('incall', t('in_call', { name }));
+    emit('call.connected', { operator: { name } });
+  }
+
+  // Back from Reconnecting…: the call's own line again.
+  function back(current) {
+    if (!current.away) show(view, current.connected ? t('in_call', { name: current.name }) : t('waiting'));
+  }
+
+  function lost(current) {
+    endCall(current, 'dropped', t('ended_dropped'), 'connection_lost');
+  }
+
   function duration(ms) {
     const seconds = Math.floor(ms / 1000);
     return `${String(Math.floor(seconds / 60)).padStart(2, '0')}:${String(seconds % 60).padStart(2, '0')}`;
@@ -1013,6 +1094,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   const FALLBACKS = {
     microphone_denied: 'microphone_denied', microphone_failed: 'microphone_failed', ice_failed: 'ice_failed',
     webrtc_failed: 'ice_failed', bad_answer: 'ice_failed', missed: 'no_answer', declined: 'declined', failed: 'failed',
+    all_busy: 'all_busy',
   };
 
   function endCall(current, reason, text, errorCode, why) {
@@ -1026,6 +1108,9 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     }
     if (call === current) call = null;
     clearInterval(current.timer);
+    clearTimeout(current.away);
+    clearTimeout(current.iceTimer);
+    if (current.next) current.next.close();
     // The socket stays, for the chat and the next call; a call the server never heard of has
     // nothing more to come on it.
     if (current.stop && !current.offered) current.stop();

@@ -48,6 +48,7 @@ class CallProblem(StrEnum):
     BAD_ANSWER = "bad_answer"  # the server's answer could not be applied
     UNREACHABLE = "unreachable"  # the socket could not be opened
     CONNECTION_LOST = "connection_lost"  # the socket closed mid-call
+    ALL_BUSY = "all_busy"  # the server refused the offer: its node is full or draining (its error code)
 
 
 # Which fallback a failed call leads to, by the widget's problem or the call's end reason (the widget's
@@ -60,6 +61,7 @@ FALLBACK_FOR: dict[str, Fallback] = {
     CallProblem.BAD_ANSWER: Fallback.ICE_FAILED,
     "missed": Fallback.NO_ANSWER,
     "declined": Fallback.DECLINED,
+    CallProblem.ALL_BUSY: Fallback.ALL_BUSY,
     "failed": Fallback.FAILED,
 }
 

@@ -7,6 +7,7 @@ import { showVisitor } from './visitor.js';
 
 const ICE_GATHERING_WAIT_MS = 2000;
 const ENDED_NOTICE_MS = 4000;
+const ICE_DISCONNECTED_MS = 2000; // ICE disconnected this long: a new peer connection
 
 /** Resolves once the peer connection has gathered its candidates, or after `timeoutMs`. */
 function iceGathered(pc, timeoutMs) {
@@ -39,6 +40,7 @@ export function createCalls({ socket, alerts, iceServers }) {
   const noCalls = $('no-calls');
   const activeSection = $('active');
   const activeStatus = $('active-status');
+  const activeState = $('active-state'); // op-call-state: connected, reconnecting, held
   const activeTimer = $('active-timer');
   const muteButton = $('mute');
   const holdButton = $('hold');
@@ -163,14 +165,14 @@ export function createCalls({ socket, alerts, iceServers }) {
     const entry = ringing.get(id);
     if (!entry || active) return;
     clearTimeout(activeNoticeTimer);
-    const current = active = { id, call: entry.call, accepted: false, answered: false, connected: false, held: false };
+    const current = active = { id, call: entry.call, accepted: false, answered: false, connected: false, held: false,
+      servers: [], trouble: new Set() };
     removeIncoming(id);
     showActive(t('answering'));
     renderVisitor();
 
-    let servers = [];
     try {
-      servers = await iceServers();
+      current.servers = await iceServers();
     } catch (error) {
       showAlert(t('alert_config_no_turn', { error: error.message }));
     }
@@ -190,21 +192,7 @@ export function createCalls({ socket, alerts, iceServers }) {
     }
 
     try {
-      const pc = current.pc = new RTCPeerConnection({ iceServers: servers });
-      pc.addEventListener('track', (event) => {
-        remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
-        remoteAudio.play().catch(() => {});
-      });
-      pc.addEventListener('connectionstatechange', () => {
-        if (pc.connectionState === 'failed' && active === current) {
-          showAlert(t('alert_audio_lost'));
-          hangup();
-        }
-      });
-      for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
-      await pc.setLocalDescription(await pc.createOffer());
-      // The server takes no trickled candidates, so the offer carries them all.
-      await iceGathered(pc, ICE_GATHERING_WAIT_MS);
+      await offer(current.pc = peer(current));
     } catch (error) {
       if (active !== current) return;
       showAlert(t('alert_call_failed', { error: error.message }));
@@ -220,6 +208,76 @@ export function createCalls({ socket, alerts, iceServers }) {
     }
     current.accepted = true;
     activeStatus.textContent = t('connecting');
+  }
+
+  /**
+   * A peer connection for the call with our microphone. Media lost once it had flowed (ICE
+   * disconnected for 2 s, failed) is offered again on a new one (reoffer); before that it hangs up.
+   */
+  function peer(current) {
+    const pc = new RTCPeerConnection({ iceServers: current.servers });
+    pc.addEventListener('track', (event) => {
+      remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
+      remoteAudio.play().catch(() => {});
+    });
+    const watch = () => {
+      if (pc !== current.pc || active !== current) return;
+      const state = pc.iceConnectionState;
+      clearTimeout(current.iceTimer);
+      if (state === 'connected' || state === 'completed') {
+        current.flowed = true;
+        current.trouble.delete('media');
+        showState();
+      } else if (state === 'disconnected') {
+        current.iceTimer = setTimeout(() => reoffer(current), ICE_DISCONNECTED_MS);
+      } else if (state === 'failed' || pc.connectionState === 'failed') {
+        if (current.flowed) reoffer(current);
+        else {
+          showAlert(t('alert_audio_lost'));
+          hangup();
+        }
+      }
+    };
+    pc.addEventListener('connectionstatechange', watch);
+    pc.addEventListener('iceconnectionstatechange', watch);
+    for (const track of current.stream.getAudioTracks()) pc.addTrack(track, current.stream);
+    return pc;
+  }
+
+  // The server takes no trickled candidates, so the offer carries them all.
+  async function offer(pc) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc, ICE_GATHERING_WAIT_MS);
+  }
+
+  /**
+   * Our media went (or the network changed): the server cannot restart ICE (aiortc has none), so a
+   * new peer connection offers our leg again (call.reoffer); call.reanswer swaps it in.
+   */
+  async function reoffer(current) {
+    if (active !== current || current.next || !current.token) return;
+    current.trouble.add('media');
+    showState();
+    const pc = current.next = peer(current);
+    try {
+      await offer(pc);
+      if (active === current && send({ type: 'call.reoffer', call_id: current.id, sdp: pc.localDescription.sdp })) return;
+    } catch (error) { /* the next trouble, or the resume, tries again */ }
+    pc.close();
+    current.next = null;
+  }
+
+  // A new network (Wi-Fi to another, a cable): our media path is gone.
+  const moved = () => { if (active && active.flowed) reoffer(active); };
+  window.addEventListener('online', moved);
+  if (navigator.connection) navigator.connection.addEventListener('change', moved);
+
+  /** op-call-state: reconnecting while either side is recovering, else held or connected. */
+  function showState() {
+    if (!active || !active.connected) return;
+    activeState.hidden = false;
+    activeState.textContent = active.trouble.size ? 'reconnecting' : active.held ? 'held' : 'connected';
+    activeStatus.textContent = active.trouble.size ? t('reconnecting') : active.held ? t('on_hold') : inCallText();
   }
 
   function showActive(status) {
@@ -241,6 +299,7 @@ export function createCalls({ socket, alerts, iceServers }) {
     activeTimer.hidden = false;
     muteButton.disabled = holdButton.disabled = false;
     callTransferButton.disabled = false;
+    showState();
   }
 
   function inCallText() {
@@ -263,7 +322,7 @@ export function createCalls({ socket, alerts, iceServers }) {
     }
     active.held = on;
     setPressed(holdButton, on, on ? t('resume') : t('hold'));
-    activeStatus.textContent = on ? t('on_hold') : inCallText();
+    showState();
   });
 
   hangupButton.addEventListener('click', hangup);
@@ -288,6 +347,9 @@ export function createCalls({ socket, alerts, iceServers }) {
     const current = active;
     if (!current) return;
     active = null;
+    clearTimeout(current.iceTimer);
+    activeState.hidden = true;
+    if (current.next) current.next.close();
     if (current.pc) current.pc.close();
     if (current.stream) current.stream.getTracks().forEach((track) => track.stop());
     remoteAudio.srcObject = null;
@@ -324,6 +386,7 @@ export function createCalls({ socket, alerts, iceServers }) {
   socket.on('call.answer', (frame) => {
     if (active && active.id === frame.call_id && active.pc) {
       active.answered = true;
+      active.token = frame.resume_token;
       activeStatus.textContent = t('connecting_audio');
       active.pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).catch((error) => {
         showAlert(t('alert_audio_failed', { error: error.message }));
@@ -338,6 +401,45 @@ export function createCalls({ socket, alerts, iceServers }) {
     if (active && active.id === frame.call_id) finishActive(t('call_ended_reason', { reason: reasonText(frame.reason || 'unknown') }));
     removeIncoming(frame.call_id);
   });
+  // ---- calls that survive the network (docs/signaling.md) --------------------------------------
+
+  // Our socket went: the server holds the call for resume_window; the next hello resumes it.
+  socket.on('socket.closed', () => {
+    if (!active || !active.token) return;
+    active.trouble.add('socket');
+    showState();
+  });
+  socket.on('hello', () => {
+    if (active && active.trouble.has('socket')) {
+      send({ type: 'call.resume', call_id: active.id, resume_token: active.token });
+    }
+  });
+  socket.on('call.resumed', (frame) => {
+    if (!active || active.id !== frame.call_id) return;
+    active.trouble.delete('socket');
+    showState();
+    if (!['connected', 'completed'].includes(active.pc.iceConnectionState)) reoffer(active);
+  });
+  socket.on('call.reanswer', (frame) => {
+    const current = active;
+    if (!current || current.id !== frame.call_id || !current.next) return;
+    const old = current.pc;
+    const pc = current.pc = current.next;
+    current.next = null;
+    pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).then(() => old.close(), () => {});
+  });
+  // The shopper's side is away (socket or media) or back.
+  socket.on('call.reconnecting', (frame) => {
+    if (!active || active.id !== frame.call_id) return;
+    active.trouble.add('peer');
+    showState();
+  });
+  socket.on('call.reconnected', (frame) => {
+    if (!active || active.id !== frame.call_id) return;
+    active.trouble.delete('peer');
+    showState();
+  });
+
   socket.on('call.transferred', (frame) => {
     if (active && active.id === frame.call_id) {
       finishActive(t('call_passed', { name: (frame.to && frame.to.name) || t('a_colleague') }));
@@ -347,7 +449,12 @@ export function createCalls({ socket, alerts, iceServers }) {
     showAlert(t('alert_transfer_not_taken', { reason: reasonText(frame.reason || 'timeout') }));
     callTransferButton.disabled = false;
   });
-  socket.on('error', () => {
+  socket.on('error', (frame) => {
+    // A resume refused (no_call, bad_resume_token, not_your_call): the call is over for us.
+    if (active && active.trouble.has('socket') && ['no_call', 'bad_resume_token', 'not_your_call'].includes(frame.code)) {
+      finishActive(t('call_ended_reason', { reason: reasonText('lost') }));
+      return;
+    }
     // The server refused our call.accept: nothing else will come for this call.
     if (active && active.accepted && !active.answered && !active.connected) {
       finishActive(t('could_not_take'));

@@ -37,11 +37,14 @@ export function operatorSocket({ onOpen, onClose }) {
       ws = null;
       const retrying = event.code !== SIGNED_OUT;
       onClose({ retrying });
+      // Not the server's: a call in progress waits for the next hello to resume (call.js).
+      dispatch(JSON.stringify({ type: 'socket.closed', code: event.code }));
       if (!retrying) {
         location.href = '/operator/login';
         return;
       }
-      const delay = retryDelay(attempt);
+      // Jittered, so a restarted server is not met by every softphone at once.
+      const delay = retryDelay(attempt) * (0.5 + Math.random());
       attempt += 1;
       setTimeout(connect, delay);
     };

@@ -32,6 +32,7 @@ from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
 from callserver.cluster.nodes import NodeLoad, NodeRegistry
 from callserver.cluster.redis import RedisLink
 from callserver.conversations import Conversations
+from callserver.csat import Satisfaction
 from callserver.dashboard import views as dashboard
 from callserver.dashboard.webhooks import WEBHOOKS
 from callserver.limits import AddressLimits
@@ -42,6 +43,7 @@ from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.transcoding_bridge import TranscodingEngine
 from callserver.media.worker_pool import WorkerPoolEngine
 from callserver.operators.roster import LocalRoster
+from callserver.outcomes import Outcomes
 from callserver.settings import Settings
 from callserver.signaling.operator_socket import operator_socket
 from callserver.signaling.widget_socket import widget_socket
@@ -63,9 +65,11 @@ from callserver.web.keys import (
     METRICS,
     NODE_REGISTRY,
     OPERATOR_SOCKETS,
+    OUTCOMES,
     RECORDS,
     REDIS,
     ROSTER,
+    SATISFACTION,
     SETTINGS,
     SHOP_FLOOR,
     SITES,
@@ -210,6 +214,9 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
         callbacks=callbacks,
         visitor_calls=visitor_calls,
     )
+    # After a conversation: the visitor's rating and the operator's note, tags and order (issue 15).
+    app[SATISFACTION] = Satisfaction(app[DATABASE], app[WEBHOOKS])
+    app[OUTCOMES] = Outcomes(app[DATABASE], app[WEBHOOKS])
     yield
     await visitor_calls.close()
     await callbacks.close()

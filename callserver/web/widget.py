@@ -13,12 +13,9 @@ from aiohttp import web
 
 from callserver import i18n
 from callserver.assets import asset_dir
-from callserver.csat import Satisfaction
 from callserver.errors import OriginNotAllowed, UnknownSite
 from callserver.media.ice import ice_servers_for
-from callserver.outcomes import Outcomes
-from callserver.web.hooks import ORDER_EVENTS
-from callserver.web.keys import DATABASE, OUTCOMES, ROSTER, SATISFACTION, SETTINGS
+from callserver.web.keys import ROSTER, SETTINGS
 from callserver.web.visitors import refusal, site_for
 
 
@@ -114,15 +111,7 @@ async def widget_config(request: web.Request) -> web.Response:
     return web.json_response(config, headers=headers)
 
 
-async def _after_conversation(app: web.Application) -> None:
-    """Ratings and outcomes need the database and the webhooks, open once the cleanup contexts ran."""
-    sink = app.get(ORDER_EVENTS)  # the outbound webhooks (app.py)
-    app[SATISFACTION] = Satisfaction(app[DATABASE], sink)
-    app[OUTCOMES] = Outcomes(app[DATABASE], sink)
-
-
 def add_routes(app: web.Application) -> None:
-    app.on_startup.append(_after_conversation)
     app[WIDGET_JS] = ServedScript.load(asset_dir("web_button") / "widget.js")
     app[WIDGET_AFTER_JS] = ServedScript.load(asset_dir("web_button") / "widget-after.js")
     app.router.add_get("/widget.js", widget_js)

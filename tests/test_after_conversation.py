@@ -138,3 +138,36 @@ async def test_the_operators_order_number_attributes_the_order_posted_later_by_h
     await anna.send({"type": "outcome.get", "conversation_id": chat_id})
     got = await anna.receive("outcome")
     assert got["outcome"]["tags"] == [] and got["outcome"]["note"] == ""
+
+
+async def api_get(stack: Stack, path: str) -> Any:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {stack.site.secret}"}) as http,
+        http.get(f"{stack.url}{path}") as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def test_a_rated_call_carries_its_rating_in_the_calls_api(stack: Stack) -> None:
+    anna = await stack.sockets.operator("anna@shop.example", "Anna", online=True)
+    shopper = await stack.sockets.shopper("visitor-csat-call")
+    call_id = await shopper.call()
+    await anna.receive("call.incoming")
+    await anna.answer(call_id)
+    await shopper.receive("call.connected")
+    await shopper.send({"type": "call.hangup", "call_id": call_id})
+    assert (await shopper.receive("csat.ask"))["conversation_id"] == call_id
+    await stack.ended_call(call_id)
+    # Not rated yet: null, in the call and in the list.
+    assert (await api_get(stack, f"/api/v1/calls/{call_id}"))["csat"] is None
+    assert [c["csat"] for c in (await api_get(stack, "/api/v1/calls"))["calls"]] == [None]
+
+    await shopper.send({"type": "csat.rate", "conversation_id": call_id, "score": 4, "comment": "Helpful "})
+    await shopper.receive("csat.thanks")
+    rating = {"score": 4, "comment": "Helpful"}
+    assert (await api_get(stack, f"/api/v1/calls/{call_id}"))["csat"] == rating
+    assert [c["csat"] for c in (await api_get(stack, "/api/v1/calls"))["calls"]] == [rating]
+    document = await api_get(stack, "/api/v1/openapi.json")
+    call_schema = json.dumps(document["components"]["schemas"]["CallOut"])
+    assert "csat" in call_schema and "CsatOut" in json.dumps(document["components"]["schemas"])

@@ -83,6 +83,7 @@ async def test_one_call_with_operator_visitor_context_quality_and_orders(stack: 
         "orders": [
             {"order_id": "1001", "total": "499.00", "currency": "EUR", "created_at": "2025-03-01T11:00:00Z"}
         ],
+        "csat": None,  # not rated (tests/test_after_conversation.py rates one)
     }
 
 

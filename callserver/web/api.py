@@ -38,7 +38,7 @@ from callserver.orders.intake import (
     record_order,
 )
 from callserver.reports import sources as source_report
-from callserver.store.models import Call, Order, Site, User
+from callserver.store.models import Call, ConversationOutcome, Order, Site, User
 from callserver.web import hooks, openapi
 from callserver.web.bodies import UtcDateTime, parse_json, read_body, refuse_large_body, validate
 from callserver.web.errors import HttpError, json_errors
@@ -288,6 +288,11 @@ class LinkedOrder(BaseModel):
     created_at: datetime
 
 
+class CsatOut(BaseModel):
+    score: int = Field(ge=1, le=5, description="The shopper's rating, 1 (bad) to 5 (great).")
+    comment: str | None = Field(description="What the shopper wrote with it, if anything.")
+
+
 class CallOut(BaseModel):
     id: str
     state: CallState
@@ -304,9 +309,12 @@ class CallOut(BaseModel):
     )
     recorded: bool
     orders: list[LinkedOrder] = Field(description="Orders attributed to this call.")
+    csat: CsatOut | None = Field(
+        default=None, description="The shopper's rating after the call; null until rated."
+    )
 
     @classmethod
-    def of(cls, call: Call, orders: list[Order]) -> CallOut:
+    def of(cls, call: Call, orders: list[Order], csat: CsatOut | None = None) -> CallOut:
         ring_end = call.answered_at or call.ended_at
         return cls(
             id=call.id,
@@ -341,7 +349,25 @@ class CallOut(BaseModel):
                 LinkedOrder(order_id=o.order_id, total=o.total, currency=o.currency, created_at=o.created_at)
                 for o in orders
             ],
+            csat=csat,
         )
+
+
+async def ratings_of(session: AsyncSession, call_ids: list[str]) -> dict[str, CsatOut]:
+    """The shoppers' ratings of these calls, by call id (a call not rated is not in it)."""
+    if not call_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            ConversationOutcome.conversation_id,
+            ConversationOutcome.csat_score,
+            ConversationOutcome.csat_comment,
+        ).where(
+            ConversationOutcome.conversation_id.in_(call_ids),
+            ConversationOutcome.csat_score.is_not(None),
+        )
+    )
+    return {row[0]: CsatOut(score=row[1], comment=row[2]) for row in rows}
 
 
 class CallPage(BaseModel):
@@ -454,8 +480,9 @@ async def list_calls(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
         page = await calls_of_site(session, site.id, filters, after, query.limit)
+        ratings = await ratings_of(session, [call.id for call in page.calls])
         out = CallPage(
-            calls=[CallOut.of(call, page.orders[call.id]) for call in page.calls],
+            calls=[CallOut.of(call, page.orders[call.id], ratings.get(call.id)) for call in page.calls],
             next_cursor=_cursor(page.next) if page.next else None,
         )
     return _json(out)
@@ -466,7 +493,8 @@ async def get_call(request: web.Request) -> web.StreamResponse:
     async with request.app[DATABASE].session() as session:
         site = await authenticated_site(request, session)
         call, orders = await call_of_site(session, site.id, request.match_info["call_id"])
-        return _json(CallOut.of(call, orders))
+        ratings = await ratings_of(session, [call.id])
+        return _json(CallOut.of(call, orders, ratings.get(call.id)))
 
 
 # ---- routes and the OpenAPI document ----

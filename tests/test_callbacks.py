@@ -342,3 +342,36 @@ async def test_the_owner_lists_call_backs_on_the_dashboard_and_records_an_outcom
             assert callback_id not in await page.text()
         async with owner.get("/dashboard/callbacks?show=sideways") as page:
             assert page.status == 400
+
+
+async def test_the_owner_turns_call_back_off_in_the_site_form_and_the_widget_stops_offering_it(
+    stack: Stack,
+) -> None:
+    await add_owner(stack, "owner@shop.example")
+    async with aiohttp.ClientSession() as http, signed_in(stack, "owner@shop.example") as owner:
+
+        async def widget_config() -> dict[str, object]:
+            url = f"{stack.url}/widget/config?site={stack.site.key}"
+            async with http.get(url, headers={"Origin": stack.shop_url}) as response:
+                config: dict[str, object] = await response.json()
+            return config
+
+        assert (await widget_config())["callback"] is True  # on by default
+        page = await (await owner.get("/dashboard/sites")).text()
+        assert 'name="callbacks" data-testid="dash-site-callbacks" checked' in page
+        form = {
+            "csrf": csrf_token(page),
+            "origins": stack.shop_url,
+            "ring_strategy": "ring_all",
+            "attribution_days": "7",
+            "callbacks_shown": "1",
+        }
+        async with owner.post(f"/dashboard/sites/{stack.site.id}", data=form) as saved:
+            assert "Saved the settings" in await saved.text()
+        assert (await widget_config())["callback"] is False
+        shopper = await stack.sockets.shopper(TOKEN)
+        await shopper.send({"type": "callback.request", "phone": "+34 91 555 0100"})
+        assert (await shopper.receive("error"))["code"] == "callbacks_off"
+        async with owner.post(f"/dashboard/sites/{stack.site.id}", data={**form, "callbacks": "on"}) as saved:
+            assert "Saved the settings" in await saved.text()
+        assert (await widget_config())["callback"] is True

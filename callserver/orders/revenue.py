@@ -176,18 +176,27 @@ async def _operator_conversations(
     session: AsyncSession, site_ids: Sequence[int], period: Period
 ) -> dict[str | None, int]:
     by_id: dict[int | None, int] = {}
+    unanswered = 0  # nobody's, and those of an operator id no user has (both count under None)
     for table in (Call, Chat):
+        in_period = (
+            in_sites(table.site_id, site_ids),
+            table.created_at >= period.since,
+            table.created_at < period.until,
+        )
+        # Each user's conversations are a seek per (site, user) on (site_id, operator_id, created_at),
+        # grouped in that index's order: no sort. A plain GROUP BY operator_id over the period let
+        # SQLite walk the whole site's index (every call ever) to save that sort, ~1 s on 1,000,000 calls.
         rows = await session.execute(
             select(table.operator_id, func.count())
-            .where(
-                in_sites(table.site_id, site_ids),
-                table.created_at >= period.since,
-                table.created_at < period.until,
-            )
-            .group_by(table.operator_id)
+            .where(*in_period, table.operator_id.in_(select(User.id).scalar_subquery()))
+            .group_by(table.site_id, table.operator_id)
         )
+        answered = 0
         for operator_id, count in rows:
             by_id[operator_id] = by_id.get(operator_id, 0) + int(count)
+            answered += int(count)
+        total = int(await session.scalar(select(func.count()).where(*in_period)) or 0)
+        unanswered += total - answered
     messages = await session.scalar(
         select(func.count()).where(
             in_sites(LeftMessage.site_id, site_ids),
@@ -195,14 +204,12 @@ async def _operator_conversations(
             LeftMessage.created_at < period.until,
         )
     )
-    by_id[None] = by_id.get(None, 0) + int(messages or 0)
     emails = await _operator_emails(session, {i for i in by_id if i is not None})
-    counts: dict[str | None, int] = {}
+    counts: dict[str | None, int] = {None: unanswered + int(messages or 0)}
     for operator_id, count in by_id.items():
         key = emails.get(operator_id) if operator_id is not None else None
-        if count:
-            counts[key] = counts.get(key, 0) + count
-    return counts
+        counts[key] = counts.get(key, 0) + count
+    return {key: count for key, count in counts.items() if count}
 
 
 async def _operator_orders(

@@ -4,14 +4,17 @@ by itself; the operator's softphone renegotiates its media on a new peer connect
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from playwright.async_api import Page, Playwright, expect
 
 from callserver.web.keys import OPERATOR_SOCKETS, SOCKETS
 from tests.browsers import go_online, hears, launch, sign_in
-from tests.stack import PASSWORD, Stack
+from tests.stack import PASSWORD, Stack, running_stack, settings_for
 from tests.test_browser_call import place_call
+from tests.test_call_resume import answered_call as socket_call
 from tests.test_call_resume import events_of
 
 # Keeps every text a test id shows (in the page or in the widget's open shadow root), so a state that
@@ -139,3 +142,29 @@ async def test_the_operator_renegotiates_on_a_new_network_while_the_shopper_talk
     finally:
         await shopper_browser.browser.close()
         await operator_browser.browser.close()
+
+
+@pytest.fixture
+async def one_line(tmp_path: Path) -> AsyncIterator[Stack]:
+    """A node with room for one call: the next is refused `all_busy` (as a full or draining node does)."""
+    async with running_stack(settings_for(tmp_path, ring_timeout=30, max_calls_per_worker=1)) as running:
+        yield running
+
+
+async def test_a_call_refused_all_busy_falls_back_to_a_chat(
+    one_line: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    stack = one_line
+    _, olga, _, _ = await socket_call(stack)  # the node's one line is taken
+    shopper_browser = await launch(playwright, tones["shopper"])
+    try:
+        shop = await shopper_browser.new_page()
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        await shop.get_by_test_id("cb-launcher").click()
+        await shop.get_by_test_id("cb-call").click()
+        await expect(shop.get_by_test_id("cb-status")).to_contain_text("chat", timeout=15_000)
+        await shop.get_by_test_id("cb-chat-open").click()
+        assigned = await olga.receive("chat.assigned")
+        assert assigned["chat"]["fallback"] == "all_busy"
+    finally:
+        await shopper_browser.browser.close()

@@ -4,12 +4,15 @@ note, tags and order number, and the order posted later attributed to that conve
 from __future__ import annotations
 
 import json
+import re
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 from sqlalchemy import select
 
 from callserver.store.models import AuditEntry, ConversationOutcome, ConversationTag, Order
+from tests.dashboard_support import NOW, add_call, add_chat, add_owner, signed_in
 from tests.sockets import Softphone, Widget
 from tests.stack import Stack
 
@@ -171,3 +174,67 @@ async def test_a_rated_call_carries_its_rating_in_the_calls_api(stack: Stack) ->
     document = await api_get(stack, "/api/v1/openapi.json")
     call_schema = json.dumps(document["components"]["schemas"]["CallOut"])
     assert "csat" in call_schema and "CsatOut" in json.dumps(document["components"]["schemas"])
+
+
+async def rate(
+    stack: Stack, conversation_id: str, channel: str, score: int, site_id: int | None = None
+) -> None:
+    async with stack.database.session() as session:
+        session.add(
+            ConversationOutcome(
+                conversation_id=conversation_id,
+                site_id=site_id or stack.site.id,
+                channel=channel,
+                csat_score=score,
+            )
+        )
+
+
+def csat_row(html: str, attr: str, name: str) -> dict[str, str]:
+    """The data-* of the dash-csat row for this operator or site."""
+    section = html.split('data-testid="dash-csat"', 1)[1].split("</section>", 1)[0]
+    row = re.search(rf'<tr {attr}="{re.escape(name)}"([^>]*)>', section)
+    assert row is not None, f"no {attr}={name!r} row in {section}"
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', row.group(1)))
+
+
+async def test_the_overview_shows_csat_per_operator_and_site_with_the_response_rate(stack: Stack) -> None:
+    await add_owner(stack, "boss@shop.example", [stack.site.id])
+    anna = await stack.add_user("anna@shop.example", role="operator", name="Anna")
+    bob = await stack.add_user("bob@shop.example", role="operator", name="Bob")
+    day = NOW.date().isoformat()
+    async with signed_in(stack, "boss@shop.example") as owner:
+        empty = await (await owner.get(f"/dashboard/?from={day}&to={day}")).text()
+    assert 'data-testid="dash-csat"' in empty and "No answered calls or chats" in empty
+
+    for score in (5, 3):
+        await rate(stack, await add_call(stack, operator_id=anna.id), "call", score)
+    await add_call(stack, operator_id=anna.id)  # answered, not rated
+    await add_call(stack, end_reason="missed", answered_at=None, ended_at=NOW)  # nothing to rate
+    await rate(stack, await add_chat(stack, operator_id=bob.id), "chat", 4)
+    # The day before: outside the period.
+    await rate(
+        stack, await add_call(stack, operator_id=bob.id, created_at=NOW - timedelta(days=1)), "call", 1
+    )
+    # Another shop's rated call is not this owner's.
+    other = await stack.add_site("Other shop", ["https://other.example"])
+    await rate(stack, await add_call(stack, site_id=other.id, operator_id=bob.id), "call", 2, other.id)
+
+    async with signed_in(stack, "boss@shop.example") as owner:
+        response = await owner.get(f"/dashboard/?from={day}&to={day}")
+        assert response.status == 200
+        html = await response.text()
+    assert csat_row(html, "data-operator", "Anna") == {
+        "csat": "4.00",
+        "rated": "2",
+        "asked": "3",
+    }
+    assert csat_row(html, "data-operator", "Bob") == {
+        "csat": "4.00",
+        "rated": "1",
+        "asked": "1",
+    }
+    site = csat_row(html, "data-site", stack.site.name)
+    assert (site["csat"], site["rated"], site["asked"]) == ("4.00", "3", "4")
+    assert 'data-response-rate="0.750"' in html and "75.0 %" in html
+    assert 'data-site="Other shop"' not in html

@@ -44,6 +44,7 @@ from callserver.store.models import (
     CallEvent,
     Chat,
     ChatMessage,
+    ConversationOutcome,
     LeftMessage,
     Order,
     Site,
@@ -411,6 +412,72 @@ class Day:
 
 
 @dataclass
+class Csat:
+    """Ratings of the conversations worth asking about (an answered call, a chat an operator took)."""
+
+    name: str
+    asked: int = 0  # conversations a shopper could rate
+    rated: int = 0
+    score_sum: int = 0
+
+    @property
+    def mean(self) -> float | None:
+        return self.score_sum / self.rated if self.rated else None
+
+    @property
+    def response_rate(self) -> float | None:
+        return self.rated / self.asked if self.asked else None
+
+
+async def csat_figures(
+    session: AsyncSession, site_ids: Sequence[int], since: datetime, until: datetime
+) -> tuple[list[Csat], list[Csat]]:
+    """CSAT per operator and per site for conversations started in [since, until), by name."""
+    by_operator: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    by_site: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    worth_asking: tuple[tuple[Any, ColumnElement[bool]], ...] = (
+        (Call, Call.answered_at.is_not(None)),
+        (Chat, and_(Chat.operator_id.is_not(None), Chat.state == "closed")),
+    )
+    for table, condition in worth_asking:
+        rows = await session.execute(
+            select(
+                table.site_id,
+                table.operator_id,
+                func.count(),
+                func.count(ConversationOutcome.csat_score),
+                func.coalesce(func.sum(ConversationOutcome.csat_score), 0),
+            )
+            .outerjoin(ConversationOutcome, ConversationOutcome.conversation_id == table.id)
+            .where(
+                in_sites(table.site_id, site_ids),
+                table.created_at >= since,
+                table.created_at < until,
+                condition,
+            )
+            .group_by(table.site_id, table.operator_id)
+        )
+        for site_id, operator_id, asked, rated, score_sum in rows:
+            for key, into in ((operator_id, by_operator), (site_id, by_site)):
+                if key is not None:
+                    figures = into[key]
+                    figures[0] += asked
+                    figures[1] += rated
+                    figures[2] += int(score_sum)
+    operator_names = await _operator_names(session, set(by_operator))
+    site_names: dict[int, str] = {}
+    if by_site:
+        rows = await session.execute(select(Site.id, Site.name).where(Site.id.in_(set(by_site))))
+        site_names = {r.id: r.name for r in rows}
+
+    def listed(figures: dict[int, list[int]], names: dict[int, str]) -> list[Csat]:
+        out = [Csat(names.get(key, f"#{key}"), *values) for key, values in figures.items()]
+        return sorted(out, key=lambda c: c.name.lower())
+
+    return listed(by_operator, operator_names), listed(by_site, site_names)
+
+
+@dataclass
 class Overview:
     start: date
     end: date  # inclusive
@@ -426,6 +493,9 @@ class Overview:
     revenue_by_channel: dict[str, list[tuple[str, Decimal]]]
     revenue_by_operator: list[tuple[str, list[tuple[str, Decimal]]]]
     converted: int  # conversations with at least one attributed order
+    # The shoppers' ratings of the period's conversations: per operator (by name) and per site.
+    csat_by_operator: list[Csat] = field(default_factory=list)
+    csat_by_site: list[Csat] = field(default_factory=list)
 
     @property
     def answer_rate(self) -> float | None:
@@ -540,6 +610,7 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
             or 0
         )
 
+    csat_by_operator, csat_by_site = await csat_figures(session, site_ids, since, until)
     return Overview(
         start=start,
         end=end,
@@ -555,6 +626,8 @@ async def overview(session: AsyncSession, site_ids: Sequence[int], start: date, 
         revenue_by_channel=revenue_by_channel,
         revenue_by_operator=revenue_by_operator,
         converted=converted,
+        csat_by_operator=csat_by_operator,
+        csat_by_site=csat_by_site,
     )
 
 

@@ -101,8 +101,9 @@ async def test_the_widgets_socket_cut_mid_call_comes_back_and_the_call_goes_on(
         await operator_browser.browser.close()
 
 
-async def test_the_operator_renegotiates_on_a_new_network_while_the_shopper_talks(
-    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+@pytest.mark.parametrize("side", ["operator", "shopper"])
+async def test_a_side_on_a_new_network_renegotiates_while_the_other_talks(
+    stack: Stack, playwright: Playwright, tones: dict[str, Path], side: str
 ) -> None:
     await stack.add_user("anna@shop.example", name="Anna")
     operator_browser = await launch(playwright, tones["operator"])
@@ -114,11 +115,12 @@ async def test_the_operator_renegotiates_on_a_new_network_while_the_shopper_talk
         shop = await shopper_browser.new_page()
         call_id = await answered_call(stack, shop, operator)
         await operator.evaluate(WATCH, "op-call-state")
-        assert await operator.evaluate("window.__tracks.length") == 1
+        moving = operator if side == "operator" else shop
+        assert await moving.evaluate("window.__tracks.length") == 1
 
-        # The browser says the network came back (a new one): the softphone offers a new leg.
-        await operator.evaluate("window.dispatchEvent(new Event('online'))")
-        await operator.wait_for_function(
+        # The browser says the network came back (a new one): that page offers a new leg.
+        await moving.evaluate("window.dispatchEvent(new Event('online'))")
+        await moving.wait_for_function(
             "() => window.__tracks.length === 2 && window.__tracks[0].readyState === 'ended'", timeout=15_000
         )
         await expect(operator.get_by_test_id("op-call-state")).to_have_text("connected", timeout=15_000)
@@ -131,8 +133,10 @@ async def test_the_operator_renegotiates_on_a_new_network_while_the_shopper_talk
         await operator.get_by_test_id("op-hangup").click()
         record = await stack.ended_call(call_id)
         assert record.end_reason == "completed"
-        assert record.quality["operator"]["reconnects"] == 1
-        assert record.quality["operator"]["legs"] == 2
+        assert record.quality[side]["reconnects"] == 1
+        assert record.quality[side]["legs"] == 2
+        other = "shopper" if side == "operator" else "operator"
+        assert record.quality[other]["reconnects"] == 0
         causes = [
             detail.get("cause")
             for name, detail in await events_of(stack, call_id)

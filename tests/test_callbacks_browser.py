@@ -166,3 +166,27 @@ async def test_an_operator_calls_a_visitor_from_the_board_who_declines_then_answ
     finally:
         await shopper_browser.browser.close()
         await operator_browser.browser.close()
+
+
+async def test_a_call_nobody_takes_offers_a_call_back(
+    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    anna = await stack.sockets.operator("anna@shop.example", "Anna", online=True)
+    shopper_browser = await launch(playwright, tones["shopper"])
+    try:
+        shop = await shopper_browser.new_page()
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        await shop.get_by_test_id("cb-launcher").click()
+        await expect(shop.get_by_test_id("cb-callback")).to_have_count(0)
+        await shop.get_by_test_id("cb-call").click()
+        incoming = (await anna.receive("call.incoming"))["call"]
+        await anna.send({"type": "call.decline", "call_id": incoming["id"]})
+        form = shop.get_by_test_id("cb-callback")
+        await expect(form).to_be_visible(timeout=10_000)
+        await form.locator("input[name=phone]").fill("+44 20 7946 0000")
+        await shop.get_by_test_id("cb-callback-send").click()
+        await expect(form).to_contain_text("call you back")
+        entry = (await anna.receive("callback.new"))["callback"]
+        assert entry["phone"] == "+44 20 7946 0000"
+    finally:
+        await shopper_browser.browser.close()

@@ -25,9 +25,10 @@
 
   // ---- call me back: beside the offline form, when the site offers it
 
-  function callBack(api, frames, offlineShown) {
-    const { offlineForm, t, el, socket, config } = api;
+  function callBack(api, frames, offlineShown, missedShown) {
+    const { offlineForm, t, el, socket, config, on } = api;
     let form = null;
+    on('call.started', () => { if (form) form.hidden = true; });
 
     function showForm() {
       const settings = config();
@@ -61,6 +62,8 @@
     }
 
     offlineShown.push(showForm);
+    // A call nobody took: the form shows on its own (the offline form may not be there).
+    missedShown.push(() => { showForm(); if (form) form.hidden = false; });
     frames['callback.requested'] = () => {
       if (!form) return;
       form.replaceChildren(el('p', '', t('callback_thanks')));
@@ -238,7 +241,8 @@
       setTimeout(() => node.remove(), 4000);
     };
 
-    callBack(api, frames, offlineShown);
+    const missedShown = [];
+    callBack(api, frames, offlineShown, missedShown);
     incomingCall(api, frames);
 
     return {
@@ -248,6 +252,9 @@
       },
       offline() {
         for (const fn of offlineShown) fn();
+      },
+      missed() {
+        for (const fn of missedShown) fn();
       },
     };
   });

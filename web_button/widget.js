@@ -1105,6 +1105,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       fallback = { fallback: fellBack };
       if (current.callId) fallback.call_id = current.callId;
       if (!chatState) text += t('chatInstead');
+      // Nobody took it: offer a call back too (widget-after.js)
+      if (['no_answer', 'all_busy', 'declined'].includes(fellBack)) afterwards((a) => a.missed());
     }
     if (call === current) call = null;
     clearInterval(current.timer);

@@ -30,7 +30,7 @@ function messageItem(message) {
 }
 
 /** The softphone's chats, on `socket`; `alerts` tells of new chats and messages. */
-export function createChats({ socket, alerts }) {
+export function createChats({ socket, alerts, onSelect }) {
   const { send } = socket;
   const { showAlert, chatAlert } = alerts;
   const chatList = $('chat-list');
@@ -114,6 +114,7 @@ export function createChats({ socket, alerts }) {
     selectedChat = chats.has(id) ? id : null;
     for (const [chatId, entry] of chats) entry.tab.setAttribute('aria-pressed', String(chatId === selectedChat));
     renderChat();
+    if (selectedChat && onSelect) onSelect(selectedChat); // outcome.js: the note and tags of this chat
   }
 
   function renderChat() {

@@ -3,6 +3,7 @@
  * Speaks the operator side of docs/signaling.md over /ws/operator, answers calls with the operator's
  * microphone and handles several text chats at once. Each part of the page is a module that owns its
  * state and registers for the socket frames it needs: call.js, chats.js, left-messages.js, callbacks.js, board.js,
+ * outcome.js (note, tags, order of a conversation),
  * colleagues.js; alerts.js gets the operator's attention; dom.js and i18n.js hold the one el and the
  * one t that all of them use. Served as they are, no build step.
  */
@@ -16,6 +17,7 @@ import { createLeftMessages } from './left-messages.js';
 import { createColleagues } from './colleagues.js';
 import { createBoard } from './board.js';
 import { createCallbacks } from './callbacks.js';
+import { createOutcome } from './outcome.js';
 
 const presenceSelect = $('presence');
 const banner = $('banner');
@@ -61,7 +63,8 @@ const socket = operatorSocket({
 });
 const alerts = createAlerts({ inCall: () => calls.inCall() });
 const calls = createCalls({ socket, alerts, iceServers: loadConfig });
-createChats({ socket, alerts });
+const outcome = createOutcome({ socket, alerts });
+createChats({ socket, alerts, onSelect: (id) => outcome.show(id, 'chat') });
 createLeftMessages({ socket, alerts });
 createCallbacks({ socket, alerts });
 createColleagues({ socket, pickers: [$('chat-transfer-to'), $('call-transfer-to')] });

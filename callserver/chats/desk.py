@@ -242,17 +242,23 @@ class ChatDesk:
 
     # Visitors ------------------------------------------------------------------------------------
 
-    async def visitor_joined(self, site: Site, token: str, channel: ChatChannel) -> Callable[[], None]:
+    async def visitor_joined(
+        self, site: Site, token: str, channel: ChatChannel, told_online: int | None = None
+    ) -> Callable[[], None]:
         """Register a widget socket; a returning visitor gets their open chat's history at once.
 
+        `told_online` is what the socket's hello said of the operators online: presence that changed
+        between the hello and this registration reaches the widget now (later changes are pushed).
         Returns the function that unregisters the socket.
         """
         key = (site.id, token)
         self._visitors.setdefault(key, []).append(channel)
         self._sites[site.id] = site
-        if site.id not in self._site_status:  # what its hello says; changes from here on are pushed
-            is_open, online = self._availability(site)
+        is_open, online = self._availability(site)
+        if site.id not in self._site_status:  # changes from here on are pushed
             self._site_status[site.id] = (is_open, online > 0)
+        if told_online is not None and (told_online > 0) != (online > 0):
+            await self._send(channel, wire.SiteStatus(open=is_open, operators_online=online))
         chat = self._by_visitor.get(key) or await self._revive(site, token)
         if chat is not None:
             if chat.closing is not None:

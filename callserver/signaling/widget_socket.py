@@ -202,12 +202,13 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         return ws
 
     shopper = ShopperConnection(ws)
+    told_online = app[ROSTER].operators_online(site.id)
     await shopper.send(
         {
             "type": "hello",
             "visitor_token": token,
             "site": {"name": site.name, "records_calls": site.records_calls},
-            "operators_online": app[ROSTER].operators_online(site.id),
+            "operators_online": told_online,
         }
     )
     bucket = TokenBucket(rate=SOCKET_RATE, burst=SOCKET_BURST)
@@ -283,7 +284,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         elif isinstance(message, VisitorCallDecline):
             await conversations.decline_visitor_call(site, token, message.id)
 
-    leave_chat = await desk.visitor_joined(site, token, shopper)
+    leave_chat = await desk.visitor_joined(site, token, shopper, told_online)
     try:
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:

@@ -27,10 +27,13 @@ from callserver.chats.desk import ChatDesk
 from callserver.chats.records import ChatRecords
 from callserver.clock import Clock, LoopClock
 from callserver.cluster.admission import Admission
+from callserver.cluster.calls import ClusterCalls
 from callserver.cluster.drain import Drain
 from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
 from callserver.cluster.nodes import NodeLoad, NodeRegistry
 from callserver.cluster.redis import RedisLink
+from callserver.cluster.redis_roster import RedisRoster
+from callserver.cluster.relay import Relay
 from callserver.conversations import Conversations
 from callserver.csat import Satisfaction
 from callserver.dashboard import views as dashboard
@@ -42,7 +45,7 @@ from callserver.media.engine import MediaEngine
 from callserver.media.forwarding_bridge import ForwardingEngine
 from callserver.media.transcoding_bridge import TranscodingEngine
 from callserver.media.worker_pool import WorkerPoolEngine
-from callserver.operators.roster import LocalRoster
+from callserver.operators.roster import LocalRoster, Roster
 from callserver.outcomes import Outcomes
 from callserver.settings import Settings
 from callserver.signaling.operator_socket import operator_socket
@@ -104,7 +107,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await database.upgrade()
     app[DATABASE] = database
     records = CallRecords(database)
-    dropped = await records.end_leftovers()
+    # In a cluster the other nodes' calls are alive: each node ends only its own (cluster/calls.py).
+    dropped = 0 if app[SETTINGS].redis_url else await records.end_leftovers()
     if dropped:
         log.warning("ended %d call(s) left open by a previous run as dropped", dropped)
     app[RECORDS] = records
@@ -152,16 +156,33 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     app[ADMISSION] = Admission(settings.max_calls_per_worker, metered.worker_calls, lambda: drain.draining)
     policed = PolicedEngine(metered, settings.denied_networks)
     clock = app.get(CLOCK)
-    roster = LocalRoster(settings.presence_grace, clock)
+    relay: Relay | None = None
+    shared: RedisRoster | None = None
+    if settings.redis_url:  # several nodes: presence in Redis, frames between nodes through the relay
+        relay = Relay(app[REDIS].client, settings.effective_node_name)
+        await relay.start()
+        shared = RedisRoster(app[REDIS].client, relay, settings.presence_grace, clock)
+        await shared.start()
+    roster: Roster = shared or LocalRoster(settings.presence_grace, clock)
     switchboard = Switchboard(app[RECORDS], policed, roster, settings.ring_timeout, clock, app[WEBHOOKS])
     switchboard.resume_window = settings.resume_window
+    cluster: ClusterCalls | None = None
+    if relay is not None and shared is not None:
+        cluster = ClusterCalls(
+            app[REDIS].client, relay, switchboard, shared, app[RECORDS], app[DATABASE], app[WEBHOOKS]
+        )
+        await cluster.start()
     app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
     yield
     # Calls first (they write their records), then the media they used, then presence.
     await switchboard.close()
+    if cluster is not None:
+        await cluster.close()
     await media.close()
     await roster.close()
+    if relay is not None:
+        await relay.close()
 
 
 async def _chat_desk(app: web.Application) -> AsyncIterator[None]:

@@ -19,3 +19,12 @@ def test_a_fresh_database_matches_the_models(tmp_path: Path) -> None:
         _upgrade(connection)
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_the_migrations_have_one_head() -> None:
+    # Features may add migrations side by side while they are built; main merges them into one head.
+    from alembic.script import ScriptDirectory
+
+    from callserver.store.database import alembic_config
+
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1

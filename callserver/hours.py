@@ -105,4 +105,3 @@ class WorkingHours(BaseModel):
                 if opening > local:
                     return opening
         return None
-

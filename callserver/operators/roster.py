@@ -42,6 +42,7 @@ class OperatorChannel(Protocol):
     async def transfer_failed(self, call_id: str, reason: str) -> None: ...
     async def chat_event(self, frame: Frame) -> None:
         """A chat frame (`chat.message`, `chat.assigned`, …) for this softphone."""
+
     async def call_event(self, frame: Frame) -> None:
         """A call frame (`call.reconnecting`, `call.reconnected`, `call.detached`) for this softphone."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from callserver import accounts, sites
@@ -19,23 +18,11 @@ from callserver.web.keys import SITES
 from tests.clocks import ManualClock
 from tests.dashboard_support import add_owner, csrf_token, signed_in
 from tests.inbox import Inbox, mail_text
-from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
+from tests.stack import PASSWORD, Stack, running_stack, settings_for
 from tests.test_outbound_webhooks import assert_signed, receiving, subscribe
 
 NOTIFY = "calls@northwood.example"
 TOKEN = "visitor-callback-01"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from playwright.async_api import Page, Playwright, expect
 from sqlalchemy import select, update
 
@@ -18,22 +17,10 @@ from callserver.store.models import Call, CallbackRequest, Site
 from callserver.web.keys import SITES
 from tests.browsers import go_online, hears, launch, sign_in
 from tests.inbox import Inbox, mail_text
-from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
+from tests.stack import PASSWORD, Stack, running_stack, settings_for
 
 NOTIFY = "calls@northwood.example"
 RING_TIMES: list[float] = []  # click → the visitor's incoming card, seconds (printed for the README)
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -7,15 +7,19 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import accounts, events, sites
 from callserver.errors import CallserverError
 from callserver.logs import setup as setup_logging
 from callserver.settings import ConfigError, Settings, load_settings
 from callserver.store.database import Database
+
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -24,11 +28,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+def _print(args: argparse.Namespace, data: Mapping[str, object], text: str) -> None:
     print(json.dumps(data) if args.json else text)
 
 
-async def _with_database(settings: Settings, work: Any) -> Any:
+async def _with_database(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     database = Database(settings.effective_database_url)
     try:
         await database.upgrade()
@@ -101,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_site_add(args: argparse.Namespace) -> int:
-    async def work(session: Any) -> sites.NewSite:
+    async def work(session: AsyncSession) -> sites.NewSite:
         return await sites.create_site(
             session, args.name, args.origin, notify_email=args.notify_email, records_calls=args.record_calls
         )
@@ -120,7 +124,7 @@ def cmd_site_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    async def work(session: Any) -> accounts.Account:
+    async def work(session: AsyncSession) -> accounts.Account:
         linked = [await sites.site_by_key(session, key) for key in args.site or []]
         return await accounts.create_user(session, args.email, args.password, args.role, linked, args.name)
 
@@ -137,7 +141,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_webhook_add(args: argparse.Namespace) -> int:
     from callserver.webhooks.subscriptions import NewSubscription, add_subscription
 
-    async def work(session: Any) -> tuple[NewSubscription, str]:
+    async def work(session: AsyncSession) -> tuple[NewSubscription, str]:
         site = await sites.site_by_key(session, args.site)
         created = await add_subscription(
             session, site.id, args.url, args.event or [], allow_private_network=args.allow_private_network
@@ -174,7 +178,9 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="callserver", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str, parent: Any = commands) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, parent: argparse._SubParsersAction[argparse.ArgumentParser] = commands
+    ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         sub.add_argument("--config", type=Path, help="TOML configuration file")
         return sub

@@ -8,7 +8,6 @@ import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
 
 from aiohttp import web
 
@@ -67,7 +66,7 @@ async def serve_apps(
             await runner.cleanup()
 
 
-def run(main: Coroutine[Any, Any, None]) -> None:
+def run(main: Coroutine[object, None, None]) -> None:
     """asyncio.run with uvloop when available (it halves the event loop's share of media work)."""
     try:
         import uvloop

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -33,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from callserver import events
 from callserver.dashboard import daily
@@ -66,16 +67,20 @@ async def visible_site_ids(session: AsyncSession, linked: Sequence[int]) -> list
     return list(await session.scalars(select(Site.id).order_by(Site.id)))
 
 
-def in_sites(column: Any, site_ids: Sequence[int]) -> ColumnElement[bool]:
+def in_sites(
+    column: SQLCoreOperations[int] | SQLCoreOperations[int | None], site_ids: Sequence[int]
+) -> ColumnElement[bool]:
     # One site (the usual case) as equality: SQLite then walks (site_id, created_at) in order.
     if not site_ids:
         return false()
     if len(site_ids) == 1:
-        return column == site_ids[0]  # type: ignore[no-any-return]
-    return column.in_(site_ids)  # type: ignore[no-any-return]
+        return column == site_ids[0]
+    return column.in_(site_ids)
 
 
-def seconds_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
+def seconds_between(
+    later: SQLCoreOperations[datetime | None], earlier: SQLCoreOperations[datetime | None], dialect: str
+) -> ColumnElement[Any]:
     """`later - earlier` in seconds, in the SQL of the dialect at hand."""
     if dialect == "sqlite":
         return (func.julianday(later) - func.julianday(earlier)) * 86400.0
@@ -86,7 +91,7 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def _as_date(value: Any) -> date:
+def _as_date(value: object) -> date:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -294,7 +299,7 @@ async def conversation_log(
     return LogPage(page, Cursor(last.created_at, last.id) if last else None)
 
 
-def _aware(value: Any) -> datetime:
+def _aware(value: object) -> datetime:
     # Columns of a UNION come back through the first branch's type; make sure they are UTC-aware.
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
@@ -739,7 +744,7 @@ async def export_calls(
         stmt = stmt.where(Call.created_at < end)
     result = await session.stream(stmt)
     async for call, site_name, op_name, op_email in result:
-        utm = call.context.get("utm") or {}
+        utm = cast("dict[str, object]", call.context.get("utm") or {})
         talk = (
             f"{(call.ended_at - call.answered_at).total_seconds():.1f}"
             if call.answered_at and call.ended_at

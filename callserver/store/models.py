@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     true,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -30,12 +31,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         return value
 
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             from datetime import UTC
 
@@ -44,9 +45,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {
+    type_annotation_map: ClassVar[dict[object, object]] = {
         datetime: UTCDateTime,
-        dict[str, Any]: JSON,
+        dict[str, object]: JSON,
+        dict[str, float]: JSON,
+        dict[str, str]: JSON,
+        dict[str, dict[str, str]]: JSON,
         list[str]: JSON,
     }
 
@@ -69,11 +73,11 @@ class Site(Base):
     retention_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
     # Migration 0004_visitors: the salesperson's eye (callserver/visitors, callserver/hours.py, i18n).
-    score_weights: Mapped[dict[str, Any] | None]  # ScoreWeights overrides; None: the defaults
-    invite_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    hours: Mapped[dict[str, Any] | None]  # WorkingHours; None: always open
+    score_weights: Mapped[dict[str, float] | None]  # ScoreWeights overrides; None: the defaults
+    invite_rules: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    hours: Mapped[dict[str, object] | None]  # WorkingHours; None: always open
     language: Mapped[str | None] = mapped_column(String(8))  # forces the widget's language
-    texts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"*"|lang: {key: text}}
+    texts: Mapped[dict[str, dict[str, str]]] = mapped_column(default=dict)  # {"*"|lang: {key: text}}
     # The conversion action's name in the Google Ads export (0006_sources); None: the default.
     google_ads_conversion: Mapped[str | None] = mapped_column(String(100))
     # Whether the widget offers "call me back" when nobody can answer (0007_callbacks); on by default.
@@ -165,12 +169,12 @@ class Call(Base):
     page: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
     referrer: Mapped[str | None] = mapped_column(Text)
-    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    quality: Mapped[dict[str, Any] | None]
+    context: Mapped[dict[str, object]] = mapped_column(default=dict)
+    quality: Mapped[dict[str, object] | None]
     recording_path: Mapped[str | None] = mapped_column(Text)
     # Where the visitor came from (0006_sources; callserver/orders/sources.py): both touches as the
     # widget kept them, the last touch's labels the reports group by, the first touch's, the click id.
-    touches: Mapped[dict[str, Any] | None]
+    touches: Mapped[dict[str, object] | None]
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
     campaign: Mapped[str | None] = mapped_column(String(200))
@@ -196,7 +200,7 @@ class CallEvent(Base):
     at: Mapped[datetime]
     name: Mapped[str] = mapped_column(String(40))
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    detail: Mapped[dict[str, object]] = mapped_column(default=dict)
 
 
 class Chat(Base):
@@ -230,10 +234,10 @@ class Chat(Base):
     created_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
     page: Mapped[str | None] = mapped_column(Text)
-    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    context: Mapped[dict[str, object]] = mapped_column(default=dict)
     # Where the visitor came from (0006_sources; callserver/orders/sources.py): both touches as the
     # widget kept them, the last touch's labels the reports group by, the first touch's, the click id.
-    touches: Mapped[dict[str, Any] | None]
+    touches: Mapped[dict[str, object] | None]
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
     campaign: Mapped[str | None] = mapped_column(String(200))
@@ -281,7 +285,7 @@ class LeftMessage(Base):
     mail_next_at: Mapped[datetime | None] = mapped_column(index=True)  # when the next try is due
     # Where the visitor came from (0006_sources; callserver/orders/sources.py): both touches as the
     # widget kept them, the last touch's labels the reports group by, the first touch's, the click id.
-    touches: Mapped[dict[str, Any] | None]
+    touches: Mapped[dict[str, object] | None]
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
     campaign: Mapped[str | None] = mapped_column(String(200))
@@ -347,7 +351,7 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(20), default="paid", server_default="paid")
     refunded_total: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal(0), server_default="0")
     # The platform's refunds by their id (amounts as text), so a refund reported twice counts once.
-    refunds: Mapped[dict[str, Any] | None] = mapped_column()
+    refunds: Mapped[dict[str, str] | None] = mapped_column()
     # When the shop last changed the order (as it says); an older report than this is ignored.
     updated_at: Mapped[datetime | None]
 
@@ -394,7 +398,7 @@ class AuditEntry(Base):
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(40))
-    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    detail: Mapped[dict[str, object]] = mapped_column(default=dict)
 
 
 class CallDayFigures(Base):
@@ -442,7 +446,7 @@ class PageView(Base):
     page: Mapped[str] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
     referrer: Mapped[str | None] = mapped_column(Text)
-    utm: Mapped[dict[str, Any] | None]
+    utm: Mapped[dict[str, object] | None]
     search: Mapped[str | None] = mapped_column(String(200))
     product_price: Mapped[float | None] = mapped_column(Float)
     currency: Mapped[str | None] = mapped_column(String(3))
@@ -489,3 +493,7 @@ class OutboundDelivery(Base):
     response_ms: Mapped[float | None] = mapped_column(Float)  # of the last try
     error: Mapped[str | None] = mapped_column(Text)  # why the last try failed
     finished_at: Mapped[datetime | None]  # delivered, or given up
+
+
+# The three tables a conversation lives in (reports loop over them alike).
+Conversation = type[Call] | type[Chat] | type[LeftMessage]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callserver import events
 from callserver.calls.states import CallState, EndReason
 from callserver.errors import UnknownCall
+from callserver.jsontypes import JsonObject
 from callserver.orders.attribution import Channel
 from callserver.orders.sources import touch_columns
 from callserver.store.database import Database
-from callserver.store.models import Call, CallEvent, Order, Visitor
+from callserver.store.models import Base, Call, CallEvent, Order, Visitor
 
 # Ids are uuid4().hex (`Call.id`: String(32)).
 CALL_ID_LENGTH = 32
@@ -40,9 +40,9 @@ class VisitorContext:
     name: str | None = None
     email: str | None = None
     phone: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # utm, search, cart value, product …
+    extra: JsonObject = field(default_factory=dict)  # utm, search, cart value, product …
 
-    def card(self) -> dict[str, Any]:
+    def card(self) -> JsonObject:
         """What operators see of the visitor beside a ringing call or a chat."""
         return {
             "page": self.page,
@@ -59,7 +59,7 @@ class VisitorContext:
             "context": self.extra,
         }
 
-    def touch_columns(self) -> dict[str, Any]:
+    def touch_columns(self) -> dict[str, object]:
         """Where this visitor came from (first and last touch), as a conversation's columns store it."""
         touches = self.extra.get("touch")
         return touch_columns(touches if isinstance(touches, dict) else None)
@@ -91,7 +91,7 @@ async def visitor_row(session: AsyncSession, site_id: int, visitor: VisitorConte
     return row
 
 
-def insert_or_ignore(session: AsyncSession, table: type[Any]) -> Any:
+def insert_or_ignore(session: AsyncSession, table: type[Base]) -> postgresql.Insert | sqlite.Insert:
     """`INSERT … ON CONFLICT DO NOTHING` for this session's database (SQLite or PostgreSQL): a row
     another transaction inserted first is left as it is, instead of failing on the unique key."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
@@ -127,7 +127,7 @@ class CallRecords:
             session.add(CallEvent(call_id=call_id, at=at, name=events.CALL_RINGING, detail={}))
         return call_id
 
-    async def event(self, call_id: str, name: str, operator_id: int | None = None, **detail: Any) -> None:
+    async def event(self, call_id: str, name: str, operator_id: int | None = None, **detail: object) -> None:
         async with self._db.session() as session:
             session.add(
                 CallEvent(call_id=call_id, at=now(), name=name, operator_id=operator_id, detail=detail)
@@ -158,7 +158,7 @@ class CallRecords:
             )
 
     async def ended(
-        self, call_id: str, reason: EndReason, quality: dict[str, Any] | None = None, **detail: Any
+        self, call_id: str, reason: EndReason, quality: dict[str, object] | None = None, **detail: object
     ) -> None:
         at = now()
         async with self._db.session() as session:

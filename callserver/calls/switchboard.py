@@ -123,7 +123,7 @@ Tell = Callable[[OperatorChannel], Awaitable[None]]
 class OtherNodes(Protocol):
     """The calls held by the other nodes of a cluster (`callserver/cluster/calls.py`); none when alone."""
 
-    async def forward(self, action: str, operator_id: int, call_id: str, **args: Any) -> dict[str, Any]:
+    async def forward(self, action: str, operator_id: int, call_id: str, **args: object) -> dict[str, Any]:
         """Run an operator's action on the node that holds the call; UnknownCall when none does."""
 
     async def claim_answer(self, call_id: str, operator_id: int) -> bool:
@@ -697,7 +697,7 @@ class Switchboard:
         else:  # the media worker that held both legs died: nothing of the call is left to resume
             self._background.spawn(self._end(call, EndReason.FAILED, failed_leg=leg))
 
-    async def _end(self, call: LiveCall, reason: EndReason, **detail: Any) -> None:
+    async def _end(self, call: LiveCall, reason: EndReason, **detail: str) -> None:
         """End a call once: free the operator, close the media, write the record, tell both sides."""
         if call.state is CallState.ENDED:
             return
@@ -716,7 +716,7 @@ class Switchboard:
         call.away.clear()
         still_ringing = list(call.ringing)
         call.ringing.clear()
-        quality: dict[str, Any] | None = None
+        quality: dict[str, object] | None = None
         if was_answered:
             try:
                 quality = await call.media.quality()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from callserver.calls.records import VisitorContext, visitor_row
 from callserver.chats.models import CannedReply
+from callserver.jsontypes import JsonObject
 from callserver.store.database import Database
 from callserver.store.models import Call, Chat, ChatMessage, LeftMessage, Site, User, Visitor
 from callserver.wire import outbound as wire
@@ -57,7 +58,7 @@ class OpenChat:
     operator_id: int | None
     call_id: str | None
     page: str | None
-    context: dict[str, Any]
+    context: JsonObject
     created_at: datetime
 
 
@@ -184,7 +185,7 @@ class ChatRecords:
     # Chats ---------------------------------------------------------------------------------------
 
     async def open(
-        self, site_id: int, visitor: VisitorContext, call_id: str | None, context: dict[str, Any]
+        self, site_id: int, visitor: VisitorContext, call_id: str | None, context: JsonObject
     ) -> tuple[str, str | None]:
         """Write a new chat in state `waiting`; returns its id and the call it continues (if theirs)."""
         chat_id = uuid.uuid4().hex
@@ -280,7 +281,11 @@ class ChatRecords:
         return await self._mark(chat_id, senders, ChatMessage.read_at, up_to)
 
     async def _mark(
-        self, chat_id: str, senders: tuple[str, ...], column: Any, up_to: int | None
+        self,
+        chat_id: str,
+        senders: tuple[str, ...],
+        column: InstrumentedAttribute[datetime | None],
+        up_to: int | None,
     ) -> list[int]:
         where = [ChatMessage.chat_id == chat_id, ChatMessage.sender.in_(senders), column.is_(None)]
         if up_to is not None:
@@ -410,7 +415,7 @@ class ChatRecords:
             mail_next_at=retry_at,
         )
 
-    async def _mail_outcome(self, message_id: str, **values: Any) -> Left | None:
+    async def _mail_outcome(self, message_id: str, **values: object) -> Left | None:
         async with self._db.session() as session:
             await session.execute(
                 update(LeftMessage)

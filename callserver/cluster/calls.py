@@ -122,7 +122,7 @@ class ClusterCalls:
         won = await self._redis.set(answer_key(call_id), str(operator_id), nx=True, px=ANSWER_TTL_MS)
         return bool(won)
 
-    async def forward(self, action: str, operator_id: int, call_id: str, **args: Any) -> dict[str, Any]:
+    async def forward(self, action: str, operator_id: int, call_id: str, **args: object) -> dict[str, Any]:
         """Run an operator's action on the node that holds the call; UnknownCall when none does."""
         node = await self._redis.get(call_key(call_id))
         if node is None or node == self.node:

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Numeric, and_, case, false, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import SQLCoreOperations
 
-from callserver.store.models import Call, Chat, LeftMessage, Order, User
+from callserver.store.models import Call, Chat, Conversation, LeftMessage, Order, User
 
 CENT = Decimal("0.01")
 CANCELLED = "cancelled"
@@ -41,17 +42,19 @@ def counted_orders() -> ColumnElement[int]:
     return case((Order.status == CANCELLED, 0), else_=1)
 
 
-def cents(value: Any) -> Decimal:
+def cents(value: object) -> Decimal:
     """A summed amount as cents (SQLite sums in floating point)."""
     return Decimal(str(value or 0)).quantize(CENT)
 
 
-def in_sites(column: Any, site_ids: Sequence[int]) -> ColumnElement[bool]:
+def in_sites(
+    column: SQLCoreOperations[int] | SQLCoreOperations[int | None], site_ids: Sequence[int]
+) -> ColumnElement[bool]:
     if not site_ids:
         return false()
     if len(site_ids) == 1:
-        return column == site_ids[0]  # type: ignore[no-any-return]
-    return column.in_(site_ids)  # type: ignore[no-any-return]
+        return column == site_ids[0]
+    return column.in_(site_ids)
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ async def _channel_conversations(
     session: AsyncSession, site_ids: Sequence[int], period: Period
 ) -> dict[str | None, int]:
     counts: dict[str | None, int] = {}
-    tables: tuple[tuple[Any, str], ...] = ((Call, "call"), (Chat, "chat"), (LeftMessage, "message"))
+    tables: tuple[tuple[Conversation, str], ...] = ((Call, "call"), (Chat, "chat"), (LeftMessage, "message"))
     for table, channel in tables:
         counts[channel] = int(
             await session.scalar(

@@ -47,7 +47,7 @@ class Labels:
     campaign: str
 
 
-def labels(touch: Mapping[str, Any] | None) -> Labels:
+def labels(touch: Mapping[str, object] | None) -> Labels:
     """Source, medium and campaign of a touch; `(direct)` / `(none)` / `(not set)` for a visit with none."""
     if not touch:
         return Labels(DIRECT, NO_MEDIUM, NO_CAMPAIGN)
@@ -68,7 +68,7 @@ def labels(touch: Mapping[str, Any] | None) -> Labels:
     return Labels(str(source)[:LABEL_LENGTH], str(medium)[:LABEL_LENGTH], str(campaign)[:LABEL_LENGTH])
 
 
-def touch_columns(touches: Mapping[str, Any] | None) -> dict[str, Any]:
+def touch_columns(touches: Mapping[str, Any] | None) -> dict[str, object]:
     """What a call, chat or left message stores of `{"first": …, "last": …}` (either may be missing).
 
     The last touch is the first one when only that is known (a visitor who landed once). The click id

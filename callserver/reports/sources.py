@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from callserver.orders.revenue import (
     Grouping,
@@ -28,11 +29,15 @@ from callserver.orders.revenue import (
     net_revenue,
 )
 from callserver.orders.sources import DIRECT, NO_CAMPAIGN, NO_MEDIUM
-from callserver.store.models import Call, Chat, LeftMessage, Order
+from callserver.store.models import Call, Chat, Conversation, LeftMessage, Order
 
 Touch = Literal["last", "first"]
 TOUCHES: tuple[Touch, ...] = ("last", "first")
-CONVERSATIONS: tuple[tuple[Any, str], ...] = ((Call, "call"), (Chat, "chat"), (LeftMessage, "message"))
+CONVERSATIONS: tuple[tuple[Conversation, str], ...] = (
+    (Call, "call"),
+    (Chat, "chat"),
+    (LeftMessage, "message"),
+)
 Key = tuple[str, str, str]  # source, medium, campaign
 
 
@@ -50,7 +55,11 @@ class SourceRow:
     currency: str | None
 
 
-def _labels(table: Any, touch: Touch) -> tuple[Any, Any, Any]:
+def _labels(
+    table: Conversation, touch: Touch
+) -> tuple[
+    InstrumentedAttribute[str | None], InstrumentedAttribute[str | None], InstrumentedAttribute[str | None]
+]:
     if touch == "first":
         return table.first_source, table.first_medium, table.first_campaign
     return table.source, table.medium, table.campaign

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callserver import i18n
 from callserver.errors import InvalidInput, UnknownSite
 from callserver.hours import DAYS, WorkingHours, parse_spans
+from callserver.jsontypes import JsonObject
 from callserver.sites.rules import InviteRule, ScoreWeights
 from callserver.sites.site import RingStrategy, normalize_origin
 from callserver.store import models
@@ -173,7 +174,7 @@ RETENTION_REFUSED = "Keep recordings 1 to 36,500 days, or leave the field empty 
 ATTRIBUTION_REFUSED = "The attribution window is 0 to 365 days."
 
 
-def _rule(fields: Mapping[str, object]) -> dict[str, object]:
+def _rule(fields: Mapping[str, object]) -> JsonObject:
     try:
         rule = InviteRule.model_validate(fields)
     except ValidationError as e:

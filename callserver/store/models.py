@@ -24,6 +24,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from callserver.jsontypes import JsonObject
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
@@ -47,7 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[object, object]] = {
         datetime: UTCDateTime,
-        dict[str, object]: JSON,
+        JsonObject: JSON,
         dict[str, float]: JSON,
         dict[str, str]: JSON,
         dict[str, dict[str, str]]: JSON,
@@ -74,8 +76,8 @@ class Site(Base):
     created_at: Mapped[datetime]
     # Migration 0004_visitors: the salesperson's eye (callserver/visitors, callserver/hours.py, i18n).
     score_weights: Mapped[dict[str, float] | None]  # ScoreWeights overrides; None: the defaults
-    invite_rules: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
-    hours: Mapped[dict[str, object] | None]  # WorkingHours; None: always open
+    invite_rules: Mapped[list[JsonObject]] = mapped_column(JSON, default=list)
+    hours: Mapped[JsonObject | None]  # WorkingHours; None: always open
     language: Mapped[str | None] = mapped_column(String(8))  # forces the widget's language
     texts: Mapped[dict[str, dict[str, str]]] = mapped_column(default=dict)  # {"*"|lang: {key: text}}
     # The conversion action's name in the Google Ads export (0006_sources); None: the default.
@@ -169,12 +171,12 @@ class Call(Base):
     page: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
     referrer: Mapped[str | None] = mapped_column(Text)
-    context: Mapped[dict[str, object]] = mapped_column(default=dict)
-    quality: Mapped[dict[str, object] | None]
+    context: Mapped[JsonObject] = mapped_column(default=dict)
+    quality: Mapped[JsonObject | None]
     recording_path: Mapped[str | None] = mapped_column(Text)
     # Where the visitor came from (0006_sources; callserver/orders/sources.py): both touches as the
     # widget kept them, the last touch's labels the reports group by, the first touch's, the click id.
-    touches: Mapped[dict[str, object] | None]
+    touches: Mapped[JsonObject | None]
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
     campaign: Mapped[str | None] = mapped_column(String(200))
@@ -200,7 +202,7 @@ class CallEvent(Base):
     at: Mapped[datetime]
     name: Mapped[str] = mapped_column(String(40))
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    detail: Mapped[dict[str, object]] = mapped_column(default=dict)
+    detail: Mapped[JsonObject] = mapped_column(default=dict)
 
 
 class Chat(Base):
@@ -234,10 +236,10 @@ class Chat(Base):
     created_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
     page: Mapped[str | None] = mapped_column(Text)
-    context: Mapped[dict[str, object]] = mapped_column(default=dict)
+    context: Mapped[JsonObject] = mapped_column(default=dict)
     # Where the visitor came from (0006_sources; callserver/orders/sources.py): both touches as the
     # widget kept them, the last touch's labels the reports group by, the first touch's, the click id.
-    touches: Mapped[dict[str, object] | None]
+    touches: Mapped[JsonObject | None]
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
     campaign: Mapped[str | None] = mapped_column(String(200))
@@ -285,7 +287,7 @@ class LeftMessage(Base):
     mail_next_at: Mapped[datetime | None] = mapped_column(index=True)  # when the next try is due
     # Where the visitor came from (0006_sources; callserver/orders/sources.py): both touches as the
     # widget kept them, the last touch's labels the reports group by, the first touch's, the click id.
-    touches: Mapped[dict[str, object] | None]
+    touches: Mapped[JsonObject | None]
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
     campaign: Mapped[str | None] = mapped_column(String(200))
@@ -398,7 +400,7 @@ class AuditEntry(Base):
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(40))
-    detail: Mapped[dict[str, object]] = mapped_column(default=dict)
+    detail: Mapped[JsonObject] = mapped_column(default=dict)
 
 
 class CallDayFigures(Base):
@@ -446,7 +448,7 @@ class PageView(Base):
     page: Mapped[str] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
     referrer: Mapped[str | None] = mapped_column(Text)
-    utm: Mapped[dict[str, object] | None]
+    utm: Mapped[JsonObject | None]
     search: Mapped[str | None] = mapped_column(String(200))
     product_price: Mapped[float | None] = mapped_column(Float)
     currency: Mapped[str | None] = mapped_column(String(3))

@@ -11,10 +11,9 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import ClassVar
 
+from callserver.jsontypes import Json as Json
+from callserver.jsontypes import JsonObject as JsonObject
 from callserver.wire.vocabulary import CallEndWhy, CallSide, ChatClosedReason, ChatState, MessageStatus
-
-Json = str | int | float | bool | None | list["Json"] | dict[str, "Json"]
-JsonObject = dict[str, Json]
 
 
 class Piece:

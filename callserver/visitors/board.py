@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from callserver.accounts import Account
 from callserver.visitors.journey import PageSeen, search_in_referrer, source_of
 from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
-from callserver.wire.outbound import Frame, VisitorsBoard
+from callserver.wire.outbound import Frame, JsonObject, VisitorsBoard
 
 log = logging.getLogger(__name__)
 MAX_VIEWS = 10  # a visit's pages kept live: the board shows the last 10 (all of them are in the store)
@@ -259,9 +259,7 @@ class VisitorBoard:
                 changed.add(visitor.site_id)
         return changed
 
-    def row(
-        self, visitor: LiveVisitor, site_name: str, weights: ScoreWeights, reachable: bool
-    ) -> dict[str, Any]:
+    def row(self, visitor: LiveVisitor, site_name: str, weights: ScoreWeights, reachable: bool) -> JsonObject:
         """One row of the board as softphones get it (docs/signaling.md, `visitors`)."""
         now = self._clock()
         current = visitor.current
@@ -295,7 +293,7 @@ class BoardChannel(Protocol):
 
 
 # The board as one operator sees it: `{"visitors": [ROW, … at most MAX_ROWS], "total": N}`.
-BoardFor = Callable[[Account], dict[str, Any]]
+BoardFor = Callable[[Account], JsonObject]
 
 
 def _fingerprint(board: dict[str, Any]) -> int:
@@ -342,7 +340,7 @@ class BoardPublisher:
         board = self._board_for(account)
         await self._send(channel, board, _fingerprint(board))
 
-    async def _send(self, channel: BoardChannel, board: dict[str, Any], fingerprint: int) -> None:
+    async def _send(self, channel: BoardChannel, board: JsonObject, fingerprint: int) -> None:
         self._sent[channel] = fingerprint
         self.pushes += 1
         await channel.chat_event(VisitorsBoard(board))
@@ -369,7 +367,7 @@ class BoardPublisher:
 
     async def _publish(self, dirty: set[int]) -> None:
         # Operators of the same sites share one board, computed once.
-        boards: dict[tuple[int, ...], tuple[dict[str, Any], int]] = {}
+        boards: dict[tuple[int, ...], tuple[JsonObject, int]] = {}
         for channel, account in list(self._watchers.items()):
             if account.site_ids and not (set(account.site_ids) & dirty):
                 continue

@@ -10,10 +10,10 @@ import heapq
 import logging
 from collections.abc import Hashable
 from datetime import UTC, datetime
-from typing import Any
 
 from callserver.accounts import Account
 from callserver.errors import CallserverError
+from callserver.jsontypes import Json, JsonObject
 from callserver.limits import NEW_VISITORS_BURST, NEW_VISITORS_RATE, RateLimiter
 from callserver.operators.roster import Roster
 from callserver.sites import Site, SiteDirectory
@@ -89,7 +89,7 @@ class ShopFloor:
         if visitor is not None and visitor.current is not None and visitor.current.view_id == view_id:
             self.journeys.ended(profile.id, token, view_id, visitor.current.seconds)
 
-    def board_for(self, account: Account) -> dict[str, Any]:
+    def board_for(self, account: Account) -> JsonObject:
         """The board as this operator sees it: the `MAX_ROWS` most promising visitors of their sites
         (the newest first among equals) and how many there are in all."""
         now = self.board.now()
@@ -99,7 +99,7 @@ class ShopFloor:
             if profile is not None:
                 ranked.append((-visitor.score(profile.weights, now), now - visitor.started, visitor, profile))
         best = heapq.nsmallest(MAX_ROWS, ranked, key=lambda r: (r[0], r[1]))
-        rows = [
+        rows: list[Json] = [
             self.board.row(
                 visitor,
                 profile.name,

@@ -17,10 +17,10 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Insert, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -99,7 +99,7 @@ class PageViewLog:
         self._database = database
         self._interval = interval
         self._max_pending = max_pending
-        self._new: deque[dict[str, Any]] = deque()
+        self._new: deque[dict[str, object]] = deque()
         self._ended: dict[tuple[int, str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -186,9 +186,11 @@ class PageViewLog:
             self._away = False
             log.warning("page views are written again")
 
-    async def _row_by_row(self, new: list[dict[str, Any]], ended: dict[tuple[int, str, str], float]) -> bool:
+    async def _row_by_row(
+        self, new: list[dict[str, object]], ended: dict[tuple[int, str, str], float]
+    ) -> bool:
         """Write each row in a transaction of its own; False when the database went away meanwhile."""
-        rows: list[tuple[list[dict[str, Any]], dict[tuple[int, str, str], float]]] = [
+        rows: list[tuple[list[dict[str, object]], dict[tuple[int, str, str], float]]] = [
             ([row], {}) for row in new
         ]
         rows += [([], {key: seconds}) for key, seconds in ended.items()]
@@ -216,7 +218,7 @@ class PageViewLog:
         return True
 
     def _keep(
-        self, new: list[dict[str, Any]], ended: dict[tuple[int, str, str], float], error: Exception
+        self, new: list[dict[str, object]], ended: dict[tuple[int, str, str], float], error: Exception
     ) -> None:
         """Put rows back in front of what came meanwhile, for the next flush."""
         self._new.extendleft(reversed(new))
@@ -243,7 +245,7 @@ class PageViewLog:
 
 
 async def _write(
-    session: AsyncSession, new: list[dict[str, Any]], ended: dict[tuple[int, str, str], float]
+    session: AsyncSession, new: list[dict[str, object]], ended: dict[tuple[int, str, str], float]
 ) -> None:
     if new:
         await session.execute(_insert_views(session), new)
@@ -264,7 +266,7 @@ async def _write(
         await connection.execute(statement, rows)
 
 
-def _insert_views(session: AsyncSession) -> Any:
+def _insert_views(session: AsyncSession) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING: a view reported again (after a restart, a retried beacon) is
     already stored, and the first report stands."""
     dialect = session.get_bind().dialect.name

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
+from callserver.jsontypes import JsonObject
 from callserver.sites.site import VISITOR_TOKEN
 from callserver.wire.vocabulary import Fallback
+
+T = TypeVar("T")
 
 MAX_SDP = 20_000
 MAX_TEXT = 2_000
@@ -442,7 +445,7 @@ def _too_deep(text: str) -> bool:
     return False
 
 
-def _unstorable(value: Any) -> bool:
+def _unstorable(value: object) -> bool:
     """Whether a decoded value holds a string with NUL or a lone surrogate (depth is bounded already)."""
     if isinstance(value, str):
         return "\x00" in value or (not value.isascii() and _has_surrogate(value))
@@ -461,7 +464,7 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -493,7 +496,7 @@ def _problems(e: ValidationError, skip: int, whole: str) -> str:
     )
 
 
-def _decode(adapter: TypeAdapter[Any], text: str) -> Any:
+def _decode(adapter: TypeAdapter[T], text: str) -> T:
     raw = load_json(text)
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise BadMessage("bad_message", "A message is a JSON object with a string `type`.")
@@ -514,15 +517,15 @@ def decode_operator(text: str) -> OperatorMessage:
     return result
 
 
-def error(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:
+def error(code: str, message: str, client_id: str | None = None) -> JsonObject:
     """An error frame; `client_id` names the chat message it refuses, when there is one."""
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    frame: JsonObject = {"type": "error", "code": code, "message": message}
     if client_id is not None:
         frame["client_id"] = client_id
     return frame
 
 
-def internal_error(client_id: str | None = None) -> dict[str, Any]:
+def internal_error(client_id: str | None = None) -> JsonObject:
     """The frame for a message that failed on the server's side (the socket stays open)."""
     return error("internal_error", "Something went wrong on our side; please try again.", client_id)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from callserver.cluster.nodes import NodeLoad, WorkerLoad
@@ -72,7 +72,7 @@ class LiveFigures(Collector):
     def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
         self._read = read
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
         figures = self._read()
         load: NodeLoad = figures["load"]
         yield GaugeMetricFamily(

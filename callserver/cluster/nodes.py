@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import Redis
 
 from callserver.cluster.redis import RedisLink, RedisUnavailable
+from callserver.jsontypes import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class NodeEntry:
             load=NodeLoad(**{**load, "workers": workers}),
         )
 
-    def listing(self, now: float) -> dict[str, Any]:
+    def listing(self, now: float) -> JsonObject:
         """The node as `callserver nodes --json` lists it (DESIGN, Commands)."""
         age = max(0.0, now - self.heartbeat_at)
         return {
@@ -113,7 +114,7 @@ class NodeEntry:
         }
 
 
-async def list_nodes(client: Redis, now: float | None = None) -> list[dict[str, Any]]:
+async def list_nodes(client: Redis, now: float | None = None) -> list[JsonObject]:
     """Every node seen in the last minute, by name; one whose entry expired is `dead`."""
     now = time.time() if now is None else now
     seen = cast(
@@ -123,7 +124,7 @@ async def list_nodes(client: Redis, now: float | None = None) -> list[dict[str, 
     if not seen:
         return []
     entries = cast(list[str | None], await client.mget([node_key(name) for name, _ in seen]))
-    nodes: list[dict[str, Any]] = []
+    nodes: list[JsonObject] = []
     for (name, beat_ms), raw in zip(seen, entries, strict=True):
         if raw is not None:
             nodes.append(NodeEntry.decode(raw).listing(now))
@@ -192,7 +193,7 @@ class NodeRegistry:
         """Write this node's entry (with its TTL) and its heartbeat; obey a drain order."""
         entry = self.entry()
 
-        async def write(r: Redis) -> Any:
+        async def write(r: Redis) -> list[object]:
             async with r.pipeline(transaction=True) as pipe:
                 pipe.set(node_key(self.name), entry.encode(), px=int(DEAD_AFTER * 1000))
                 pipe.zadd(NODES, {self.name: entry.heartbeat_at * 1000})
@@ -231,7 +232,7 @@ class NodeRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-        async def leave(r: Redis) -> Any:
+        async def leave(r: Redis) -> list[object]:
             async with r.pipeline(transaction=True) as pipe:
                 pipe.delete(node_key(self.name))
                 pipe.zrem(NODES, self.name)

@@ -109,7 +109,7 @@ class RelayedChannel:
         await self._tell("call_event", frame.encode())
 
 
-async def tell_channel(channel: OperatorChannel, method: str, args: list[Any]) -> None:
+async def tell_channel(channel: OperatorChannel, method: str, args: list[object]) -> None:
     """Play a relayed call on one of this node's softphones."""
     match method, args:
         case "incoming", [dict() as call]:
@@ -336,10 +336,10 @@ class RedisRoster:
         """A time of this node's clock as Unix time (nodes' monotonic clocks cannot be compared)."""
         return time.time() - (self._clock.now() - at)
 
-    def _spawn_write(self, operator_id: int, write: Coroutine[Any, Any, None]) -> None:
+    def _spawn_write(self, operator_id: int, write: Coroutine[object, None, None]) -> None:
         self._background.spawn(self._write(operator_id, write))
 
-    async def _write(self, operator_id: int, write: Coroutine[Any, Any, None]) -> None:
+    async def _write(self, operator_id: int, write: Coroutine[object, None, None]) -> None:
         """Run one write of the operator's entries, then announce it; reloads wait for it."""
         self._writing[operator_id] = self._writing.get(operator_id, 0) + 1
         try:

@@ -88,11 +88,11 @@ class Relay:
         self._reader = asyncio.get_running_loop().create_task(self._read())
         await asyncio.wait_for(self._listening.wait(), self._request_timeout)
 
-    async def tell(self, node: str, kind: str, body: Mapping[str, Any]) -> None:
+    async def tell(self, node: str, kind: str, body: Mapping[str, object]) -> None:
         """A one-way frame to `node`; raises NodeUnreachable when nobody listens there after the retries."""
         await self._publish(node, {"kind": kind, "from": self.node, "body": dict(body)})
 
-    async def request(self, node: str, kind: str, body: Mapping[str, Any]) -> Body:
+    async def request(self, node: str, kind: str, body: Mapping[str, object]) -> Body:
         """A frame to `node` whose handler's reply comes back; its domain error is raised here."""
         request_id = uuid.uuid4().hex
         reply: asyncio.Future[Body] = asyncio.get_running_loop().create_future()

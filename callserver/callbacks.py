@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import func, select, update
 
@@ -281,7 +281,7 @@ class CallbackRecords:
             ).one()
             return _callback(row, name, None), notify, row.mail_attempts
 
-    async def mail_outcome(self, callback_id: str, **values: Any) -> None:
+    async def mail_outcome(self, callback_id: str, **values: object) -> None:
         async with self._db.session() as session:
             await session.execute(
                 update(CallbackRequest)

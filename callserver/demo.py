@@ -59,7 +59,7 @@ def shop_app(server_url: str, site_key: str) -> web.Application:
     """A small shop that embeds the widget exactly as a real one would."""
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(SHOP), autoescape=True)
 
-    def page(name: str, request: web.Request, **values: Any) -> web.Response:
+    def page(name: str, request: web.Request, **values: object) -> web.Response:
         # `?lang=ru` shows the page as a Russian (or Polish, …) shop would: <html lang="ru">.
         lang = request.query.get("lang", "en")
         html = templates.get_template(name).render(

@@ -7,8 +7,8 @@ refuses calls and chats (error code `closed`). A site without hours is always op
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -72,7 +72,7 @@ class WorkingHours(BaseModel):
         return value
 
     @classmethod
-    def of_site(cls, stored: dict[str, Any] | None) -> WorkingHours | None:
+    def of_site(cls, stored: Mapping[str, object] | None) -> WorkingHours | None:
         """The site's hours, or None (always open) when it has none or they no longer parse."""
         if not stored:
             return None

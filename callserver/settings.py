@@ -142,10 +142,10 @@ class Settings(BaseModel):
 _JSON_LIKE = {"ice_servers", "turn_urls", "ice_denied_networks"}
 
 
-def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+def _from_environment(environ: Mapping[str, str]) -> dict[str, object]:
     import json
 
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for name in Settings.model_fields:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None:
@@ -165,7 +165,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    **overrides: Any,
+    **overrides: object,
 ) -> Settings:
     """Read `config_file` (TOML), then `CALLSERVER_*` variables, then `overrides`."""
     values: dict[str, Any] = {}

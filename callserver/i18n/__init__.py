@@ -40,7 +40,9 @@ def choose(requested: str | None, site_language: str | None = None) -> str:
     return DEFAULT
 
 
-def widget_texts(language: str, overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+def widget_texts(
+    language: str, overrides: Mapping[str, Mapping[str, object]] | None = None
+) -> dict[str, str]:
     """The widget's texts in `language`, with the site's overrides (for all languages, then this one)."""
     texts: dict[str, str] = dict(pack(language)["widget"])
     for scope in ("*", language):
@@ -56,7 +58,7 @@ def softphone_texts(language: str) -> dict[str, str]:
 
 
 def opening_text(
-    language: str, opens: datetime | None, now: datetime, overrides: Mapping[str, Any] | None
+    language: str, opens: datetime | None, now: datetime, overrides: Mapping[str, Mapping[str, object]] | None
 ) -> str:
     """ "We're closed now — we open Monday at 09:00." in `language` (`opens` in the shop's time zone)."""
     texts = widget_texts(language, overrides)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from typing import Any
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +39,7 @@ class InviteRule(BaseModel):
         return any(fnmatch.fnmatchcase(target, self.pattern) for target in (url, parts.path, path))
 
 
-def rules_of(stored: list[dict[str, Any]] | None) -> tuple[InviteRule, ...]:
+def rules_of(stored: Sequence[Mapping[str, object]] | None) -> tuple[InviteRule, ...]:
     """A site's stored rules; one that no longer validates is skipped rather than break the others."""
     rules = []
     for item in stored or []:
@@ -67,7 +67,7 @@ class ScoreWeights(BaseModel):
     campaign: float = Field(5.0, ge=0, le=1000)
 
     @classmethod
-    def for_site(cls, overrides: dict[str, Any] | None) -> ScoreWeights:
+    def for_site(cls, overrides: Mapping[str, object] | None) -> ScoreWeights:
         """The defaults with a site's overrides on top; an unusable override is ignored."""
         try:
             return cls.model_validate(overrides or {})

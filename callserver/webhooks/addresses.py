@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -93,7 +92,9 @@ class PublicOnlyResolver(AbstractResolver):
     def __init__(self) -> None:
         self._resolver = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         answers = [a for a in await self._resolver.resolve(host, port, family) if is_public(a["host"])]
         if not answers:
             raise OSError(f"{host} resolves to no public address (private networks are not allowed)")

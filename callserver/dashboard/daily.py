@@ -137,7 +137,7 @@ async def call_days(
     return totals
 
 
-async def _store(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def _store(session: AsyncSession, rows: list[dict[str, object]]) -> None:
     # Two owners opening the overview at once compute the same days: the second insert is a no-op.
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import ColumnElement, delete, false, func, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from callserver.dashboard.queries import in_sites
 from callserver.errors import InvalidInput
@@ -133,7 +133,9 @@ async def erase_visitor(
         raise InvalidInput("Give the e-mail address or the phone number of the person to erase.")
     at = now or datetime.now(UTC)
 
-    def matches(email_column: Any, phone_column: Any) -> ColumnElement[bool]:
+    def matches(
+        email_column: InstrumentedAttribute[str | None], phone_column: InstrumentedAttribute[str | None]
+    ) -> ColumnElement[bool]:
         terms: list[ColumnElement[bool]] = []
         if email:
             terms.append(func.lower(email_column) == email)

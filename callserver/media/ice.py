@@ -11,12 +11,12 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Any
 
+from callserver.jsontypes import JsonObject
 from callserver.settings import Settings
 
 
-def ice_servers_for(settings: Settings, who: str, now: float | None = None) -> list[dict[str, Any]]:
+def ice_servers_for(settings: Settings, who: str, now: float | None = None) -> list[JsonObject]:
     """The ICE servers for one browser (`who` names it in coturn's logs, e.g. `visitor` or `operator-3`)."""
     servers = [s.model_dump(exclude_none=True) for s in settings.ice_servers]
     if settings.turn_secret and settings.turn_urls:

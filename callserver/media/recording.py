@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from callserver.media.tones import FRAME_SAMPLES, SAMPLE_RATE
 
@@ -75,9 +76,9 @@ class LegRecording:
             container.close()
 
 
-def decode_mono(path: Path) -> np.ndarray[Any, np.dtype[np.float32]]:
+def decode_mono(path: Path) -> npt.NDArray[np.float32]:
     """All of an audio file, decoded to 48 kHz mono float samples."""
-    chunks: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+    chunks: list[npt.NDArray[np.float32]] = []
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     with av.open(str(path)) as container:
         for frame in container.decode(audio=0):

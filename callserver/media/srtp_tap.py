@@ -32,7 +32,7 @@ OnRtcp = Callable[[bytes], None]
 """Called with a plain compound RTCP packet."""
 
 
-async def _idle(*args: Any, **kwargs: Any) -> None:
+async def _idle(*args: object, **kwargs: object) -> None:
     """Stands in for aiortc's `RTCRtpSender.send` and `RTCRtpReceiver.receive`."""
 
 
@@ -156,5 +156,5 @@ class SrtpTap:
         return None
 
 
-def _drop(*args: Any) -> None:
+def _drop(*args: object) -> None:
     """What a tap's callbacks become once it is uninstalled."""

@@ -142,7 +142,7 @@ class Worker:
             call.worker_died()
         self.pool.worker_gone(self)
 
-    def _send(self, op: str, call_id: str | None, args: dict[str, Any]) -> asyncio.Future[Any]:
+    def _send(self, op: str, call_id: str | None, args: dict[str, object]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self.alive or self.process is None or self.process.stdin is None:
             future.set_exception(WorkerLost("The media worker of this call is gone."))
@@ -152,14 +152,14 @@ class Worker:
         self.process.stdin.write(encode(request))
         return future
 
-    async def request(self, op: str, call_id: str | None = None, **args: Any) -> Any:
+    async def request(self, op: str, call_id: str | None = None, **args: object) -> Any:
         """Ask the worker and wait for its reply."""
         return await self._send(op, call_id, args)
 
-    def notify(self, op: str, call_id: str, **args: Any) -> None:
+    def notify(self, op: str, call_id: str, **args: object) -> None:
         """Ask the worker without waiting (`connect`, `hold`); a failure is only logged."""
 
-        def done(future: asyncio.Future[Any]) -> None:
+        def done(future: asyncio.Future[object]) -> None:
             if not future.cancelled() and future.exception() is not None:
                 log.warning(
                     "media worker %s: %s of call %s failed: %s", self.pid, op, call_id, future.exception()

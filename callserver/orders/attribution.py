@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from callserver.errors import InvalidInput, NotFound
 from callserver.store.models import (
@@ -182,7 +182,7 @@ async def _last_conversation(
     session: AsyncSession,
     site_id: int,
     window: tuple[datetime, datetime],
-    visitor_ids: Any,
+    visitor_ids: ScalarSelect[int] | list[int],
     left_message_match: ColumnElement[bool] | None,
 ) -> Conversation | None:
     """The latest conversation in the window of these visitors (or left messages matching)."""

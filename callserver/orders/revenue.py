@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Numeric, and_, case, false, func, select, 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import SQLCoreOperations
 
-from callserver.store.models import Call, Chat, Conversation, LeftMessage, Order, User
+from callserver.store.models import Call, Chat, ConversationTable, LeftMessage, Order, User
 
 CENT = Decimal("0.01")
 CANCELLED = "cancelled"
@@ -137,7 +137,11 @@ async def _channel_conversations(
     session: AsyncSession, site_ids: Sequence[int], period: Period
 ) -> dict[str | None, int]:
     counts: dict[str | None, int] = {}
-    tables: tuple[tuple[Conversation, str], ...] = ((Call, "call"), (Chat, "chat"), (LeftMessage, "message"))
+    tables: tuple[tuple[ConversationTable, str], ...] = (
+        (Call, "call"),
+        (Chat, "chat"),
+        (LeftMessage, "message"),
+    )
     for table, channel in tables:
         counts[channel] = int(
             await session.scalar(

@@ -29,11 +29,11 @@ from callserver.orders.revenue import (
     net_revenue,
 )
 from callserver.orders.sources import DIRECT, NO_CAMPAIGN, NO_MEDIUM
-from callserver.store.models import Call, Chat, Conversation, LeftMessage, Order
+from callserver.store.models import Call, Chat, ConversationTable, LeftMessage, Order
 
 Touch = Literal["last", "first"]
 TOUCHES: tuple[Touch, ...] = ("last", "first")
-CONVERSATIONS: tuple[tuple[Conversation, str], ...] = (
+CONVERSATIONS: tuple[tuple[ConversationTable, str], ...] = (
     (Call, "call"),
     (Chat, "chat"),
     (LeftMessage, "message"),
@@ -56,7 +56,7 @@ class SourceRow:
 
 
 def _labels(
-    table: Conversation, touch: Touch
+    table: ConversationTable, touch: Touch
 ) -> tuple[
     InstrumentedAttribute[str | None], InstrumentedAttribute[str | None], InstrumentedAttribute[str | None]
 ]:

@@ -498,4 +498,4 @@ class OutboundDelivery(Base):
 
 
 # The three tables a conversation lives in (reports loop over them alike).
-Conversation = type[Call] | type[Chat] | type[LeftMessage]
+ConversationTable = type[Call] | type[Chat] | type[LeftMessage]

@@ -77,7 +77,9 @@ async def test_the_installed_demo_serves_the_widget_and_is_ready(installed: Path
                 except aiohttp.ClientConnectionError:
                     assert time.monotonic() < deadline, "the demo did not start within 60 s"
                     await asyncio.sleep(0.5)
-            assert ready == (200, {"status": "ready", "checks": {"database": True}})
+            status, body = ready
+            assert status == 200, body
+            assert body["status"] == "ready" and body["checks"] == {"database": True}
             async with session.get(f"http://127.0.0.1:{port}/widget.js") as response:
                 assert response.status == 200
                 assert "javascript" in response.content_type

@@ -29,7 +29,7 @@ from callserver.accounts import Account
 from callserver.background import BackgroundTasks
 from callserver.clock import Clock, LoopClock, Timer
 from callserver.cluster.relay import NodeUnreachable, Relay
-from callserver.operators.roster import OperatorChannel, Presence, Seat, SeatListener
+from callserver.operators.roster import OperatorChannel, Presence, Seat, SeatListener, Seats
 from callserver.wire.outbound import Frame, JsonObject
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _account_from(text: str) -> Account:
     )
 
 
-class RedisRoster:
+class RedisRoster(Seats):
     """Operators of every node, mirrored here from Redis; `close()` is safe to call twice."""
 
     def __init__(
@@ -165,6 +165,7 @@ class RedisRoster:
         ttl: float = 10.0,
         beat: float = 2.0,
     ) -> None:
+        super().__init__()
         self._redis = redis
         self._relay = relay
         self.node = relay.node
@@ -172,7 +173,6 @@ class RedisRoster:
         self._clock = clock or LoopClock()
         self._ttl = ttl
         self._beat = beat
-        self._seats: dict[int, Seat] = {}
         self._local: dict[int, list[OperatorChannel]] = {}  # this node's open softphones
         self._remote: dict[tuple[int, str], RelayedChannel] = {}  # kept: the switchboard compares by identity
         self._stored_presence: dict[int, Presence] = {}
@@ -201,20 +201,6 @@ class RedisRoster:
             seat = self._seats[account.id] = Seat(account=account, idle_since=self._clock.now())
             self._background.spawn(self._write(account.id, self._remember(account)))
         return seat
-
-    def seat_of(self, operator_id: int) -> Seat | None:
-        return self._seats.get(operator_id)
-
-    def seats(self) -> list[Seat]:
-        return list(self._seats.values())
-
-    def presence_of(self, operator_id: int) -> Presence:
-        seat = self._seats.get(operator_id)
-        return seat.presence if seat else Presence.OFFLINE
-
-    def operators_online(self, site_id: int) -> int:
-        """Operators of the site online with a softphone open on any node (busy or not)."""
-        return sum(1 for s in self._seats.values() if s.reachable and s.account.works_for(site_id))
 
     def local_channels(self, operator_id: int) -> list[OperatorChannel]:
         return list(self._local.get(operator_id, ()))

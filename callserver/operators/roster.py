@@ -90,25 +90,11 @@ class Roster(Protocol):
     async def close(self) -> None: ...
 
 
-class LocalRoster:
-    """The operators of this process; `close()` is safe to call twice."""
+class Seats:
+    """Reading the seats a roster keeps (in-process, or this node's copy of the cluster's)."""
 
-    def __init__(self, presence_grace: float, clock: Clock | None = None) -> None:
-        self._presence_grace = presence_grace
-        self._clock = clock or LoopClock()
+    def __init__(self) -> None:
         self._seats: dict[int, Seat] = {}
-        self._offline_timers: dict[int, Timer] = {}
-        self._listeners: list[SeatListener] = []
-        self._background = BackgroundTasks("roster")
-
-    # Reading -----------------------------------------------------------------------------------
-
-    def seat(self, account: Account) -> Seat:
-        """The operator's seat, made on first sight (offline until they say otherwise)."""
-        seat = self._seats.get(account.id)
-        if seat is None:
-            seat = self._seats[account.id] = Seat(account=account, idle_since=self._clock.now())
-        return seat
 
     def seat_of(self, operator_id: int) -> Seat | None:
         return self._seats.get(operator_id)
@@ -121,8 +107,29 @@ class LocalRoster:
         return seat.presence if seat else Presence.OFFLINE
 
     def operators_online(self, site_id: int) -> int:
-        """Operators of the site online with a softphone open (busy or not)."""
+        """Operators of the site online with a softphone open (busy or not; on any node in a cluster)."""
         return sum(1 for s in self._seats.values() if s.reachable and s.account.works_for(site_id))
+
+
+class LocalRoster(Seats):
+    """The operators of this process; `close()` is safe to call twice."""
+
+    def __init__(self, presence_grace: float, clock: Clock | None = None) -> None:
+        super().__init__()
+        self._presence_grace = presence_grace
+        self._clock = clock or LoopClock()
+        self._offline_timers: dict[int, Timer] = {}
+        self._listeners: list[SeatListener] = []
+        self._background = BackgroundTasks("roster")
+
+    # Reading -----------------------------------------------------------------------------------
+
+    def seat(self, account: Account) -> Seat:
+        """The operator's seat, made on first sight (offline until they say otherwise)."""
+        seat = self._seats.get(account.id)
+        if seat is None:
+            seat = self._seats[account.id] = Seat(account=account, idle_since=self._clock.now())
+        return seat
 
     # Presence ----------------------------------------------------------------------------------
 

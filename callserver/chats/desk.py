@@ -259,8 +259,10 @@ class ChatDesk:
             self._site_status[site.id] = (is_open, online > 0)
         if told_online is not None and (told_online > 0) != (online > 0):
             await self._send(channel, wire.SiteStatus(open=is_open, operators_online=online))
-        chat = self._by_visitor.get(key) or await self._revive(site, token)
-        if chat is not None:
+        chat = self._by_visitor.get(key)
+        if chat is None:
+            await self._revive(site, token)  # shows its history to the visitor's sockets itself
+        else:
             if chat.closing is not None:
                 chat.closing.cancel()
                 chat.closing = None
@@ -292,7 +294,7 @@ class ChatDesk:
         chat = LiveChat(id=found.id, site=site, token=token, view=view, waiting_since=self._clock())
         self._register(chat)
         previous = self._seats.seat_of(found.operator_id) if found.operator_id else None
-        await self._assign(chat, previous)
+        await self._assign(chat, previous, show_history=True)
         return chat
 
     def _register(self, chat: LiveChat) -> None:
@@ -343,10 +345,10 @@ class ChatDesk:
         if note:
             await self._records.add_message(chat.id, "system", note)
         await self._assign(
-            chat, self._seats.seat_of(prefer_operator) if prefer_operator is not None else None
+            chat,
+            self._seats.seat_of(prefer_operator) if prefer_operator is not None else None,
+            show_history=True,
         )
-        for channel in list(self._visitors.get(chat.key, [])):
-            await self._send_history(chat, channel)
 
     async def post_visitor(
         self, site_id: int, token: str, text: str, client_id: str | None, origin: ChatChannel
@@ -490,27 +492,43 @@ class ChatDesk:
 
     # Routing -------------------------------------------------------------------------------------
 
-    async def _assign(self, chat: LiveChat, prefer: Seat | None = None) -> bool:
-        """Give the chat to `prefer` if they can take it, else the least-loaded operator, else queue it."""
+    async def _assign(
+        self, chat: LiveChat, prefer: Seat | None = None, *, show_history: bool = False
+    ) -> bool:
+        """Give the chat to `prefer` if they can take it, else the least-loaded operator, else queue it.
+
+        `show_history`: a chat new to the visitor's sockets gets its whole history there first.
+        """
         seat = None
         if prefer is not None and prefer.reachable and len(prefer.chats) < self.max_chats:
             seat = prefer
         seat = seat or self._router.least_loaded(chat.site.id, self._seats.seats(), self.max_chats)
         if seat is None:
+            if show_history:
+                await self._show_history(chat)
             await self._broadcast_queue()
             return False
-        await self._give(chat, seat)
+        await self._give(chat, seat, show_history=show_history)
         await self._broadcast_queue()
         return True
 
-    async def _give(self, chat: LiveChat, seat: Seat) -> None:
+    async def _show_history(self, chat: LiveChat) -> None:
+        for channel in list(self._visitors.get(chat.key, [])):
+            await self._send_history(chat, channel)
+
+    async def _give(self, chat: LiveChat, seat: Seat, *, show_history: bool = False) -> None:
         chat.operator = seat
         self._seats.took_chat(seat.account.id, chat.id)
         await self._records.assign(chat.id, seat.account.id)
+        # The visitor's sockets hear of the chat before the operator can write into it: a reply
+        # sent the moment it is assigned must not reach the widget ahead of the history it follows.
+        if show_history:
+            await self._show_history(chat)
+        else:
+            await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
         await self._to_operator(
             seat, wire.ChatAssigned(self._operator_view(chat), await self._messages(chat), chat.preview)
         )
-        await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
         if seat.channels:
             await self._delivered(chat, "visitor")
 

@@ -54,6 +54,7 @@ from callserver.wire.inbound import (
 from callserver.wire.outbound import (
     CallDetached,
     CallReanswer,
+    ChatHistory,
     ChatStateChanged,
     CsatAsk,
     CsatThanks,
@@ -134,7 +135,7 @@ class ShopperConnection:
 
     async def chat_event(self, frame: Frame) -> None:
         await self.send(frame.encode())
-        if isinstance(frame, ChatStateChanged):
+        if isinstance(frame, ChatStateChanged | ChatHistory):
             chat = frame.chat
             if chat.operator_name is not None:
                 self.operator_names[chat.id] = chat.operator_name

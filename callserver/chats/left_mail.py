@@ -10,7 +10,6 @@ database never send the same mail twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from typing import Protocol
 
 from callserver.background import BackgroundTasks
 from callserver.chats.records import ChatRecords, Left
+from callserver.due_work import DueWork
 from callserver.mail import Mail
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,14 @@ class LeftMail:
         self._on_change = on_change
         self._gaps = [timedelta(seconds=retry_after * step) for step in RETRY_STEPS]
         self._clock = clock
-        self._wake = asyncio.Event()
+        self._due = DueWork(
+            "left-message mail",
+            self.send_due,
+            records.next_mail_at,
+            clock,
+            idle_look=IDLE_LOOK,
+            after_error=self._gaps[0].total_seconds(),
+        )
         self._background = BackgroundTasks("left-message mail")
         self._loop: asyncio.Task[None] | None = None
         self._closed = False
@@ -85,30 +92,11 @@ class LeftMail:
     def start(self) -> None:
         """Start sending (what a previous run left due goes out now)."""
         if self._loop is None and not self._closed:
-            self._loop = self._background.spawn(self._run())
+            self._loop = self._background.spawn(self._due.run())
 
     def wake(self) -> None:
         """A new message was stored: look for due mail now."""
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while not self._closed:
-            self._wake.clear()
-            try:
-                await self.send_due()
-                wait = await self._until_next()
-            except Exception:
-                log.exception("left-message mail: the store could not be read; trying again later")
-                wait = self._gaps[0].total_seconds()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-
-    async def _until_next(self) -> float:
-        due = await self._records.next_mail_at()
-        if due is None:
-            return IDLE_LOOK
-        return min(IDLE_LOOK, max(0.0, (due - self._clock()).total_seconds()))
+        self._due.wake()
 
     async def send_due(self) -> None:
         """Try every mail that is due now, once each."""
@@ -145,5 +133,5 @@ class LeftMail:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._due.stop()
         await self._background.close(grace=grace)

@@ -9,7 +9,6 @@ tried again later, with growing gaps for about a day; then the delivery is `fail
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 
 from callserver.background import BackgroundTasks
+from callserver.due_work import DueWork
 from callserver.errors import CallserverError
 from callserver.store.database import Database
 from callserver.webhooks.addresses import PublicOnlyResolver, check_destination
@@ -56,7 +56,14 @@ class Webhooks:
         self._gaps = [timedelta(seconds=retry_after * step) for step in RETRY_STEPS]
         self._clock = clock
         self._slots = asyncio.Semaphore(parallel)
-        self._wake = asyncio.Event()
+        self._due = DueWork(
+            "webhooks",
+            self.send_due,
+            self.queue.next_at,
+            clock,
+            idle_look=IDLE_LOOK,
+            after_error=self._gaps[0].total_seconds(),
+        )
         self._background = BackgroundTasks("webhooks")
         self._loop: asyncio.Task[None] | None = None
         self._public: aiohttp.ClientSession | None = None
@@ -77,7 +84,7 @@ class Webhooks:
             # The call, chat or order is stored already: a webhook that cannot be queued loses no record.
             log.exception("webhooks: %s of site %d could not be queued", type, site_id)
             return
-        self._wake.set()
+        self._due.wake()
 
     async def send_test(self, site_ids: Sequence[int], subscription_id: int) -> str:
         """Queue a `ping` event for one subscription (the dashboard's "send test event"); its delivery id."""
@@ -87,7 +94,7 @@ class Webhooks:
             (delivery_id,) = await self.queue.enqueue(
                 session, subscription.site_id, PING, data, only=subscription.id
             )
-        self._wake.set()
+        self._due.wake()
         return delivery_id
 
     # The sender ----------------------------------------------------------------------------------
@@ -102,26 +109,7 @@ class Webhooks:
         public = aiohttp.TCPConnector(resolver=PublicOnlyResolver(), limit=PARALLEL)
         self._public = aiohttp.ClientSession(connector=public, timeout=timeout)
         self._any = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=PARALLEL), timeout=timeout)
-        self._loop = self._background.spawn(self._run())
-
-    async def _run(self) -> None:
-        while not self._closed:
-            self._wake.clear()
-            try:
-                await self.send_due()
-                wait = await self._until_next()
-            except Exception:
-                log.exception("webhooks: the queue could not be read; trying again later")
-                wait = self._gaps[0].total_seconds()
-            if wait > 0 and not self._closed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-
-    async def _until_next(self) -> float:
-        due = await self.queue.next_at()
-        if due is None:
-            return IDLE_LOOK
-        return min(IDLE_LOOK, max(0.0, (due - self._clock()).total_seconds()))
+        self._loop = self._background.spawn(self._due.run())
 
     async def send_due(self) -> None:
         """Start a try of every delivery that is due now (at most `parallel` in flight)."""
@@ -157,7 +145,7 @@ class Webhooks:
             await self._failed(job, _reason(e), status, elapsed)
         finally:
             self._slots.release()
-            self._wake.set()  # a retry may be due sooner than what the loop waits for
+            self._due.wake()  # a retry may be due sooner than what the loop waits for
 
     async def _post(self, job: Job) -> tuple[int, float]:
         session = self._any if job.allow_private_network else self._public
@@ -199,7 +187,7 @@ class Webhooks:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._due.stop()
         await self._background.close(grace=grace)
         for session in (self._public, self._any):
             if session is not None:

@@ -10,10 +10,20 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from callserver.accounts import Account
-from callserver.errors import CallserverError
+from callserver.errors import CallserverError, InvalidInput
 from callserver.operators.roster import Presence
+from callserver.visitors.history import Past, VisitorHistory
 from callserver.web.auth import current_account, watch_socket
-from callserver.web.keys import CHAT_DESK, CONVERSATIONS, OUTCOMES, ROSTER, SETTINGS, SHOP_FLOOR, SWITCHBOARD
+from callserver.web.keys import (
+    CHAT_DESK,
+    CONVERSATIONS,
+    DATABASE,
+    OUTCOMES,
+    ROSTER,
+    SETTINGS,
+    SHOP_FLOOR,
+    SWITCHBOARD,
+)
 from callserver.wire.inbound import (
     BadMessage,
     CallAccept,
@@ -41,12 +51,20 @@ from callserver.wire.inbound import (
     PresenceSet,
     VisitorCall,
     VisitorCallCancel,
+    VisitorHistoryGet,
     VisitorInvite,
     decode_operator,
     error,
     internal_error,
 )
-from callserver.wire.outbound import CallReanswer, Frame, OperatorCallResumed, OutcomeSaved
+from callserver.wire.outbound import (
+    CallReanswer,
+    Frame,
+    HistoryEntry,
+    OperatorCallResumed,
+    OutcomeSaved,
+)
+from callserver.wire.outbound import VisitorHistory as VisitorHistoryFrame
 from callserver.wire.vocabulary import CallSide
 
 log = logging.getLogger(__name__)
@@ -227,6 +245,8 @@ async def _handle(
         case OutcomeSave(conversation_id=conversation_id, note=note, tags=tags, order=order):
             outcome = await request.app[OUTCOMES].save(account, conversation_id, note, tags, order)
             await softphone.send(OutcomeSaved(outcome).encode())
+        case VisitorHistoryGet():
+            await softphone.send((await _history(request, account, message)).encode())
         case VisitorInvite(visitor_id=token, site_id=site_id):
             await request.app[CONVERSATIONS].invite(account, site_id, token)
             await softphone.send({"type": "visitor.invited", "visitor_id": token, "site_id": site_id})
@@ -240,3 +260,34 @@ async def _handle(
             callbacks = request.app[CONVERSATIONS].callbacks
             if callbacks is not None:
                 await callbacks.done(account, callback_id, outcome)
+
+
+async def _history(request: web.Request, account: Account, asked: VisitorHistoryGet) -> VisitorHistoryFrame:
+    """`visitor.history`: of a conversation's visitor, or of a site's visitor by token."""
+    history = VisitorHistory(request.app[DATABASE])
+    if asked.conversation_id is not None:
+        site_id, token, pasts = await history.of_conversation(account, asked.conversation_id)
+    elif asked.visitor_id is not None and asked.site_id is not None:
+        site_id, token = asked.site_id, asked.visitor_id
+        pasts = await history.of_visitor(account, site_id, token)
+    else:
+        raise InvalidInput("Name a conversation_id, or a visitor_id with its site_id.")
+    return VisitorHistoryFrame(asked.conversation_id, site_id, token, tuple(_entry(p) for p in pasts))
+
+
+def _entry(past: Past) -> HistoryEntry:
+    return HistoryEntry(
+        channel=past.channel,
+        id=past.id,
+        at=past.at.isoformat(),
+        operator=past.operator,
+        outcome=past.outcome,
+        duration_s=past.duration_s,
+        note=past.note,
+        tags=past.tags,
+        csat=past.csat,
+        total=past.total,
+        currency=past.currency,
+        conversation_id=past.conversation_id,
+        page=past.page,
+    )

@@ -344,6 +344,16 @@ class OutcomeGet(Incoming):
     conversation_id: Id
 
 
+class VisitorHistoryGet(Incoming):
+    """The history of a conversation's visitor (the incoming card, the visitor panel), or of a visitor
+    on the board (`visitor_id` and `site_id`)."""
+
+    type: Literal["visitor.history"]
+    conversation_id: Id | None = None
+    visitor_id: Annotated[str, Field(pattern=VISITOR_TOKEN.pattern)] | None = None
+    site_id: RowId | None = None
+
+
 class CannedAdd(Incoming):
     type: Literal["canned.add"]
     site_id: RowId | None = None
@@ -410,6 +420,7 @@ OperatorMessage = Annotated[
     | CannedRemove
     | OutcomeSave
     | OutcomeGet
+    | VisitorHistoryGet
     | VisitorInvite
     | Ping,
     Field(discriminator="type"),

@@ -13,7 +13,14 @@ from typing import ClassVar
 
 from callserver.jsontypes import Json as Json
 from callserver.jsontypes import JsonObject as JsonObject
-from callserver.wire.vocabulary import CallEndWhy, CallSide, ChatClosedReason, ChatState, MessageStatus
+from callserver.wire.vocabulary import (
+    CallEndWhy,
+    CallSide,
+    ChatClosedReason,
+    ChatState,
+    HistoryChannel,
+    MessageStatus,
+)
 
 
 class Piece:
@@ -607,3 +614,33 @@ class OutcomeSaved(Frame):
 
     TYPE = "outcome.saved"
     outcome: JsonObject
+
+
+@dataclass(frozen=True)
+class HistoryEntry(Piece):
+    """ENTRY: one earlier call, chat, left message or order of a visitor (callserver/visitors/history.py)."""
+
+    channel: HistoryChannel
+    id: str
+    at: str  # ISO 8601
+    operator: str | None
+    outcome: str | None
+    duration_s: int | None
+    note: str | None
+    tags: tuple[str, ...]
+    csat: int | None
+    total: str | None
+    currency: str | None
+    conversation_id: str | None
+    page: str | None
+
+
+@dataclass(frozen=True)
+class VisitorHistory(Frame):
+    """To the operator: a visitor's history, newest first (`conversation_id`: the one it was asked for)."""
+
+    TYPE = "visitor.history"
+    conversation_id: str | None
+    site_id: int
+    visitor_id: str
+    entries: tuple[HistoryEntry, ...]

@@ -27,6 +27,7 @@ from callserver.chats.desk import ChatDesk
 from callserver.chats.records import ChatRecords
 from callserver.clock import Clock, LoopClock
 from callserver.cluster.admission import Admission
+from callserver.cluster.board import RedisBoardShare
 from callserver.cluster.calls import ClusterCalls
 from callserver.cluster.drain import Drain
 from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
@@ -106,12 +107,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     database = Database(app[SETTINGS].effective_database_url)
     await database.upgrade()
     app[DATABASE] = database
-    records = CallRecords(database)
-    # In a cluster the other nodes' calls are alive: each node ends only its own (cluster/calls.py).
-    dropped = 0 if app[SETTINGS].redis_url else await records.end_leftovers()
-    if dropped:
-        log.warning("ended %d call(s) left open by a previous run as dropped", dropped)
-    app[RECORDS] = records
+    app[RECORDS] = CallRecords(database)
     app[SITES] = SiteDirectory(database)
     yield
     await database.close()
@@ -123,6 +119,11 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     webhooks.start()
     app[WEBHOOKS] = webhooks
     app[hooks.ORDER_EVENTS] = webhooks  # `order.attributed`, from the order intake's views
+    # Calls a previous run left open end `dropped`, heard as `call.ended` like any other end. In a
+    # cluster the other nodes' calls are alive: each node ends only its own (cluster/calls.py).
+    dropped = 0 if app[SETTINGS].redis_url else await app[RECORDS].end_leftovers(webhooks)
+    if dropped:
+        log.warning("ended %d call(s) left open by a previous run as dropped", dropped)
     yield
     await webhooks.close()
 
@@ -203,8 +204,10 @@ async def _chat_desk(app: web.Application) -> AsyncIterator[None]:
 
 async def _shop_floor(app: web.Application) -> AsyncIterator[None]:
     """The visitors on the shops' pages: beacons, the visitors board, invitations."""
-    floor = ShopFloor(app[DATABASE], app[SITES], app[ROSTER])
-    floor.start()
+    # Several nodes: the board's cards and the visitors' streams are shared through Redis.
+    share = RedisBoardShare(app[REDIS].client, app[SETTINGS].effective_node_name) if REDIS in app else None
+    floor = ShopFloor(app[DATABASE], app[SITES], app[ROSTER], share=share)
+    await floor.start()
     app[SHOP_FLOOR] = floor
     yield
     await floor.close()

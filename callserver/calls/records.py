@@ -171,15 +171,21 @@ class CallRecords:
                 CallEvent(call_id=call_id, at=at, name=events.CALL_ENDED, detail={"reason": reason, **detail})
             )
 
-    async def end_leftovers(self) -> int:
-        """End as `dropped` every call a previous run left ringing or answered; returns how many."""
+    async def end_leftovers(self, sink: events.EventSink | None = None) -> int:
+        """End as `dropped` every call a previous run left ringing or answered; returns how many.
+
+        Each is published as `call.ended` to `sink`, as a call that ends while the server runs is.
+        """
         at = now()
         async with self._db.session() as session:
-            ids = list(
-                await session.scalars(
-                    select(Call.id).where(Call.state.in_([CallState.RINGING, CallState.ANSWERED]))
+            left = list(
+                await session.execute(
+                    select(Call.id, Call.site_id).where(
+                        Call.state.in_([CallState.RINGING, CallState.ANSWERED])
+                    )
                 )
             )
+            ids = [call_id for call_id, _site_id in left]
             if not ids:
                 return 0
             await session.execute(
@@ -191,6 +197,9 @@ class CallRecords:
                 CallEvent(call_id=i, at=at, name=events.CALL_ENDED, detail={"reason": EndReason.DROPPED})
                 for i in ids
             )
+        # Published once the calls are stored as ended: the webhook's data is the call as the API reads it.
+        for call_id, site_id in left:
+            await (sink or events.NoEvents()).publish(site_id, events.CALL_ENDED, {"id": call_id})
         return len(ids)
 
     async def get(self, call_id: str) -> Call | None:

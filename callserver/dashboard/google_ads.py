@@ -5,7 +5,12 @@ Ads using files (legacy)", support.google.com/google-ads/answer/7014069, the CSV
 "Conversions from clicks"): a `Parameters:TimeZone=…` line, then the header row `Google Click ID,
 Conversion Name, Conversion Time, Conversion Value, Conversion Currency`, then one conversion a row.
 Times are written in UTC (`yyyy-MM-dd HH:mm:ss`, the zone given once as `+0000`), so no row depends
-on daylight-saving rules.
+on daylight-saving rules. Checked against that page on 2026-12-02: "If all of your conversion times
+are in the same time zone, set the time zone once in the 'Parameters' row" (a Conversion Time without
+a zone then takes the row's), the zone written either as a time zone ID from Google's list or as the
+GMT offset, `+` or `-` and four digits (`-0500` New York, `+0100` Berlin, `+0000` GMT). The zone
+could instead follow each Conversion Time; once in the Parameters row is the page's own advice for
+times that share one zone, as these do.
 
 One row per attributed order placed in the period whose conversation carried a `gclid` (its last
 touch's, else its first touch's), the value being the order's total net of refunds
@@ -34,6 +39,7 @@ CONVERSATIONS: tuple[tuple[Any, str], ...] = ((Call, "call"), (Chat, "chat"), (L
 
 
 def conversion_time(at: datetime) -> str:
+    """`yyyy-MM-dd HH:mm:ss` in UTC, the zone `TIME_ZONE_LINE` declares for every row."""
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 

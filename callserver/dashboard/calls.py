@@ -1,5 +1,7 @@
 """The conversation log (`/dashboard/calls`), a call's page, its recording, and attributing an order to it.
 
+A chat's page is `chats.py`; the log links to both.
+
 A call of a site the owner does not see is answered with 404, as if it did not exist.
 """
 
@@ -16,6 +18,7 @@ from callserver.dashboard.page import back, checked_form, forbidden, render, sig
 from callserver.errors import NotFound
 from callserver.orders.attribution import set_attribution
 from callserver.orders.intake import find_order
+from callserver.outcomes import site_tags
 from callserver.web import auth, hooks
 from callserver.web.keys import DATABASE, SETTINGS
 
@@ -29,6 +32,9 @@ async def log_page(request: web.Request) -> web.StreamResponse:
         page = await queries.conversation_log(session, owner.site_ids, filters, cursor)
         operators = await queries.operators_of(session, owner.site_ids)
         names = await site_names(session, owner.site_ids)
+        tags = await site_tags(session, owner.site_ids) if owner.site_ids else []
+    if filters.tag and filters.tag not in tags:
+        tags.append(filters.tag)  # a rarely used tag beyond the suggestions stays selected
     kept = {k: v for k, v in request.query.items() if k != "after" and v}
     next_url = None
     if page.next_cursor is not None:
@@ -42,11 +48,12 @@ async def log_page(request: web.Request) -> web.StreamResponse:
         q=request.query,
         operators=operators,
         site_names=names,
+        tags=tags,
         states=list(CallState),
         end_reasons=list(EndReason),
         next_url=next_url,
         first_url="/dashboard/calls?" + urlencode(kept) if cursor else None,
-        export_query=urlencode({k: v for k, v in kept.items() if k in ("from", "to")}),
+        export_query=urlencode({k: v for k, v in kept.items() if k in ("from", "to", "tag")}),
     )
 
 

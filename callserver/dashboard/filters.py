@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from callserver.calls.states import CallState, EndReason
 from callserver.dashboard import queries
 from callserver.errors import InvalidInput
+from callserver.outcomes import clean_tags
 
 OVERVIEW_DAYS = 30
 # The overview and the activity page look at most this far at once: owners compare months, and
@@ -69,6 +70,15 @@ def time_range(query: Mapping[str, str]) -> tuple[datetime | None, datetime | No
     )
 
 
+def tag(query: Mapping[str, str]) -> str | None:
+    """The `tag` filter as tags are stored (trimmed, lower case); InvalidInput when no tag looks so."""
+    value = query.get("tag") or ""
+    if len(value) > 200:  # a tag is 50 characters at most: refuse a long one before cleaning it
+        raise InvalidInput("A tag is at most 50 characters.")
+    cleaned = clean_tags([value])
+    return cleaned[0] if cleaned else None
+
+
 def log_filters(query: Mapping[str, str]) -> queries.LogFilters:
     start, end = time_range(query)
     channel = query.get("channel") or None
@@ -92,4 +102,5 @@ def log_filters(query: Mapping[str, str]) -> queries.LogFilters:
         end_reason=end_reason,
         channel=channel,
         orders=orders,
+        tag=tag(query),
     )

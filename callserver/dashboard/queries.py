@@ -1,4 +1,4 @@
-"""Reporting queries for the owner dashboard: the conversation log, a call's file, the overview.
+"""Reporting queries for the owner dashboard: the conversation log, a call's and a chat's file, the overview.
 
 Every query is scoped to a list of site ids the caller may see; the views work that list out from
 the logged-in owner. Nothing here knows about HTTP.
@@ -40,14 +40,17 @@ from callserver.dashboard import daily
 from callserver.dashboard.daily import CallDay
 from callserver.errors import InvalidInput
 from callserver.orders.revenue import CANCELLED, cents, net_revenue
+from callserver.outcomes import tags_of
 from callserver.store.models import (
     Call,
     CallEvent,
     Chat,
     ChatMessage,
     ConversationOutcome,
+    ConversationTag,
     LeftMessage,
     Order,
+    PageView,
     Site,
     User,
     Visitor,
@@ -140,6 +143,7 @@ class LogFilters:
     end_reason: str | None = None
     channel: str | None = None  # call, chat, message
     orders: str | None = None  # with, without
+    tag: str | None = None  # as stored (`outcomes.clean_tags`): calls and chats the operator tagged so
 
     @property
     def only_calls(self) -> bool:
@@ -161,6 +165,7 @@ class LogRow:
     answered_at: datetime | None
     ended_at: datetime | None
     revenue: list[tuple[str, Decimal]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
     @property
     def talk_seconds(self) -> float | None:
@@ -187,8 +192,8 @@ def _branch(
         return None
     if filters.only_calls and channel != "call":
         return None
-    if filters.operator_id is not None and channel == "message":
-        return None
+    if (filters.operator_id is not None or filters.tag) and channel == "message":
+        return None  # a left message has no operator and no tags
     table: Any
     if channel == "call":
         table = Call
@@ -246,6 +251,10 @@ def _branch(
     if filters.orders in ("with", "without"):
         sold = exists().where(Order.channel == channel, Order.conversation_id == table.id)
         conditions.append(sold if filters.orders == "with" else not_(sold))
+    if filters.tag:
+        conditions.append(
+            exists().where(ConversationTag.conversation_id == table.id, ConversationTag.tag == filters.tag)
+        )
     if cursor is not None:
         # `<=` first so the database can range-scan (site_id, created_at); ties broken by id.
         conditions.append(table.created_at <= cursor.created_at)
@@ -278,6 +287,7 @@ async def conversation_log(
     operators = await _operator_names(session, {r.operator_id for r in rows if r.operator_id})
     visitors = await _visitor_names(session, {r.visitor_id for r in rows if r.visitor_id})
     revenue = await revenue_by_conversation(session, [r.id for r in rows])
+    tags = await tags_of(session, [r.id for r in rows if r.channel != "message"])
     page = [
         LogRow(
             channel=r.channel,
@@ -292,6 +302,7 @@ async def conversation_log(
             answered_at=_aware(r.answered_at) if r.answered_at else None,
             ended_at=_aware(r.ended_at) if r.ended_at else None,
             revenue=revenue.get((r.channel, r.id), []),
+            tags=tags.get(r.id, []) if r.channel != "message" else [],
         )
         for r in rows
     ]
@@ -347,7 +358,87 @@ async def operators_of(session: AsyncSession, site_ids: Sequence[int]) -> list[U
     return [u for u in users if not u.sites or any(s.id in site_ids for s in u.sites)]
 
 
-# ------------------------------------------------------------------------------------------ one call
+# ------------------------------------------------------------------------------ one conversation
+
+# The journey on a conversation's page: the last pages the visitor opened before it ended.
+JOURNEY_PAGES = 30
+
+
+@dataclass
+class Outcome:
+    """What came of a conversation: the operator's note, tags and order number, the shopper's rating."""
+
+    note: str | None = None
+    tags: list[str] = field(default_factory=list)
+    order_ref: str | None = None  # the order number the operator took by hand
+    csat_score: int | None = None
+    csat_comment: str | None = None
+    csat_at: datetime | None = None
+    csat_dismissed_at: datetime | None = None
+    updated_by: str | None = None  # who wrote the note (their name or e-mail)
+    updated_at: datetime | None = None
+
+
+async def outcome_file(session: AsyncSession, conversation_id: str) -> Outcome:
+    """The conversation's outcome and tags; an empty Outcome when nobody wrote one down."""
+    tags = (await tags_of(session, [conversation_id])).get(conversation_id, [])
+    row = await session.get(ConversationOutcome, conversation_id)
+    if row is None:
+        return Outcome(tags=tags)
+    writer = None
+    if row.updated_by is not None:
+        writer = (await _operator_names(session, {row.updated_by})).get(row.updated_by)
+    return Outcome(
+        note=row.note,
+        tags=tags,
+        order_ref=row.order_ref,
+        csat_score=row.csat_score,
+        csat_comment=row.csat_comment,
+        csat_at=_aware(row.csat_at) if row.csat_at else None,
+        csat_dismissed_at=_aware(row.csat_dismissed_at) if row.csat_dismissed_at else None,
+        updated_by=writer,
+        updated_at=_aware(row.updated_at) if row.updated_at else None,
+    )
+
+
+async def journey_of(
+    session: AsyncSession, site_id: int, visitor_id: int | None, until: datetime | None
+) -> list[PageView]:
+    """The pages the visitor opened up to `until` (`visitors/journey.py` writes them), oldest first."""
+    if visitor_id is None:
+        return []
+    token = await session.scalar(select(Visitor.token).where(Visitor.id == visitor_id))
+    if token is None:
+        return []
+    # (site_id, visitor_token, view_id) is unique, so its index finds the visitor's views.
+    stmt = select(PageView).where(PageView.site_id == site_id, PageView.visitor_token == token)
+    if until is not None:
+        stmt = stmt.where(PageView.at <= until)
+    views = list(
+        await session.scalars(stmt.order_by(PageView.at.desc(), PageView.id.desc()).limit(JOURNEY_PAGES))
+    )
+    return views[::-1]
+
+
+async def attributed_orders(
+    session: AsyncSession, site_id: int, channel: str, conversation_id: str
+) -> tuple[list[Order], dict[int, str]]:
+    """The orders attributed to a conversation, and the accounts that attributed any by hand (e-mail)."""
+    orders = list(
+        await session.scalars(
+            select(Order)
+            .where(
+                Order.channel == channel, Order.conversation_id == conversation_id, Order.site_id == site_id
+            )
+            .order_by(Order.created_at)
+        )
+    )
+    user_ids = {o.attributed_by_user_id for o in orders if o.attributed_by_user_id is not None}
+    users: dict[int, str] = {}
+    if user_ids:
+        accounts = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+        users = {user_id: email for user_id, email in accounts}
+    return orders, users
 
 
 @dataclass
@@ -361,6 +452,8 @@ class CallFile:
     # The accounts that attributed an order by hand, by id (their e-mail).
     attributed_by_users: dict[int, str] = field(default_factory=dict)
     attribution_days: int = 7
+    outcome: Outcome = field(default_factory=Outcome)
+    journey: list[PageView] = field(default_factory=list)
 
 
 async def call_file(session: AsyncSession, site_ids: Sequence[int], call_id: str) -> CallFile | None:
@@ -389,20 +482,123 @@ async def call_file(session: AsyncSession, site_ids: Sequence[int], call_id: str
                 .order_by(ChatMessage.at, ChatMessage.id)
             )
         )
-    orders = list(
+    orders, users = await attributed_orders(session, call.site_id, "call", call_id)
+    days = site.attribution_days if site.attribution_days is not None else 7
+    return CallFile(
+        call,
+        site,
+        timeline,
+        chat,
+        transcript,
+        orders,
+        users,
+        days,
+        outcome=await outcome_file(session, call_id),
+        journey=await journey_of(session, call.site_id, call.visitor_id, call.ended_at),
+    )
+
+
+@dataclass(frozen=True)
+class ChatLine:
+    """One line of a chat's transcript, with who wrote it and how far it got (sent, delivered, read)."""
+
+    message: ChatMessage
+    who: str
+
+    @property
+    def status(self) -> str:
+        if self.message.read_at is not None:
+            return "read"
+        return "delivered" if self.message.delivered_at is not None else "sent"
+
+
+@dataclass(frozen=True)
+class ChatMoment:
+    """A step of a chat's life as its records hold it: started, an operator's first reply, a system
+    line (a transfer, a call offered), rated, closed."""
+
+    at: datetime
+    name: str  # chat.started, chat.replied, chat.note, csat.received, chat.closed
+    who: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class ChatFile:
+    chat: Chat
+    site: Site
+    visitor: Visitor | None
+    operator: str | None  # who has (or last had) the chat
+    transcript: list[ChatLine]
+    timeline: list[ChatMoment]
+    journey: list[PageView]
+    orders: list[Order]
+    attributed_by_users: dict[int, str]
+    outcome: Outcome
+    call: Call | None  # the call this chat continues, when it fell back from one
+    attribution_days: int = 7
+
+
+async def chat_file(session: AsyncSession, site_ids: Sequence[int], chat_id: str) -> ChatFile | None:
+    """Everything about one chat, or None when it does not exist or belongs to a site not in scope."""
+    chat = await session.get(Chat, chat_id)
+    if chat is None or chat.site_id not in site_ids:
+        return None
+    site = await session.get(Site, chat.site_id)
+    assert site is not None
+    visitor = await session.get(Visitor, chat.visitor_id) if chat.visitor_id is not None else None
+    messages = list(
         await session.scalars(
-            select(Order)
-            .where(Order.channel == "call", Order.conversation_id == call_id, Order.site_id == call.site_id)
-            .order_by(Order.created_at)
+            select(ChatMessage).where(ChatMessage.chat_id == chat_id).order_by(ChatMessage.at, ChatMessage.id)
         )
     )
-    user_ids = {o.attributed_by_user_id for o in orders if o.attributed_by_user_id is not None}
-    users: dict[int, str] = {}
-    if user_ids:
-        accounts = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
-        users = {user_id: email for user_id, email in accounts}
-    days = site.attribution_days if site.attribution_days is not None else 7
-    return CallFile(call, site, timeline, chat, transcript, orders, users, days)
+    operator_ids = {m.operator_id for m in messages if m.operator_id is not None}
+    if chat.operator_id is not None:
+        operator_ids.add(chat.operator_id)
+    names = await _operator_names(session, operator_ids)
+    visitor_name = (visitor.name or visitor.email or visitor.phone) if visitor else None
+
+    def who(message: ChatMessage) -> str:
+        if message.sender == "visitor":
+            return visitor_name or "Visitor"
+        if message.sender == "operator":
+            return names.get(message.operator_id or 0) or "Operator"
+        return "System"
+
+    transcript = [ChatLine(m, who(m)) for m in messages]
+    outcome = await outcome_file(session, chat_id)
+    timeline = [ChatMoment(_aware(chat.created_at), "chat.started", visitor_name, chat.page or "")]
+    replied: set[int | None] = set()
+    for line in transcript:
+        m = line.message
+        if m.sender == "system":
+            timeline.append(ChatMoment(_aware(m.at), "chat.note", None, m.body))
+        elif m.sender == "operator" and m.operator_id not in replied:
+            replied.add(m.operator_id)  # the first reply of each operator: who took it, and when
+            timeline.append(ChatMoment(_aware(m.at), "chat.replied", line.who))
+    if outcome.csat_at is not None:
+        timeline.append(ChatMoment(outcome.csat_at, "csat.received", visitor_name, f"{outcome.csat_score}/5"))
+    if chat.closed_at is not None:
+        timeline.append(ChatMoment(_aware(chat.closed_at), "chat.closed"))
+    timeline.sort(key=lambda moment: moment.at)
+    call = await session.get(Call, chat.call_id) if chat.call_id else None
+    if call is not None and call.site_id != chat.site_id:
+        call = None
+    orders, users = await attributed_orders(session, chat.site_id, "chat", chat_id)
+    return ChatFile(
+        chat=chat,
+        site=site,
+        visitor=visitor,
+        operator=names.get(chat.operator_id) if chat.operator_id else None,
+        transcript=transcript,
+        timeline=timeline,
+        journey=await journey_of(session, chat.site_id, chat.visitor_id, chat.closed_at),
+        orders=orders,
+        attributed_by_users=users,
+        outcome=outcome,
+        call=call,
+        attribution_days=site.attribution_days if site.attribution_days is not None else 7,
+    )
 
 
 # ------------------------------------------------------------------------------------------ overview
@@ -725,10 +921,19 @@ CALL_COLUMNS = [
 ]
 
 
+def _tagged(column: SQLCoreOperations[str] | SQLCoreOperations[str | None], tag: str) -> ColumnElement[bool]:
+    return exists().where(ConversationTag.conversation_id == column, ConversationTag.tag == tag)
+
+
 async def export_calls(
-    session: AsyncSession, site_ids: Sequence[int], start: datetime | None, end: datetime | None
+    session: AsyncSession,
+    site_ids: Sequence[int],
+    start: datetime | None,
+    end: datetime | None,
+    tag: str | None = None,
 ) -> AsyncIterator[list[str]]:
-    """Rows of the calls CSV (header first), streamed from the database in chunks."""
+    """Rows of the calls CSV (header first), streamed from the database in chunks; with `tag`, only the
+    calls tagged so (the log's filter)."""
     yield CALL_COLUMNS
     stmt = (
         select(Call, Site.name, User.name, User.email)
@@ -742,6 +947,8 @@ async def export_calls(
         stmt = stmt.where(Call.created_at >= start)
     if end is not None:
         stmt = stmt.where(Call.created_at < end)
+    if tag:
+        stmt = stmt.where(_tagged(Call.id, tag))
     result = await session.stream(stmt)
     async for call, site_name, op_name, op_email in result:
         utm = cast("dict[str, object]", call.context.get("utm") or {})
@@ -788,10 +995,15 @@ ORDER_COLUMNS = [
 
 
 async def export_orders(
-    session: AsyncSession, site_ids: Sequence[int], start: datetime | None, end: datetime | None
+    session: AsyncSession,
+    site_ids: Sequence[int],
+    start: datetime | None,
+    end: datetime | None,
+    tag: str | None = None,
 ) -> AsyncIterator[list[str]]:
     """Rows of the orders CSV (header first), with their attribution, life and revenue (net of refunds,
-    0 when cancelled; in the order's own currency, so amounts in different currencies are never added)."""
+    0 when cancelled; in the order's own currency, so amounts in different currencies are never added);
+    with `tag`, only the orders attributed to a call or chat tagged so."""
     yield ORDER_COLUMNS
     stmt = (
         select(Order, Site.name)
@@ -804,6 +1016,8 @@ async def export_orders(
         stmt = stmt.where(Order.created_at >= start)
     if end is not None:
         stmt = stmt.where(Order.created_at < end)
+    if tag:
+        stmt = stmt.where(Order.channel.in_(("call", "chat")), _tagged(Order.conversation_id, tag))
     result = await session.stream(stmt)
     async for order, site_name in result:
         yield [

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from callserver.dashboard import callbacks as callback_requests
-from callserver.dashboard import calls, erase, exports, messages, operators, queries, recordings, sites
+from callserver.dashboard import calls, chats, erase, exports, messages, operators, queries, recordings, sites
 from callserver.dashboard import webhooks as outbound_webhooks
 from callserver.dashboard.charts import daily_chart
 from callserver.dashboard.filters import date_range
@@ -64,6 +64,7 @@ def setup(app: web.Application) -> None:
     add.add_get("/dashboard/calls/{call_id}", calls.call_page)
     add.add_get("/dashboard/calls/{call_id}/recording", calls.recording)
     add.add_post("/dashboard/calls/{call_id}/attribution", calls.attribution_submit)
+    add.add_get("/dashboard/chats/{chat_id}", chats.chat_page)
     add.add_get("/dashboard/operators", operators.activity_page)
     add.add_post("/dashboard/operators", operators.operator_add)
     add.add_post("/dashboard/operators/{user_id}/disabled", operators.operator_disable)
@@ -72,8 +73,8 @@ def setup(app: web.Application) -> None:
     add.add_get("/dashboard/callbacks", callback_requests.callbacks_page)
     add.add_post("/dashboard/callbacks/{callback_id}/outcome", callback_requests.callback_outcome)
     add.add_post("/dashboard/messages/{message_id}/status", messages.message_status)
-    add.add_get("/dashboard/export/calls.csv", exports.csv_export("calls", queries.export_calls))
-    add.add_get("/dashboard/export/orders.csv", exports.csv_export("orders", queries.export_orders))
+    add.add_get("/dashboard/export/calls.csv", exports.tagged_csv_export("calls", queries.export_calls))
+    add.add_get("/dashboard/export/orders.csv", exports.tagged_csv_export("orders", queries.export_orders))
     add.add_get("/dashboard/sources", sources_page)
     add.add_get("/dashboard/export/sources.csv", sources_csv)
     add.add_get("/dashboard/export/google-ads.csv", exports.csv_export("google-ads", conversion_rows))

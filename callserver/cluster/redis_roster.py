@@ -29,7 +29,7 @@ from callserver.accounts import Account
 from callserver.background import BackgroundTasks
 from callserver.clock import Clock, LoopClock, Timer
 from callserver.cluster.relay import NodeUnreachable, Relay
-from callserver.operators.roster import OperatorChannel, Presence, Seat, SeatListener, Seats
+from callserver.operators.roster import OperatorChannel, Presence, Seat, Seats
 from callserver.wire.outbound import Frame, JsonObject
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,6 @@ class RedisRoster(Seats):
         self._chats_here: dict[int, set[str]] = {}  # the chats this node's desk gave each operator
         self._writing: dict[int, int] = {}  # writes in flight per operator: a reload must not undo them
         self._offline_timers: dict[int, Timer] = {}
-        self._listeners: list[SeatListener] = []
         self._background = BackgroundTasks("redis roster")
         self._loops: list[asyncio.Task[None]] = []
         self._unhandle = relay.on(TELL, self._told)
@@ -213,17 +212,6 @@ class RedisRoster(Seats):
         return channel
 
     # Presence ----------------------------------------------------------------------------------
-
-    def on_change(self, listener: SeatListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
-    async def _changed(self, seat: Seat) -> None:
-        for listener in list(self._listeners):
-            try:
-                await listener(seat)
-            except Exception:
-                log.exception("a listener failed on the presence change of %s", seat.account.email)
 
     def join(self, account: Account, channel: OperatorChannel) -> Callable[[], None]:
         """Register a softphone open on this node; returns the function that unregisters it."""

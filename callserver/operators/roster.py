@@ -91,10 +91,24 @@ class Roster(Protocol):
 
 
 class Seats:
-    """Reading the seats a roster keeps (in-process, or this node's copy of the cluster's)."""
+    """Reading the seats a roster keeps (in-process, or this node's copy of the cluster's), and
+    telling listeners of presence changes."""
 
     def __init__(self) -> None:
         self._seats: dict[int, Seat] = {}
+        self._listeners: list[SeatListener] = []
+
+    def on_change(self, listener: SeatListener) -> Callable[[], None]:
+        """Call `listener` after an operator's presence changes; returns the function that unregisters it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def _changed(self, seat: Seat) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(seat)
+            except Exception:
+                log.exception("a listener failed on the presence change of %s", seat.account.email)
 
     def seat_of(self, operator_id: int) -> Seat | None:
         return self._seats.get(operator_id)
@@ -119,7 +133,6 @@ class LocalRoster(Seats):
         self._presence_grace = presence_grace
         self._clock = clock or LoopClock()
         self._offline_timers: dict[int, Timer] = {}
-        self._listeners: list[SeatListener] = []
         self._background = BackgroundTasks("roster")
 
     # Reading -----------------------------------------------------------------------------------
@@ -132,18 +145,6 @@ class LocalRoster(Seats):
         return seat
 
     # Presence ----------------------------------------------------------------------------------
-
-    def on_change(self, listener: SeatListener) -> Callable[[], None]:
-        """Call `listener` after an operator's presence changes; returns the function that unregisters it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
-    async def _changed(self, seat: Seat) -> None:
-        for listener in list(self._listeners):
-            try:
-                await listener(seat)
-            except Exception:
-                log.exception("a listener failed on the presence change of %s", seat.account.email)
 
     def join(self, account: Account, channel: OperatorChannel) -> Callable[[], None]:
         """Register an open softphone; returns the function that unregisters it.

@@ -4,6 +4,7 @@
 import { $, el, safeLink, clock } from './dom.js';
 import { t, reasonText } from './i18n.js';
 import { showVisitor } from './visitor.js';
+import { watchMicrophone, watchQuality } from './quality.js';
 
 const ICE_GATHERING_WAIT_MS = 2000;
 const ENDED_NOTICE_MS = 4000;
@@ -190,6 +191,7 @@ export function createCalls({ socket, alerts, iceServers }) {
       current.stream.getTracks().forEach((track) => track.stop());
       return;
     }
+    current.stopMic = watchMicrophone(current); // level meter, silent warning, device picker
 
     try {
       await offer(current.pc = peer(current));
@@ -299,6 +301,7 @@ export function createCalls({ socket, alerts, iceServers }) {
     activeTimer.hidden = false;
     muteButton.disabled = holdButton.disabled = false;
     callTransferButton.disabled = false;
+    if (!active.stopQuality) active.stopQuality = watchQuality(active); // the live quality badge
     showState();
   }
 
@@ -349,6 +352,8 @@ export function createCalls({ socket, alerts, iceServers }) {
     active = null;
     clearTimeout(current.iceTimer);
     activeState.hidden = true;
+    if (current.stopMic) current.stopMic();
+    if (current.stopQuality) current.stopQuality();
     if (current.next) current.next.close();
     if (current.pc) current.pc.close();
     if (current.stream) current.stream.getTracks().forEach((track) => track.stop());

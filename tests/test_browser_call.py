@@ -9,6 +9,7 @@ from playwright.async_api import Page, Playwright, WebSocket, expect
 
 from tests.browsers import go_online, hears, launch, sign_in
 from tests.stack import PASSWORD, Stack
+from tests.test_mic_and_quality_browser import rises
 
 
 async def place_call(shop: Page, operator: Page) -> str:
@@ -47,6 +48,11 @@ async def test_shopper_and_operator_hear_each_other_and_either_can_hang_up(
         await hears(operator, 440)
         await hears(shop, 1000)
         await expect(operator.get_by_test_id("op-visitor")).to_contain_text("newsletter")
+        # Both microphones' meters follow the tones, and neither side is told it can't be heard.
+        for page, side in ((shop, "cb"), (operator, "op")):
+            await rises(page.get_by_test_id(f"{side}-mic-level"))
+            await expect(page.get_by_test_id(f"{side}-mic-warning")).to_be_attached()
+            await expect(page.get_by_test_id(f"{side}-mic-warning")).to_be_hidden()
 
         if hangs_up == "shopper":
             await shop.get_by_test_id("cb-hangup").click()

@@ -1,8 +1,9 @@
-/* callserver web button, part two: what comes after a conversation.
+/* callserver web button, part two: what comes after a conversation, and the microphone check.
  *
  * widget.js loads this file the first time one of these is needed — the "how was it?" card after a
- * call or chat, the call-back form beside the offline form, an operator's incoming call — so that every
- * other page view of a shop loads widget.js alone. It registers through window.__callbuttonAfter and
+ * call or chat, the call-back form beside the offline form, an operator's incoming call, the
+ * microphone's check once a call has it — so that every other page view of a shop loads widget.js
+ * alone. It registers through window.__callbuttonAfter and
  * gets from widget.js what it shares: the shadow root, the panel, t(), el(), the page's one socket
  * (send, whenReady, onFrame), open(), on(). Frames are in docs/signaling.md ("After a conversation").
  */
@@ -21,7 +22,12 @@
 .scores button[aria-pressed="true"]{background:#1d6f42;color:#fff}
 .callback{margin-top:12px;padding-top:10px;border-top:1px solid #d0d7de}
 .callback p,.incoming p{margin:0 0 6px}
-.incoming{margin-top:12px;padding:10px;border-radius:8px;background:#d8f0e0}`;
+.incoming{margin-top:12px;padding:10px;border-radius:8px;background:#d8f0e0}
+.mic{margin-top:8px;display:flex;align-items:center;gap:8px;flex-wrap:wrap}
+.level{flex:1;min-width:80px;height:6px;border-radius:3px;background:#eaeef2;overflow:hidden}
+.level i{display:block;height:100%;width:0;background:#1d6f42;transition:width .1s}
+.mic p{margin:0;flex-basis:100%;color:#b42318;font-size:13px}
+.mic select{font:inherit;font-size:16px;max-width:100%;border:1px solid #8c959f;border-radius:6px}`;
 
   // ---- call me back: beside the offline form, when the site offers it
 
@@ -140,6 +146,135 @@
     };
   }
 
+  // ---- the microphone during a call: a level meter, "we can't hear you", a device picker
+
+  // Below this RMS (about -46 dBFS) the input counts as silent: a dead or hardware-muted microphone
+  // gives digital zeros, a live one in a quiet room stays above it.
+  const SILENT_RMS = 0.005;
+  const SILENT_MS = 3000;
+  // Aliases Chrome lists beside the devices themselves: not a second microphone.
+  const ALIASES = ['default', 'communications'];
+
+  // call: the widget's call ({ stream, pc, next, done }); stream is swapped here when the shopper
+  // picks another microphone, so mute, reoffers and the hang-up use the new one.
+  function microphone(api, call) {
+    const { panel, t, el, on } = api;
+    const Context = window.AudioContext || window.webkitAudioContext;
+    const box = el('div', 'mic');
+    const meter = el('div', 'level');
+    meter.dataset.testid = 'cb-mic-level';
+    meter.setAttribute('role', 'meter');
+    meter.setAttribute('aria-label', t('mic_level'));
+    meter.setAttribute('aria-valuemin', '0');
+    meter.setAttribute('aria-valuemax', '100');
+    meter.setAttribute('aria-valuenow', '0');
+    const bar = el('i', '');
+    meter.append(bar);
+    const warning = el('p', '', t('mic_silent'));
+    warning.dataset.testid = 'cb-mic-warning';
+    warning.setAttribute('role', 'status');
+    warning.hidden = true;
+    const picker = el('select', '');
+    picker.dataset.testid = 'cb-mic-device';
+    picker.setAttribute('aria-label', t('mic_device'));
+    picker.hidden = true;
+    box.append(meter, picker, warning);
+    panel.querySelector('.actions').before(box);
+
+    const context = Context ? new Context() : null;
+    let source = null;
+    let analyser = null;
+    let heard = false;
+    let since = Date.now();
+    const samples = new Float32Array(1024);
+
+    function listen(stream) {
+      if (!context) return;
+      if (source) source.disconnect();
+      source = context.createMediaStreamSource(stream);
+      analyser = context.createAnalyser();
+      analyser.fftSize = samples.length;
+      source.connect(analyser);
+      // A new microphone is checked afresh.
+      heard = false;
+      since = Date.now();
+      context.resume().catch(() => {});
+    }
+
+    function tick() {
+      if (call.done) { stop(); return; }
+      if (!analyser) return;
+      analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      for (const value of samples) sum += value * value;
+      const rms = Math.sqrt(sum / samples.length);
+      // -60 dBFS .. 0 dBFS on the meter
+      const level = rms > 0 ? Math.max(0, Math.min(100, Math.round((20 * Math.log10(rms) + 60) * 100 / 60))) : 0;
+      meter.setAttribute('aria-valuenow', String(level));
+      bar.style.width = `${level}%`;
+      const muted = !call.stream.getAudioTracks().some((track) => track.enabled);
+      if (rms >= SILENT_RMS) heard = true;
+      // Only at the start of a call (or of a microphone): a shopper who listens later is not nagged.
+      warning.hidden = heard || muted || Date.now() - since < SILENT_MS;
+    }
+
+    async function devices() {
+      if (!navigator.mediaDevices.enumerateDevices) return;
+      let inputs = [];
+      try {
+        inputs = (await navigator.mediaDevices.enumerateDevices()).filter((device) => device.kind === 'audioinput');
+      } catch (e) { return; }
+      if (call.done || inputs.filter((device) => !ALIASES.includes(device.deviceId)).length < 2) return;
+      const using = call.stream.getAudioTracks()[0];
+      const current = using && using.getSettings ? using.getSettings().deviceId : '';
+      picker.replaceChildren(...inputs.map((device, n) => {
+        const option = el('option', '', device.label || `${t('mic_device')} ${n + 1}`);
+        option.value = device.deviceId;
+        option.selected = device.deviceId === current;
+        return option;
+      }));
+      picker.hidden = false;
+    }
+
+    // Another microphone: the senders take its track (RTCRtpSender.replaceTrack: same codec, no renegotiation).
+    async function use(deviceId) {
+      let stream;
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: { deviceId: { exact: deviceId } } });
+      } catch (e) {
+        devices();
+        return;
+      }
+      const track = stream.getAudioTracks()[0];
+      if (call.done || !track) { stream.getTracks().forEach((each) => each.stop()); return; }
+      const old = call.stream;
+      track.enabled = old.getAudioTracks().some((each) => each.enabled);
+      for (const pc of [call.pc, call.next]) {
+        if (!pc) continue;
+        for (const sender of pc.getSenders()) {
+          if (!sender.track || sender.track.kind === 'audio') await sender.replaceTrack(track).catch(() => {});
+        }
+      }
+      call.stream = stream;
+      old.getTracks().forEach((each) => each.stop());
+      listen(stream);
+    }
+
+    picker.addEventListener('change', () => use(picker.value));
+    const timer = setInterval(tick, 100);
+    const off = on('call.ended', () => stop());
+    function stop() {
+      clearInterval(timer);
+      off();
+      if (source) source.disconnect();
+      if (context) context.close().catch(() => {});
+      box.remove();
+    }
+    if (call.done) { stop(); return; }
+    listen(call.stream);
+    devices();
+  }
+
   register((api) => {
     const { root, panel, t, el, socket, on, store, stored } = api;
     const style = document.createElement('style');
@@ -246,6 +381,9 @@
     incomingCall(api, frames);
 
     return {
+      mic(call) {
+        microphone(api, call);
+      },
       frame(frame) {
         const take = frames[frame.type];
         if (take) take(frame);

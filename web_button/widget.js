@@ -890,6 +890,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       current.stream.getTracks().forEach((track) => track.stop());
       return;
     }
+    // Its level meter and device picker (widget-after.js)
+    afterwards((a) => a.mic(current));
     show('connecting', t('connecting'));
     try {
       await offer(current.pc = peer(current));

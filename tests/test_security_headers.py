@@ -14,7 +14,7 @@ from playwright.async_api import ConsoleMessage, Page, Playwright, expect
 
 from callserver.web.auth import COOKIE
 from tests.browsers import launch, sign_in
-from tests.dashboard_support import add_call, add_left_message, add_order, csrf_token, signed_in
+from tests.dashboard_support import add_call, add_chat, add_left_message, add_order, csrf_token, signed_in
 from tests.stack import PASSWORD, Stack, free_port, sign_in_form
 
 ROOT = Path(__file__).parent.parent
@@ -30,6 +30,7 @@ EXPECTED_HTML = {
     "/dashboard/",
     "/dashboard/calls",
     "/dashboard/calls/{call_id}",
+    "/dashboard/chats/{chat_id}",
     "/dashboard/operators",
     "/dashboard/messages",
     "/dashboard/sites",
@@ -77,6 +78,7 @@ async def test_every_html_page_carries_the_security_headers(stack: Stack) -> Non
     await add_order(stack, "W-1", "10.00", "call", call_id)
     values = {
         "call_id": call_id,
+        "chat_id": await add_chat(stack, call_id=call_id, messages=["Hello"]),
         "order_id": "W-1",
         "user_id": str(anna.id),
         "site_id": str(stack.site.id),

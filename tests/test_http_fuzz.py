@@ -434,6 +434,7 @@ dashboard_queries = st.fixed_dictionaries(
         "orders": st.sampled_from(["with", "without"]) | texts,
         "after": cursors,
         "status": st.sampled_from(["new", "handled"]) | texts,
+        "tag": st.sampled_from(["vip", " VIP ", "a" * 51]) | texts,
     },
 )
 PAGES = [

@@ -29,6 +29,7 @@ from callserver.clock import Clock, LoopClock
 from callserver.cluster.admission import Admission
 from callserver.cluster.board import RedisBoardShare
 from callserver.cluster.calls import ClusterCalls
+from callserver.cluster.chats import ClusterChats
 from callserver.cluster.drain import Drain
 from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
 from callserver.cluster.nodes import NodeLoad, NodeRegistry
@@ -85,6 +86,8 @@ from callserver.webhooks.sender import Webhooks
 
 # The timers of ring timeouts and presence grace (a test may give the app its own clock).
 CLOCK = web.AppKey("clock", Clock)
+# A cluster member's chats on other nodes (cluster/chats.py): set by `_calls`, used by `_chat_desk`.
+CLUSTER_CHATS = web.AppKey("cluster_chats", ClusterChats)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +176,7 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
             app[REDIS].client, relay, switchboard, shared, app[RECORDS], app[DATABASE], app[WEBHOOKS]
         )
         await cluster.start()
+        app[CLUSTER_CHATS] = ClusterChats(app[REDIS].client, relay, shared)
     app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
     yield
@@ -195,10 +199,16 @@ async def _chat_desk(app: web.Application) -> AsyncIterator[None]:
         max_chats=settings.max_chats,
         mail_retry_after=settings.mail_retry_after,
         sink=app[WEBHOOKS],
+        places=app.get(CLUSTER_CHATS),
     )
     desk.left_messages.start_mailing()
     app[CHAT_DESK] = desk
+    elsewhere = app.get(CLUSTER_CHATS)
+    if elsewhere is not None:  # several nodes: other nodes' operators act on this desk's chats
+        await elsewhere.start(desk)
     yield
+    if elsewhere is not None:
+        await elsewhere.close()
     await desk.close()
 
 

@@ -34,8 +34,10 @@ from callserver.chats.errors import (
 from callserver.chats.left_mail import Outbox
 from callserver.chats.left_messages import LeftMessages
 from callserver.chats.limits import ChatLimits, message_body
+from callserver.chats.places import ChatPlaces, LocalPlaces, WaitingChat
 from callserver.chats.records import ChatRecords, StoredMessage
 from callserver.errors import NotOnline
+from callserver.jsontypes import Json
 from callserver.mail import Mail
 from callserver.operators.roster import Presence, Roster, Seat
 from callserver.sites import Site
@@ -89,8 +91,11 @@ class ChatDesk:
         clock: Callable[[], float] = time.monotonic,
         mail_retry_after: float = 60.0,
         sink: events.EventSink | None = None,
+        places: ChatPlaces | None = None,
     ) -> None:
         self._records = records
+        # Chats other nodes hold (a cluster); a node alone has none.
+        self._places: ChatPlaces = places or LocalPlaces()
         self._sink = sink or events.NoEvents()  # who hears `chat.closed` and `message.left`
         self._seats = seats
         self._outbox = outbox
@@ -151,8 +156,42 @@ class ChatDesk:
             if s.account.id != account.id and _share_a_site(account, s.account)
         )
 
-    def _queue_for(self, account: Account) -> tuple[wire.OperatorChat, ...]:
-        return tuple(self._operator_view(c) for c in self._waiting() if account.works_for(c.site.id))
+    def _queue_for(
+        self, account: Account, elsewhere: list[WaitingChat] | None = None
+    ) -> tuple[wire.OperatorChat, ...]:
+        """The queue as `account` sees it: the waiting chats of their sites, here and on other nodes."""
+        here = [(c, self._operator_view(c)) for c in self._waiting() if account.works_for(c.site.id)]
+        if not elsewhere:
+            return tuple(view for _, view in here)
+        mine = [w for w in elsewhere if account.works_for(w.site_id)]
+        merged = [(self._wall(c.waiting_since), view) for c, view in here] + [
+            (w.since, wire.OperatorChat(card=w.card, state=ChatState.WAITING, operator=None)) for w in mine
+        ]
+        return tuple(view for _, view in sorted(merged, key=lambda pair: pair[0]))
+
+    def _wall(self, at: float) -> float:
+        """A time of the desk's clock as Unix time (to order queues of several nodes)."""
+        return time.time() - (self._clock() - at)
+
+    def waiting_here(self) -> list[WaitingChat]:
+        """This node's queue, oldest first, as other nodes show it."""
+        return [WaitingChat(c.id, c.site.id, c.view, self._wall(c.waiting_since)) for c in self._waiting()]
+
+    def holds(self, chat_id: str) -> bool:
+        """Whether this desk holds the chat (in a cluster, another node may)."""
+        return chat_id in self._chats
+
+    def chat_ids(self) -> list[str]:
+        return list(self._chats)
+
+    async def entries_for(self, operator_id: int) -> list[JsonObject]:
+        """The operator's chats held here, as `hello` lists them."""
+        entries = []
+        for chat in sorted(self._chats.values(), key=lambda c: c.id):
+            if chat.operator is not None and chat.operator.account.id == operator_id:
+                entry = wire.OperatorChatEntry(self._operator_view(chat), await self._messages(chat))
+                entries.append(entry.encode())
+        return entries
 
     async def _messages(self, chat: LiveChat) -> tuple[wire.Message, ...]:
         return tuple(m.wire() for m in await self._records.messages(chat.id))
@@ -165,9 +204,12 @@ class ChatDesk:
             chat = self._chats.get(chat_id)
             if chat is not None:
                 chats.append(wire.OperatorChatEntry(self._operator_view(chat), await self._messages(chat)))
+        elsewhere = await self._places.waiting_elsewhere()
+        listed: list[Json] = [c.encode() for c in chats]
+        listed.extend(await self._places.chats_elsewhere(seat))
         return {
-            "chats": [c.encode() for c in chats],
-            "queue": [c.encode() for c in self._queue_for(account)],
+            "chats": listed,
+            "queue": [c.encode() for c in self._queue_for(account, elsewhere)],
             "left_messages": [m.encode() for m in await self.left_messages.listed(account)],
             "canned": [c.encode() for c in await self.canned.replies(account)],
             "operators": [c.encode() for c in self._operators(account)],
@@ -189,12 +231,14 @@ class ChatDesk:
         return await to_seats([seat], frame)
 
     async def _broadcast_queue(self) -> None:
-        """Tell waiting shoppers their place and operators what waits."""
+        """Tell waiting shoppers their place and operators what waits (here and on other nodes)."""
         for chat in self._waiting():
             await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
+        await self._places.waiting_here(self.waiting_here())
+        elsewhere = await self._places.waiting_elsewhere()
         for seat in self._seats.seats():
             if seat.channels:
-                await self._to_operator(seat, wire.ChatQueue(self._queue_for(seat.account)))
+                await self._to_operator(seat, wire.ChatQueue(self._queue_for(seat.account, elsewhere)))
 
     def _operators_changed(self) -> None:
         """Colleagues' presence or load changed: tell every softphone once, a moment later.
@@ -292,14 +336,15 @@ class ChatDesk:
             return self._chats.get(found.id) if found else None
         view = {**found.context, "id": found.id, "site": site.name, "site_id": site.id}
         chat = LiveChat(id=found.id, site=site, token=token, view=view, waiting_since=self._clock())
-        self._register(chat)
+        await self._register(chat)
         previous = self._seats.seat_of(found.operator_id) if found.operator_id else None
         await self._assign(chat, previous, show_history=True)
         return chat
 
-    def _register(self, chat: LiveChat) -> None:
+    async def _register(self, chat: LiveChat) -> None:
         self._chats[chat.id] = chat
         self._by_visitor[chat.key] = chat
+        await self._places.holding(chat.id)
 
     async def _send_history(self, chat: LiveChat, channel: ChatChannel) -> None:
         await self._send(channel, wire.ChatHistory(self._visitor_view(chat), await self._messages(chat)))
@@ -340,7 +385,7 @@ class ChatDesk:
         )
         view.update(id=chat_id, call_id=linked_call)
         chat = LiveChat(id=chat_id, site=site, token=visitor.token, view=view, waiting_since=self._clock())
-        self._register(chat)
+        await self._register(chat)
         note = FALLBACK_NOTES.get(fallback or "")
         if note:
             await self._records.add_message(chat.id, "system", note)
@@ -423,43 +468,58 @@ class ChatDesk:
     async def post_operator(
         self, seat: Seat, chat_id: str, text: str, client_id: str | None, origin: ChatChannel
     ) -> None:
+        if chat_id not in self._chats:
+            await self._places.forward(seat, "send", chat_id, origin, {"text": text, "client_id": client_id})
+            return
         chat = self._own(seat, chat_id)
         body = message_body(text)
         account = seat.account
         stored = await self._records.add_message(chat.id, "operator", body, account.id, account.display_name)
         message = stored.wire()
         await self._send(origin, wire.ChatAck(chat.id, client_id, message))
-        for channel in list(seat.channels):
-            if channel is not origin:
-                await self._send(channel, wire.ChatMessage(chat.id, message))
+        for channel in self._places.echo_channels(seat, origin):
+            await self._send(channel, wire.ChatMessage(chat.id, message))
         await self._to_visitor(chat, wire.OperatorTyping(chat.id, active=False))
         if await self._to_visitor(chat, wire.ChatMessage(chat.id, message)):
             await self._delivered(chat, "operator")
 
     async def operator_typing(self, seat: Seat, chat_id: str, active: bool) -> None:
+        if chat_id not in self._chats:
+            await self._places.forward(seat, "typing", chat_id, None, {"active": active})
+            return
         chat = self._own(seat, chat_id)
         await self._to_visitor(chat, wire.OperatorTyping(chat.id, active))
 
     async def operator_read(self, seat: Seat, chat_id: str, up_to: int) -> None:
+        if chat_id not in self._chats:
+            await self._places.forward(seat, "read", chat_id, None, {"up_to": up_to})
+            return
         chat = self._own(seat, chat_id)
         ids = await self._records.read(chat.id, ("visitor",), up_to)
         if ids:
             await self._to_visitor(chat, wire.ChatReceipt(chat.id, tuple(ids), MessageStatus.READ))
 
     async def operator_close(self, seat: Seat, chat_id: str) -> None:
+        if chat_id not in self._chats:
+            await self._places.forward(seat, "close", chat_id, None, {})
+            return
         await self._close(self._own(seat, chat_id), ChatClosedReason.OPERATOR)
 
     async def offer_call(self, seat: Seat, chat_id: str) -> None:
         """Invite the shopper to call: one click in the widget rings this operator first."""
+        if chat_id not in self._chats:
+            await self._places.forward(seat, "offer_call", chat_id, None, {})
+            return
         chat = self._own(seat, chat_id)
         await self._note(chat, f"{seat.account.display_name} offered a call.")
         await self._to_visitor(chat, wire.CallOffered(chat.id, wire.Name(seat.account.display_name)))
 
     async def pick(self, seat: Seat, chat_id: str) -> None:
-        """Take a waiting chat from the queue."""
+        """Take a waiting chat from the queue (of this node or another)."""
         chat = self._chats.get(chat_id)
         if chat is None:
-            raise UnknownChat(f"There is no open chat {chat_id!r}.")
+            await self._places.forward(seat, "pick", chat_id, None, {})
+            return
         if chat.operator is not None:
             raise NotYourChat("Another operator has taken this chat already.")
         self._check_can_take(seat, chat)
@@ -468,6 +528,9 @@ class ChatDesk:
 
     async def transfer(self, seat: Seat, chat_id: str, to_operator_id: int) -> None:
         """Hand a chat to a colleague, with its history; the shopper is told who answers now."""
+        if chat_id not in self._chats:
+            await self._places.forward(seat, "transfer", chat_id, None, {"to": to_operator_id})
+            return
         chat = self._own(seat, chat_id)
         target = self._seats.seat_of(to_operator_id)
         if target is None or target is seat:
@@ -532,6 +595,11 @@ class ChatDesk:
         if seat.channels:
             await self._delivered(chat, "visitor")
 
+    async def drain(self) -> None:
+        """Give waiting chats to operators who have room (another node's operator freed up)."""
+        if self._waiting() and not self._closed:
+            await self._drain()
+
     async def _drain(self) -> None:
         """Give waiting chats, oldest first, to operators who have room."""
         moved = False
@@ -570,6 +638,7 @@ class ChatDesk:
             return
         del self._chats[chat.id]
         self._by_visitor.pop(chat.key, None)
+        await self._places.released(chat.id)
         if chat.closing is not None:
             chat.closing.cancel()
         seat, chat.operator = chat.operator, None

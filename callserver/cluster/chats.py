@@ -1,0 +1,269 @@
+"""Chats across the nodes of a cluster: where each chat lives, operators acting on it from another node,
+and the queues of every node seen by every operator.
+
+A chat lives in the desk of the node that took it (the node of the visitor's socket), as a call lives
+on the node that took the offer. Redis says which node that is (`callserver:chat:ID`, renewed with
+each beat, gone `ttl` seconds after a node stops) and what waits in each node's queue
+(`callserver:waiting:NODE`, the same). The desk already reaches operators on other nodes through
+their seats (the roster's relayed channels: `chat.assigned`, `chat.message`, receipts, typing,
+`chat.closed` and `chat.queue` travel as relay tells). What comes the other way — an operator's
+`chat.send`, typing, read, close, pick, transfer or call offer on a chat held elsewhere — travels as a
+relay *request* to the chat's node; its reply carries the frames for the operator's socket (the ack)
+and for their other softphones here, or the domain error with its code.
+
+A chat waiting on one node is given to an operator who frees up on another: every beat, a node with
+waiting chats drains its queue against the roster (seats and chat counts are mirrored from Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from callserver.chats.channels import ChatChannel
+from callserver.chats.desk import ChatDesk
+from callserver.chats.errors import UnknownChat
+from callserver.chats.places import WaitingChat
+from callserver.cluster.nodes import DEAD_AFTER, HEARTBEAT_EVERY, NODES
+from callserver.cluster.redis_roster import RedisRoster, RelayedFrame, operator_key
+from callserver.cluster.relay import Relay
+from callserver.errors import NotOnline
+from callserver.operators.roster import Seat
+from callserver.wire.outbound import Frame, JsonObject
+
+log = logging.getLogger(__name__)
+
+ACTION = "chat.action"  # relay requests: an operator's action on a chat held by the receiving node
+ENTRIES = "chat.entries"  # relay requests: an operator's chats held by the receiving node, for `hello`
+
+
+def chat_key(chat_id: str) -> str:
+    return f"callserver:chat:{chat_id}"
+
+
+def waiting_key(node: str) -> str:
+    return f"callserver:waiting:{node}"
+
+
+class Collected:
+    """A channel that keeps what it is sent, to go back in a relay reply."""
+
+    def __init__(self) -> None:
+        self.frames: list[JsonObject] = []
+
+    async def chat_event(self, frame: Frame) -> None:
+        self.frames.append(frame.encode())
+
+
+class ForwardedOrigin(Collected):
+    """The socket of an operator on node `node` whose action came through the relay.
+
+    `covers` is the relayed channel to that node's softphones of theirs: the desk's echo of a message
+    skips it (the asking node echoes to its own softphones, not to the one that sent it) and goes to
+    `echo` instead.
+    """
+
+    def __init__(self, covers: object) -> None:
+        super().__init__()
+        self.covers = covers
+        self.echo = Collected()
+
+
+class ClusterChats:
+    """The desk's `ChatPlaces` in a cluster, and this node's answers to other nodes' chat requests."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        relay: Relay,
+        roster: RedisRoster,
+        ttl: float = DEAD_AFTER,
+        beat: float = HEARTBEAT_EVERY,
+    ) -> None:
+        self._redis = redis
+        self._relay = relay
+        self.node = relay.node
+        self._roster = roster
+        self._ttl_ms = int(ttl * 1000)
+        self._beat = beat
+        self._desk: ChatDesk | None = None
+        self._unhandle = [relay.on(ACTION, self._act), relay.on(ENTRIES, self._entries)]
+        self._loop: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self, desk: ChatDesk) -> None:
+        """Serve `desk`'s chats to other nodes and renew them in Redis every beat."""
+        self._desk = desk
+        self._loop = asyncio.get_running_loop().create_task(self._beats())
+
+    @property
+    def desk(self) -> ChatDesk:
+        if self._desk is None:
+            raise RuntimeError("ClusterChats has not started")
+        return self._desk
+
+    # ChatPlaces ---------------------------------------------------------------------------------
+
+    async def holding(self, chat_id: str) -> None:
+        try:
+            await self._redis.set(chat_key(chat_id), self.node, px=self._ttl_ms)
+        except Exception as e:
+            log.error("chat %s: could not say in Redis that this node holds it: %s", chat_id, e)
+
+    async def released(self, chat_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.delete(chat_key(chat_id))
+
+    async def forward(
+        self, seat: Seat, action: str, chat_id: str, origin: ChatChannel | None, args: JsonObject
+    ) -> None:
+        node = await self._redis.get(chat_key(chat_id))
+        if node is None or node == self.node:
+            raise UnknownChat(f"There is no open chat {chat_id!r}.")
+        operator_id = seat.account.id
+        body = {"action": action, "operator_id": operator_id, "chat_id": chat_id, "args": args}
+        reply = await self._relay.request(str(node), ACTION, body)
+        if origin is not None:
+            for frame in reply.get("origin") or []:
+                await origin.chat_event(RelayedFrame(frame))
+        for frame in reply.get("echo") or []:
+            for channel in self._roster.local_channels(operator_id):
+                if channel is not origin:
+                    with contextlib.suppress(Exception):
+                        await channel.chat_event(RelayedFrame(frame))
+
+    def echo_channels(self, seat: Seat, origin: ChatChannel) -> list[ChatChannel]:
+        if isinstance(origin, ForwardedOrigin):
+            return [c for c in seat.channels if c is not origin.covers] + [origin.echo]
+        return [c for c in seat.channels if c is not origin]
+
+    async def waiting_here(self, waiting: list[WaitingChat]) -> None:
+        try:
+            if waiting:
+                data = json.dumps([w.encode() for w in waiting])
+                await self._redis.set(waiting_key(self.node), data, px=self._ttl_ms)
+            else:
+                await self._redis.delete(waiting_key(self.node))
+        except Exception as e:
+            log.warning("could not publish this node's chat queue: %s", e)
+
+    async def waiting_elsewhere(self) -> list[WaitingChat]:
+        try:
+            nodes = [n for n in await self._live_nodes() if n != self.node]
+            if not nodes:
+                return []
+            found = await self._redis.mget([waiting_key(n) for n in nodes])
+        except Exception as e:
+            log.warning("could not read the other nodes' chat queues: %s", e)
+            return []
+        waiting: list[WaitingChat] = []
+        for text in found:
+            if text:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    waiting.extend(WaitingChat.decode(w) for w in json.loads(text))
+        return waiting
+
+    async def chats_elsewhere(self, seat: Seat) -> list[JsonObject]:
+        operator_id = seat.account.id
+        try:
+            # The client decodes replies (callserver/cluster/redis.py): names and values are text.
+            stored: dict[str, str] = await self._redis.hgetall(operator_key(operator_id))  # type: ignore[assignment]
+        except Exception as e:
+            log.warning("could not read where operator %s has chats: %s", operator_id, e)
+            return []
+        nodes = sorted(
+            name[len("chats@") :]
+            for name, value in stored.items()
+            if name.startswith("chats@") and name != f"chats@{self.node}" and value not in ("", "[]")
+        )
+        entries: list[JsonObject] = []
+        for node in nodes:
+            try:
+                reply = await self._relay.request(node, ENTRIES, {"operator_id": operator_id})
+            except Exception as e:  # that node is gone or slow: its chats come back with its queue
+                log.warning("operator %s: could not list their chats on %s: %s", operator_id, node, e)
+                continue
+            entries.extend(reply.get("entries") or [])
+        return entries
+
+    async def _live_nodes(self) -> list[str]:
+        since = (time.time() - self._ttl_ms / 1000) * 1000
+        return [str(n) for n in await self._redis.zrangebyscore(NODES, since, "+inf")]
+
+    # The chat's node ----------------------------------------------------------------------------
+
+    async def _act(self, sender: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """An operator on node `sender` acts on a chat held here."""
+        desk = self.desk
+        action, operator_id, chat_id = str(body["action"]), int(body["operator_id"]), str(body["chat_id"])
+        args: dict[str, Any] = body.get("args") or {}
+        if not desk.holds(chat_id):
+            raise UnknownChat(f"There is no open chat {chat_id!r}.")
+        seat = self._roster.seat_of(operator_id)
+        if seat is None:
+            raise NotOnline("That operator is not online.")
+        origin = ForwardedOrigin(self._roster.relayed(operator_id, sender))
+        match action:
+            case "send":
+                client_id = args.get("client_id")
+                text, client = str(args["text"]), str(client_id) if client_id is not None else None
+                await desk.post_operator(seat, chat_id, text, client, origin)
+            case "typing":
+                await desk.operator_typing(seat, chat_id, bool(args["active"]))
+            case "read":
+                await desk.operator_read(seat, chat_id, int(args["up_to"]))
+            case "close":
+                await desk.operator_close(seat, chat_id)
+            case "pick":
+                await desk.pick(seat, chat_id)
+            case "transfer":
+                await desk.transfer(seat, chat_id, int(args["to"]))
+            case "offer_call":
+                await desk.offer_call(seat, chat_id)
+            case _:
+                raise UnknownChat(f"No action {action!r} on chats.")
+        return {"origin": origin.frames, "echo": origin.echo.frames}
+
+    async def _entries(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"entries": await self.desk.entries_for(int(body["operator_id"]))}
+
+    # Beats --------------------------------------------------------------------------------------
+
+    async def _beats(self) -> None:
+        """Renew this node's chats and queue in Redis; give waiting chats to whoever freed up elsewhere."""
+        while True:
+            await asyncio.sleep(self._beat)
+            desk = self.desk
+            try:
+                chat_ids = desk.chat_ids()
+                if chat_ids:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for chat_id in chat_ids:
+                            pipe.set(chat_key(chat_id), self.node, px=self._ttl_ms)
+                        await pipe.execute()
+                waiting = desk.waiting_here()
+                if waiting:
+                    await self.waiting_here(waiting)
+                    await desk.drain()
+            except Exception as e:  # Redis away for a moment: the next beat
+                log.warning("could not renew this node's chats: %s", e)
+
+    async def close(self) -> None:
+        """Stop answering and renewing; the chats stay open in the store. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for unhandle in self._unhandle:
+            unhandle()
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        with contextlib.suppress(Exception):
+            await self._redis.delete(waiting_key(self.node))

@@ -1,0 +1,125 @@
+"""Chats across two nodes: the shopper's widget on one node, the operator's softphone on the other.
+
+Two `callserver serve` processes on one PostgreSQL and one Redis (tests/cluster.py). The chat lives
+on the node of the widget's socket; the operator's frames come through the relay, their actions go
+back as relay requests (DESIGN, Scale).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from callserver.store.models import Chat, ChatMessage
+from tests import cluster as clusters
+from tests.cluster import Cluster, add_operator, operators_online
+from tests.sockets import Sockets
+
+# The fixtures (tests/cluster.py), bound here so pytest finds them.
+cluster = clusters.cluster
+cluster_sockets = clusters.cluster_sockets
+
+
+async def test_a_chat_started_through_b_reaches_the_operator_on_a_and_back(
+    cluster: Cluster, cluster_sockets: tuple[Sockets, Sockets]
+) -> None:
+    on_a, on_b = cluster_sockets
+    await add_operator(cluster, "anna@cluster.test")
+    anna = await on_a.softphone("anna@cluster.test", online=True)
+    second_tab = await on_a.softphone("anna@cluster.test")  # another softphone of hers, also on A
+    assert await operators_online(cluster.b, 1) == 1
+    shopper = await on_b.shopper("visitor-chat-1")
+    await shopper.send({"type": "chat.start", "context": {"page": "https://shop.example/p/7"}})
+
+    assigned = await anna.receive("chat.assigned")  # routed on B, told through the relay
+    chat_id = assigned["chat"]["id"]
+    assert assigned["chat"]["page"] == "https://shop.example/p/7"
+    assert (await shopper.receive("chat.history"))["chat"]["operator"] == {"name": "anna"}
+
+    await shopper.send({"type": "chat.typing", "text": "Do you"})
+    assert (await anna.receive("chat.typing"))["text"] == "Do you"
+    await shopper.send({"type": "chat.send", "text": "Do you ship to Oslo?", "client_id": "v1"})
+    asked = (await shopper.receive("chat.ack"))["message"]
+    assert (await anna.receive("chat.message"))["message"]["id"] == asked["id"]
+    assert (await shopper.receive("chat.status"))["status"] == "delivered"
+
+    # Anna's actions, sent on A, run on B where the chat lives; the ack comes back through the relay.
+    await anna.send({"type": "chat.read", "chat_id": chat_id, "up_to": asked["id"]})
+    read = await shopper.receive("chat.status", lambda f: f["status"] == "read")
+    assert read["ids"] == [asked["id"]]
+    await anna.send({"type": "chat.typing", "chat_id": chat_id})
+    assert (await shopper.receive("chat.typing"))["active"] is True
+    await anna.send({"type": "chat.send", "chat_id": chat_id, "text": "Yes, in 3 days.", "client_id": "a1"})
+    ack = await anna.receive("chat.ack")
+    assert ack["client_id"] == "a1" and ack["message"]["text"] == "Yes, in 3 days."
+    told = await shopper.receive("chat.message")
+    assert told["message"]["id"] == ack["message"]["id"] and told["message"]["operator"] == {"name": "anna"}
+    await second_tab.receive("chat.message", lambda f: f["message"]["id"] == ack["message"]["id"])
+    await anna.nothing("chat.message", where=lambda f: f["message"]["id"] == ack["message"]["id"])
+    assert (await anna.receive("chat.status"))["ids"] == [ack["message"]["id"]]  # delivered to the widget
+    await shopper.send({"type": "chat.read", "up_to": ack["message"]["id"]})
+    assert (await anna.receive("chat.status", lambda f: f["status"] == "read"))["ids"] == [
+        ack["message"]["id"]
+    ]
+
+    # A coded error from B comes back to A: too long a message, with its client_id.
+    await anna.send({"type": "chat.send", "chat_id": chat_id, "text": "z" * 4001, "client_id": "big"})
+    refused = await anna.receive("error")
+    assert (refused["code"], refused["client_id"]) == ("message_too_long", "big")
+    await anna.send({"type": "chat.send", "chat_id": "no-such-chat", "text": "hi"})
+    assert (await anna.receive("error"))["code"] == "unknown_chat"
+
+    # A softphone opened later on A lists the chat held on B, with its messages.
+    third_tab = await on_a.softphone("anna@cluster.test")
+    hello = third_tab.hello
+    [entry] = [c for c in hello["chats"] if c["chat"]["id"] == chat_id]
+    assert [m["text"] for m in entry["messages"]] == ["Do you ship to Oslo?", "Yes, in 3 days."]
+
+    await anna.send({"type": "chat.close", "chat_id": chat_id})
+    assert (await shopper.receive("chat.state", lambda f: f["chat"]["state"] == "closed"))["chat"][
+        "id"
+    ] == chat_id
+    await anna.receive("chat.closed", lambda f: f["chat_id"] == chat_id and f["reason"] == "operator")
+    async with cluster.database.session() as session:
+        chat = await session.get(Chat, chat_id)
+        assert chat is not None and chat.state == "closed"
+        texts = list(await session.scalars(select(ChatMessage.body).where(ChatMessage.chat_id == chat_id)))
+    assert texts == ["Do you ship to Oslo?", "Yes, in 3 days."]
+
+
+async def test_a_chat_queued_on_b_goes_to_the_operator_who_comes_online_on_a(
+    cluster: Cluster, cluster_sockets: tuple[Sockets, Sockets]
+) -> None:
+    on_a, on_b = cluster_sockets
+    await add_operator(cluster, "anna@cluster.test")
+    await add_operator(cluster, "ben@cluster.test")
+    ben = await on_b.softphone("ben@cluster.test", online=True)
+    # Ben (on B) is full: the sixth visitor waits in B's queue.
+    first = await on_b.shopper("visitor-queue-1")
+    await first.send({"type": "chat.start"})
+    ben_chat = (await ben.receive("chat.assigned"))["chat"]["id"]
+    for n in range(4):  # Ben's other four seats (max_chats is 5)
+        extra = await on_b.shopper(f"visitor-fill-{n}")
+        await extra.send({"type": "chat.start"})
+        await extra.receive("chat.history", lambda f: f["chat"]["state"] == "open")
+    anna = await on_a.softphone("anna@cluster.test")  # open on A, offline: she takes no chats yet
+    waiting = await on_b.shopper("visitor-queue-2")
+    await waiting.send({"type": "chat.start"})
+    state = await waiting.receive("chat.history")
+    assert state["chat"]["state"] == "waiting"
+    queued_id = state["chat"]["id"]
+    # Anna, on A, sees B's queue (she works for the site, though away).
+    queue = await anna.receive("chat.queue", lambda f: any(c["id"] == queued_id for c in f["chats"]))
+    assert [c["state"] for c in queue["chats"] if c["id"] == queued_id] == ["waiting"]
+
+    await anna.send({"type": "presence.set", "status": "online"})
+    assigned = await anna.receive("chat.assigned", lambda f: f["chat"]["id"] == queued_id)
+    assert assigned["chat"]["state"] == "open"
+    assert (await waiting.receive("chat.state", lambda f: f["chat"]["state"] == "open"))["chat"][
+        "operator"
+    ] == {"name": "anna"}
+    await waiting.send({"type": "chat.send", "text": "Finally!", "client_id": "w1"})
+    assert (await anna.receive("chat.message"))["message"]["text"] == "Finally!"
+    async with cluster.database.session() as session:
+        chat = await session.get(Chat, queued_id)
+        assert chat is not None and chat.operator_id == anna.account_id
+    assert ben_chat != queued_id

@@ -40,6 +40,7 @@ __all__ = [
     "call_record",
     "cluster",
     "cluster_sockets",
+    "ended_call",
     "operators_online",
     "running_cluster",
 ]
@@ -208,3 +209,12 @@ async def call_record(cluster: Cluster, call_id: str) -> Call:
         call = await session.get(Call, call_id)
         assert call is not None
         return call
+
+
+async def ended_call(cluster: Cluster, call_id: str, within: float = 10) -> Call:
+    """The call's row once it has ended (a page may show the end before the node wrote it)."""
+    deadline = time.monotonic() + within
+    while (call := await call_record(cluster, call_id)).state != "ended":
+        assert time.monotonic() < deadline, f"call {call_id} is still {call.state}"
+        await asyncio.sleep(0.1)
+    return call

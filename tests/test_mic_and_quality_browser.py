@@ -15,6 +15,7 @@ import struct
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import Locator, Page, Playwright, expect
 
@@ -154,5 +155,69 @@ async def test_a_silent_microphone_is_flagged_until_the_voice_comes_and_the_badg
         await expect(shop_meter).to_have_count(0)
         await expect(badge).to_have_count(0, timeout=10_000)
         await expect(op_meter).to_have_count(0)
+    finally:
+        await browser.close()
+
+
+class LossyLink:
+    """Drops every `nth` RTP packet a Python shopper sends (this kernel has no netem: the loss is
+    injected at the sender, as DESIGN's "Tests that are real" says)."""
+
+    def __init__(self, transport: Any, nth: int = 4) -> None:
+        self._transport = transport
+        self._send = transport._send_rtp
+        self._nth = nth
+        self._count = 0
+        self.dropped = 0
+
+    async def _send_rtp(self, data: bytes) -> None:
+        # RTCP (payload types 200-207 in the second byte) always passes: only audio is lost.
+        if not 192 <= data[1] <= 223:
+            self._count += 1
+            if self._count % self._nth == 0:
+                self.dropped += 1
+                return
+        await self._send(data)
+
+    def __enter__(self) -> LossyLink:
+        self._transport._send_rtp = self._send_rtp
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._transport._send_rtp = self._send
+
+
+async def test_the_badge_warns_while_the_shoppers_audio_arrives_with_loss(
+    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    """The shopper's leg loses a quarter of its packets: the forwarder keeps their sequence numbers, so
+    the softphone sees the gaps, shows the loss and warns; the warning goes when the link heals."""
+    await stack.add_user("anna@shop.example", name="Anna")
+    context = await launch(playwright, tones["operator"])
+    browser = context.browser
+    assert browser is not None
+    try:
+        operator = await context.new_page()
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
+        await go_online(operator)
+        shopper = await stack.sockets.shopper()
+        await shopper.call(440)
+        await operator.get_by_test_id("op-incoming").get_by_test_id("op-answer").click()
+        await expect(operator.get_by_test_id("op-call-state")).to_have_text("connected", timeout=15_000)
+        await hears(operator, 440)
+        badge = operator.get_by_test_id("op-quality")
+        warning = operator.get_by_test_id("op-quality-warning")
+        await expect(badge).to_have_attribute("data-quality", "good", timeout=10_000)
+        await expect(warning).to_be_hidden()
+
+        with LossyLink(shopper.pc.getSenders()[0].transport) as link:
+            await expect(warning).to_be_visible(timeout=10_000)
+            await expect(warning).to_have_text("The shopper's audio arrives poorly: they may sound choppy.")
+            await expect(badge).to_have_attribute("data-quality", "poor")
+            loss = float(await badge.get_attribute("data-loss") or "nan")
+            assert 10 <= loss <= 40, loss
+        assert link.dropped > 10
+        await expect(warning).to_be_hidden(timeout=10_000)
+        await expect(badge).to_have_attribute("data-quality", "good")
     finally:
         await browser.close()

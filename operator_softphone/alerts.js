@@ -1,5 +1,6 @@
 /* How the softphone gets the operator's attention: the alert line, the ring of waiting calls, the
- * short sound of a new chat or message, the flashing title and desktop notifications.
+ * short sound of a new chat or message, the flashing title and desktop notifications. Nothing makes
+ * a sound over a call: a call that rings meanwhile shows a quiet line (op-call-waiting) instead.
  */
 import { $ } from './dom.js';
 import { t } from './i18n.js';
@@ -10,6 +11,7 @@ const ALERT_MS = 10000;
 /** The page's alerts; `inCall()` says whether a call is on (no sound is ever made over a call). */
 export function createAlerts({ inCall }) {
   const alertBox = $('alert');
+  const waitingNotice = $('call-waiting'); // op-call-waiting: a call rings while another is on
   let alertTimer = null;
   let audioContext = null;
   let ringTimer = null;
@@ -59,11 +61,24 @@ export function createAlerts({ inCall }) {
     oscillator.stop(start + 1.05);
   }
 
-  /** Rings (sound and title) until stopRinging(); a second call changes nothing. */
+  /** One ring: the tone, unless the operator is in a call — then the quiet line says a call waits. */
+  function ring() {
+    const quiet = inCall();
+    waitingNotice.hidden = !quiet;
+    if (!quiet) { try { beep(); } catch (e) { /* sound is a courtesy */ } }
+  }
+
+  /**
+   * Rings (sound and title) until stopRinging(); a second call changes nothing, except that a call
+   * answered meanwhile turns the ring quiet at once (no tone over a call, the waiting line instead).
+   */
   function startRinging() {
-    if (ringTimer) return;
-    try { beep(); } catch (e) { /* sound is a courtesy */ }
-    ringTimer = setInterval(() => { try { beep(); } catch (e) { /* ditto */ } }, RING_EVERY_MS);
+    if (ringTimer) {
+      waitingNotice.hidden = !inCall();
+      return;
+    }
+    ring();
+    ringTimer = setInterval(ring, RING_EVERY_MS);
     let flash = false;
     titleTimer = setInterval(() => {
       flash = !flash;
@@ -75,6 +90,7 @@ export function createAlerts({ inCall }) {
     clearInterval(ringTimer);
     clearInterval(titleTimer);
     ringTimer = titleTimer = null;
+    waitingNotice.hidden = true;
     document.title = t('title');
   }
 
@@ -85,6 +101,7 @@ export function createAlerts({ inCall }) {
       const notification = new Notification(t('incoming_call'), {
         body: [call.site, call.title || call.page].filter(Boolean).map(String).join(' — '),
         tag: `call-${call.id}`,
+        silent: inCall(), // over a call the system's notification sound would be a ring too
       });
       notification.onclick = () => { window.focus(); notification.close(); };
       return notification;

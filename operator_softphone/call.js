@@ -34,7 +34,7 @@ function setPressed(button, pressed, label) {
  * The softphone's calls, on `socket`; `alerts` rings and notifies, `iceServers()` resolves to the
  * ICE servers for a new peer connection. Returns `inCall()` and `tick()` (the clocks, every second).
  */
-export function createCalls({ socket, alerts, iceServers }) {
+export function createCalls({ socket, alerts, iceServers, history }) {
   const { send } = socket;
   const { showAlert } = alerts;
   const incomingList = $('incoming');
@@ -97,6 +97,7 @@ export function createCalls({ socket, alerts, iceServers }) {
         call.page ? safeLink(call.page) : null),
       call.referrer ? el('p', { class: 'meta' }, `${t('came_from')} `, safeLink(call.referrer)) : null,
       where ? el('p', { class: 'meta' }, where) : null,
+      history ? history.card(call.id) : null, // a returning visitor's earlier calls, chats, orders
       el('div', { class: 'incoming-actions' }, answerButton, declineButton));
     element.dataset.callId = String(call.id);
     answerButton.disabled = Boolean(active);
@@ -158,6 +159,8 @@ export function createCalls({ socket, alerts, iceServers }) {
   function renderVisitor() {
     const entry = active || ringing.get(selectedId);
     showVisitor(entry ? entry.call : null);
+    if (history && entry) history.show(entry.call.id, 'call');
+    else if (history) history.clear('call');
   }
 
   // ---- answering and the active call ---------------------------------------------------------

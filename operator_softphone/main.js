@@ -3,7 +3,7 @@
  * Speaks the operator side of docs/signaling.md over /ws/operator, answers calls with the operator's
  * microphone and handles several text chats at once. Each part of the page is a module that owns its
  * state and registers for the socket frames it needs: call.js, chats.js, left-messages.js, callbacks.js, board.js,
- * outcome.js (note, tags, order of a conversation),
+ * outcome.js (note, tags, order of a conversation), visitor.js (the visitor panel and their history),
  * colleagues.js; alerts.js gets the operator's attention; dom.js and i18n.js hold the one el and the
  * one t that all of them use. Served as they are, no build step.
  */
@@ -18,6 +18,7 @@ import { createColleagues } from './colleagues.js';
 import { createBoard } from './board.js';
 import { createCallbacks } from './callbacks.js';
 import { createOutcome } from './outcome.js';
+import { createVisitorHistory } from './visitor.js';
 
 const presenceSelect = $('presence');
 const banner = $('banner');
@@ -62,9 +63,10 @@ const socket = operatorSocket({
   },
 });
 const alerts = createAlerts({ inCall: () => calls.inCall() });
-const calls = createCalls({ socket, alerts, iceServers: loadConfig });
+const history = createVisitorHistory({ socket });
+const calls = createCalls({ socket, alerts, iceServers: loadConfig, history });
 const outcome = createOutcome({ socket, alerts });
-createChats({ socket, alerts, onSelect: (id) => outcome.show(id, 'chat') });
+createChats({ socket, alerts, onSelect: (id) => { outcome.show(id, 'chat'); history.show(id, 'chat'); } });
 createLeftMessages({ socket, alerts });
 createCallbacks({ socket, alerts });
 createColleagues({ socket, pickers: [$('chat-transfer-to'), $('call-transfer-to')] });

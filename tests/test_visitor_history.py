@@ -1,16 +1,20 @@
-"""A returning visitor's history for the operator (`visitor.history`), over the real operator socket:
-earlier calls, chats, left messages and orders, newest first, bounded, and only of the operator's sites."""
+"""A returning visitor's history for the operator (`visitor.history`): over the real operator socket,
+earlier calls, chats, left messages and orders, newest first, bounded, and only of the operator's sites;
+in a real browser, on the ringing call's card and in the visitor panel."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from playwright.async_api import Playwright, expect
+
 from callserver.store.models import ConversationOutcome, ConversationTag, Order
+from tests.browsers import go_online, launch, sign_in
 from tests.conversations import add_call, add_chat, add_left_message, add_visitor
 from tests.dashboard_support import add_owner
 from tests.sockets import Softphone
-from tests.stack import Stack
+from tests.stack import PASSWORD, Stack
 
 TOKEN = "visitor-history-1"
 
@@ -147,7 +151,8 @@ async def test_a_returning_visitors_calls_chats_messages_and_orders_come_newest_
     # The same history by the visitor's token (a board row); the live chat is in it then.
     by_token = await history_of(anna, {"visitor_id": TOKEN, "site_id": stack.site.id})
     assert by_token["conversation_id"] is None
-    assert [e["id"] for e in by_token["entries"]][0] == live  # type: ignore[index]
+    entries = by_token["entries"]
+    assert isinstance(entries, list) and entries[0]["id"] == live
 
 
 async def test_the_history_is_bounded_to_the_latest_ten(stack: Stack) -> None:
@@ -197,3 +202,62 @@ async def test_only_the_operators_own_sites_and_coded_errors_for_the_rest(stack:
     # Her own site's visitor with that token has no history there: an empty list, not an error.
     reply = await history_of(olga, {"visitor_id": TOKEN, "site_id": other_site.id})
     assert reply["entries"] == []
+
+
+async def test_a_returning_visitors_history_is_on_the_incoming_card_and_in_the_visitor_panel(
+    stack: Stack, playwright: Playwright
+) -> None:
+    anna = await stack.add_user("anna@shop.example", name="Anna")
+    now = datetime.now(UTC)
+    async with stack.database.session() as session:
+        visitor = await add_visitor(session, stack.site.id, TOKEN)
+        call = await add_call(session, stack.site.id, visitor, now - timedelta(days=6), operator_id=anna.id)
+        chat = await add_chat(session, stack.site.id, visitor, now - timedelta(days=4))
+        await add_left_message(session, stack.site.id, now - timedelta(days=3), visitor)
+        await add_left_message(session, stack.site.id, now - timedelta(days=2), visitor)
+        session.add(
+            order(
+                stack.site.id,
+                "T-1001",
+                "1290",
+                now - timedelta(days=1),
+                channel="call",
+                conversation_id=call.id,
+                attributed_by="token",
+            )
+        )
+    context = await launch(playwright, None)
+    try:
+        operator = await context.new_page()
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
+        await go_online(operator)
+        shopper = await stack.sockets.shopper(TOKEN)
+        await shopper.call()
+
+        card = operator.get_by_test_id("op-incoming").get_by_test_id("op-incoming-history")
+        await expect(card).to_be_visible(timeout=10_000)
+        await expect(card).to_contain_text("Returning visitor: 5 earlier")
+        # The three latest on the card, newest first: the order (with its total), two left messages.
+        entries = card.locator("li.history-entry")
+        await expect(entries).to_have_count(3)
+        assert [await e.get_attribute("data-channel") for e in await entries.all()] == [
+            "order",
+            "message",
+            "message",
+        ]
+        await expect(entries.first).to_contain_text("1290.00 EUR")
+        await expect(entries.first.locator("a")).to_have_attribute("href", f"/dashboard/calls/{call.id}")
+        await expect(card).to_contain_text("2 more in the visitor panel")
+
+        # The visitor panel lists all five, each linked to its dashboard page.
+        panel = operator.get_by_test_id("op-visitor").get_by_test_id("op-visitor-history")
+        await expect(panel.locator("li.history-entry")).to_have_count(5)
+        earlier_call = panel.locator(f'li[data-id="{call.id}"]')
+        await expect(earlier_call).to_contain_text("Anna")
+        await expect(earlier_call).to_contain_text("2:00")  # two minutes of talk
+        await expect(earlier_call.locator("a")).to_have_attribute("href", f"/dashboard/calls/{call.id}")
+        await expect(panel.locator(f'li[data-id="{chat.id}"] a')).to_have_attribute(
+            "href", f"/dashboard/chats/{chat.id}"
+        )
+    finally:
+        await context.browser.close()  # type: ignore[union-attr]

@@ -67,7 +67,11 @@ export function watchMicrophone(call) {
   }
 
   function tick() {
-    if (!analyser) return;
+    // A context the browser keeps suspended (no user gesture yet) hears zeros: say nothing then.
+    if (!analyser || context.state !== 'running') {
+      since = Date.now();
+      return;
+    }
     analyser.getFloatTimeDomainData(samples);
     let sum = 0;
     for (const value of samples) sum += value * value;
@@ -130,6 +134,9 @@ export function watchMicrophone(call) {
 
   picker.addEventListener('change', () => use(picker.value));
   const timer = setInterval(tick, METER_MS);
+  // Safari starts a context only in a gesture: the operator's next click resumes it.
+  const resume = () => { if (context) context.resume().catch(() => {}); };
+  document.addEventListener('pointerdown', resume);
   listen(call.stream);
   listDevices();
 
@@ -137,6 +144,7 @@ export function watchMicrophone(call) {
     if (stopped) return;
     stopped = true;
     clearInterval(timer);
+    document.removeEventListener('pointerdown', resume);
     if (source) source.disconnect();
     if (context) context.close().catch(() => {});
     box.remove();

@@ -203,7 +203,8 @@
 
     function tick() {
       if (call.done) { stop(); return; }
-      if (!analyser) return;
+      // A context the browser keeps suspended (no user gesture yet) hears zeros: say nothing then.
+      if (!analyser || context.state !== 'running') { since = Date.now(); return; }
       analyser.getFloatTimeDomainData(samples);
       let sum = 0;
       for (const value of samples) sum += value * value;
@@ -263,9 +264,13 @@
     picker.addEventListener('change', () => use(picker.value));
     const timer = setInterval(tick, 100);
     const off = on('call.ended', () => stop());
+    // Safari starts a context only in a gesture: the next touch in the panel resumes it.
+    const resume = () => { if (context) context.resume().catch(() => {}); };
+    panel.addEventListener('pointerdown', resume);
     function stop() {
       clearInterval(timer);
       off();
+      panel.removeEventListener('pointerdown', resume);
       if (source) source.disconnect();
       if (context) context.close().catch(() => {});
       box.remove();

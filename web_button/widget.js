@@ -560,6 +560,15 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       // fn(frame) is true when it took the frame; returns the function that unregisters it.
       onFrame(fn) { takers.add(fn); return () => takers.delete(fn); },
       close() { if (ws) ws.close(); },
+      // A socket left on an address the page no longer has stays open without carrying anything
+      // (no close comes for minutes): give it up now and come back on the new network.
+      drop() {
+        const old = ws;
+        if (!old) return;
+        old.onclose({ code: 1006 });
+        old.onmessage = old.onclose = null;
+        old.close();
+      },
     };
   }
 
@@ -921,9 +930,13 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       if (pc !== current.pc || current.done) return;
       const state = pc.iceConnectionState;
       clearTimeout(current.iceTimer);
-      if (state === 'connected' || state === 'completed') current.flowed = true;
-      else if (state === 'disconnected') current.iceTimer = setTimeout(() => reoffer(current), 2000);
-      else if (state === 'failed' || pc.connectionState === 'failed') {
+      if (state === 'connected' || state === 'completed') {
+        if (current.flowed) back(current);
+        current.flowed = true;
+      } else if (state === 'disconnected') {
+        show(view, t('reconnecting'));
+        current.iceTimer = setTimeout(() => reoffer(current), 2000);
+      } else if (state === 'failed' || pc.connectionState === 'failed') {
         if (current.flowed) reoffer(current);
         else {
           send(current, { type: 'call.hangup' });
@@ -945,11 +958,16 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
 
   // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
   async function reoffer(current) {
-    if (current.done || current.next || !current.token) return;
+    // Offline, an offer would only wait in a dead socket: `online` brings us back here.
+    if (current.done || current.next || !current.token || !navigator.onLine) return;
     const pc = current.next = peer(current);
     try {
       await offer(pc);
-      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) return;
+      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) {
+        // No answer: the socket went with the old network; a new one resumes and offers again.
+        setTimeout(() => { if (current.next === pc) socket.drop(); }, 3000);
+        return;
+      }
     } catch (e) { /* the next trouble tries again */ }
     pc.close();
     current.next = null;
@@ -958,6 +976,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one.
   const moved = () => { if (call && call.flowed) reoffer(call); };
   window.addEventListener('online', moved);
+  window.addEventListener('offline', () => { if (call && call.flowed) show(view, t('reconnecting')); });
   if (navigator.connection) navigator.connection.addEventListener('change', moved);
 
   function iceGathered(pc, timeoutMs) {
@@ -993,7 +1012,10 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[frame.code] || (!current.offered && 'unreachable');
         if (problem) endCall(current, 'failed', t(problem), problem);
         else if (current.token && frame.code < 4000) {
-          // The server holds the call for resume_window: our socket comes back and resumes it.
+          // The server holds the call for resume_window: our socket comes back and resumes it (and
+          // offers again: a reoffer sent on this socket has no answer coming).
+          if (current.next) { current.next.close(); current.again = true; }
+          current.next = null;
           if (!current.away) current.away = setTimeout(() => lost(current), 35000);
           show(view, t('reconnecting'));
         } else lost(current);
@@ -1008,7 +1030,9 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         current.away = 0;
         if (frame.state === 'answered' && !current.connected) connected(current, frame.operator);
         else back(current);
-        if (!['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
+        // The server may have taken that lost offer (and dropped our leg): offer again.
+        if (current.again || !['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
+        current.again = false;
         break;
       case 'call.reanswer':
         if (current.next) {

@@ -7,16 +7,27 @@ back as relay requests (DESIGN, Scale).
 
 from __future__ import annotations
 
+import aiohttp
 from sqlalchemy import select
 
 from callserver.store.models import Chat, ChatMessage
 from tests import cluster as clusters
-from tests.cluster import Cluster, add_operator, operators_online
+from tests.cluster import Cluster, Node, add_operator, operators_online
 from tests.sockets import Sockets
 
 # The fixtures (tests/cluster.py), bound here so pytest finds them.
 cluster = clusters.cluster
 cluster_sockets = clusters.cluster_sockets
+
+
+async def _chats_in_progress(node: Node) -> float:
+    """`callserver_chats_in_progress` in the node's /metrics (read from loopback, so no token)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{node.url}/metrics") as response:
+        assert response.status == 200, await response.text()
+        for line in (await response.text()).splitlines():
+            if line.startswith("callserver_chats_in_progress "):
+                return float(line.split()[1])
+    raise AssertionError("no callserver_chats_in_progress in /metrics")
 
 
 async def test_a_chat_started_through_b_reaches_the_operator_on_a_and_back(
@@ -74,16 +85,29 @@ async def test_a_chat_started_through_b_reaches_the_operator_on_a_and_back(
     [entry] = [c for c in hello["chats"] if c["chat"]["id"] == chat_id]
     assert [m["text"] for m in entry["messages"]] == ["Do you ship to Oslo?", "Yes, in 3 days."]
 
+    # The shopper's next page opens its socket on A (no sticky sessions): the chat moves there.
+    await shopper.close()
+    next_page = await on_a.shopper("visitor-chat-1")
+    history = await next_page.receive("chat.history")
+    assert history["chat"] == {"id": chat_id, "state": "open", "operator": {"name": "anna"}}
+    assert [m["text"] for m in history["messages"]] == ["Do you ship to Oslo?", "Yes, in 3 days."]
+    await next_page.send({"type": "chat.send", "text": "And to Bergen?", "client_id": "v2"})
+    await anna.receive("chat.message", lambda f: f["message"]["text"] == "And to Bergen?")
+    await anna.send({"type": "chat.send", "chat_id": chat_id, "text": "Also.", "client_id": "a2"})
+    await anna.receive("chat.ack", lambda f: f["client_id"] == "a2")
+    await next_page.receive("chat.message", lambda f: f["message"]["text"] == "Also.")
+
+    assert (await _chats_in_progress(cluster.a), await _chats_in_progress(cluster.b)) == (1, 0)
+
     await anna.send({"type": "chat.close", "chat_id": chat_id})
-    assert (await shopper.receive("chat.state", lambda f: f["chat"]["state"] == "closed"))["chat"][
-        "id"
-    ] == chat_id
+    closed = await next_page.receive("chat.state", lambda f: f["chat"]["state"] == "closed")
+    assert closed["chat"]["id"] == chat_id
     await anna.receive("chat.closed", lambda f: f["chat_id"] == chat_id and f["reason"] == "operator")
     async with cluster.database.session() as session:
         chat = await session.get(Chat, chat_id)
         assert chat is not None and chat.state == "closed"
         texts = list(await session.scalars(select(ChatMessage.body).where(ChatMessage.chat_id == chat_id)))
-    assert texts == ["Do you ship to Oslo?", "Yes, in 3 days."]
+    assert texts == ["Do you ship to Oslo?", "Yes, in 3 days.", "And to Bergen?", "Also."]
 
 
 async def test_a_chat_queued_on_b_goes_to_the_operator_who_comes_online_on_a(

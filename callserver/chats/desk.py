@@ -184,6 +184,26 @@ class ChatDesk:
     def chat_ids(self) -> list[str]:
         return list(self._chats)
 
+    async def hand_over(self, chat_id: str) -> bool:
+        """Let another node take the chat (the visitor's socket is there now); it stays open.
+
+        This node's sockets of that visitor see no more of it until they reconnect.
+        """
+        chat = self._chats.pop(chat_id, None)
+        if chat is None:
+            return False
+        if self._by_visitor.get(chat.key) is chat:
+            del self._by_visitor[chat.key]
+        if chat.closing is not None:
+            chat.closing.cancel()
+            chat.closing = None
+        seat, chat.operator = chat.operator, None
+        if seat is not None:
+            self._seats.released_chat(seat.account.id, chat.id)
+        else:
+            await self._broadcast_queue()
+        return True
+
     async def entries_for(self, operator_id: int) -> list[JsonObject]:
         """The operator's chats held here, as `hello` lists them."""
         entries = []
@@ -334,6 +354,10 @@ class ChatDesk:
         found = await self._records.find_open(site.id, token)
         if found is None or found.id in self._chats:
             return self._chats.get(found.id) if found else None
+        # In a cluster another node may hold it (the visitor's last page went there): it moves here.
+        await self._places.take_over(found.id)
+        if found.id in self._chats:  # taken meanwhile by another socket of this visitor
+            return self._chats[found.id]
         view = {**found.context, "id": found.id, "site": site.name, "site_id": site.id}
         chat = LiveChat(id=found.id, site=site, token=token, view=view, waiting_since=self._clock())
         await self._register(chat)

@@ -44,6 +44,9 @@ class ChatPlaces(Protocol):
     async def released(self, chat_id: str) -> None:
         """The chat closed here (or left this node)."""
 
+    async def take_over(self, chat_id: str) -> None:
+        """The visitor's socket is here now: the node that held the chat lets it go (none: nothing)."""
+
     async def forward(
         self, seat: Seat, action: str, chat_id: str, origin: ChatChannel | None, args: JsonObject
     ) -> None:
@@ -72,6 +75,9 @@ class LocalPlaces:
         return None
 
     async def released(self, chat_id: str) -> None:
+        return None
+
+    async def take_over(self, chat_id: str) -> None:
         return None
 
     async def forward(

@@ -32,7 +32,7 @@ from callserver.chats.errors import UnknownChat
 from callserver.chats.places import WaitingChat
 from callserver.cluster.nodes import DEAD_AFTER, HEARTBEAT_EVERY, NODES
 from callserver.cluster.redis_roster import RedisRoster, RelayedFrame, operator_key
-from callserver.cluster.relay import Relay
+from callserver.cluster.relay import NodeUnreachable, Relay
 from callserver.errors import NotOnline
 from callserver.operators.roster import Seat
 from callserver.wire.outbound import Frame, JsonObject
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ACTION = "chat.action"  # relay requests: an operator's action on a chat held by the receiving node
 ENTRIES = "chat.entries"  # relay requests: an operator's chats held by the receiving node, for `hello`
+HAND_OVER = "chat.hand_over"  # relay requests: the receiving node lets a chat go to the asking node
 
 
 def chat_key(chat_id: str) -> str:
@@ -93,7 +94,11 @@ class ClusterChats:
         self._ttl_ms = int(ttl * 1000)
         self._beat = beat
         self._desk: ChatDesk | None = None
-        self._unhandle = [relay.on(ACTION, self._act), relay.on(ENTRIES, self._entries)]
+        self._unhandle = [
+            relay.on(ACTION, self._act),
+            relay.on(ENTRIES, self._entries),
+            relay.on(HAND_OVER, self._hand_over),
+        ]
         self._loop: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -119,6 +124,16 @@ class ClusterChats:
     async def released(self, chat_id: str) -> None:
         with contextlib.suppress(Exception):
             await self._redis.delete(chat_key(chat_id))
+
+    async def take_over(self, chat_id: str) -> None:
+        node = await self._redis.get(chat_key(chat_id))
+        if node is None or node == self.node:
+            return  # nobody holds it (its node died, or it was never live): it is revived here
+        try:
+            await self._relay.request(str(node), HAND_OVER, {"chat_id": chat_id})
+        except NodeUnreachable:
+            log.warning("chat %s: node %s did not let it go; it is taken over here", chat_id, node)
+        await self.holding(chat_id)
 
     async def forward(
         self, seat: Seat, action: str, chat_id: str, origin: ChatChannel | None, args: JsonObject
@@ -229,6 +244,13 @@ class ClusterChats:
             case _:
                 raise UnknownChat(f"No action {action!r} on chats.")
         return {"origin": origin.frames, "echo": origin.echo.frames}
+
+    async def _hand_over(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Node `sender` takes one of this node's chats: the visitor's socket is there now."""
+        chat_id = str(body["chat_id"])
+        handed = await self.desk.hand_over(chat_id)
+        log.info("chat %s moved to node %s", chat_id, sender)
+        return {"handed": handed}
 
     async def _entries(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"entries": await self.desk.entries_for(int(body["operator_id"]))}

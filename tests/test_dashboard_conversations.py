@@ -10,8 +10,10 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
+from callserver.dashboard import queries
 from callserver.store.models import (
     ChatMessage,
     ConversationOutcome,
@@ -257,7 +259,13 @@ async def test_another_sites_owner_gets_404_and_operators_403(stack: Stack) -> N
         assert response.status == 403
 
 
-async def test_the_tag_filter_narrows_the_log_its_pages_and_the_csv(stack: Stack) -> None:
+@pytest.mark.parametrize("few_tagged", [queries.FEW_TAGGED, 0], ids=["from-the-tags", "along-the-log"])
+async def test_the_tag_filter_narrows_the_log_its_pages_and_the_csv(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, few_tagged: int
+) -> None:
+    # Both ways the log finds a tag's conversations: from the tag's index (a rare tag) and along the
+    # log's order (a common one).
+    monkeypatch.setattr(queries, "FEW_TAGGED", few_tagged)
     await stack.add_user("boss@shop.example", role="owner")
     other = await stack.add_site("Other shop", ["https://other.example"])
     # 52 calls tagged "vip": more than one page of the log (50), so the next page must keep the tag.

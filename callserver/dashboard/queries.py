@@ -37,6 +37,7 @@ from sqlalchemy.sql.elements import SQLCoreOperations
 
 from callserver import events
 from callserver.dashboard import daily
+from callserver.dashboard.csat_days import csat_counts
 from callserver.dashboard.daily import CallDay
 from callserver.errors import InvalidInput
 from callserver.orders.revenue import CANCELLED, cents, net_revenue
@@ -186,6 +187,7 @@ def _branch(
     filters: LogFilters,
     cursor: Cursor | None,
     limit: int,
+    few_tagged: bool = False,
 ) -> Subquery | None:
     """One table's share of a log page, newest first, already cut to `limit` rows."""
     if filters.channel and filters.channel != channel:
@@ -251,10 +253,18 @@ def _branch(
     if filters.orders in ("with", "without"):
         sold = exists().where(Order.channel == channel, Order.conversation_id == table.id)
         conditions.append(sold if filters.orders == "with" else not_(sold))
-    if filters.tag:
-        conditions.append(
-            exists().where(ConversationTag.conversation_id == table.id, ConversationTag.tag == filters.tag)
+    if filters.tag and few_tagged:
+        # From the tag's index to its few rows, sorted after: walking the log's order and testing
+        # each row would go through every conversation of the site for a rare tag (or an unused one).
+        # `site_id + 0` keeps SQLite from walking (site_id, created_at) instead.
+        conditions[0] = in_sites(table.site_id + 0, site_filter)
+        tagged = select(ConversationTag.conversation_id).where(
+            ConversationTag.tag == filters.tag, in_sites(ConversationTag.site_id, site_filter)
         )
+        conditions.append(table.id.in_(tagged))
+    elif filters.tag:
+        # A tag on many conversations: the newest page of them is found soon along the log's order.
+        conditions.append(_tagged(table.id, filters.tag))
     if cursor is not None:
         # `<=` first so the database can range-scan (site_id, created_at); ties broken by id.
         conditions.append(table.created_at <= cursor.created_at)
@@ -271,7 +281,10 @@ async def conversation_log(
     limit: int = PAGE_SIZE,
 ) -> LogPage:
     """One page of calls, chats and left messages, newest first, after `cursor`."""
-    branches = [b for c in CHANNELS if (b := _branch(c, site_ids, filters, cursor, limit + 1)) is not None]
+    few = bool(filters.tag) and await _few_tagged(session, site_ids, filters)
+    branches = [
+        b for c in CHANNELS if (b := _branch(c, site_ids, filters, cursor, limit + 1, few)) is not None
+    ]
     if not branches:
         return LogPage([], None)
     # Each branch is cut to one page on its own index before the merge, so a page costs the same
@@ -308,6 +321,24 @@ async def conversation_log(
     ]
     last = page[-1] if page and more else None
     return LogPage(page, Cursor(last.created_at, last.id) if last else None)
+
+
+# Up to this many conversations with the log's tag, the log starts from the tag's index (each one
+# looked up and sorted: ~15 ms a thousand on SQLite); past it, along the log's order, where a tag that
+# common finds a page within a few thousand rows. With 220,000 conversations on SQLite a page tagged
+# by 0.1 % of them took ~470 ms along the log (an unused tag ~1.5 s), ~60 ms from the index.
+FEW_TAGGED = 2000
+
+
+async def _few_tagged(session: AsyncSession, site_ids: Sequence[int], filters: LogFilters) -> bool:
+    sites = [filters.site_id] if filters.site_id is not None else site_ids
+    counted = (
+        select(ConversationTag.conversation_id)
+        .where(ConversationTag.tag == filters.tag, in_sites(ConversationTag.site_id, sites))
+        .limit(FEW_TAGGED + 1)  # counting stops there: a common tag costs no more than a rare one
+        .subquery()
+    )
+    return int(await session.scalar(select(func.count()).select_from(counted)) or 0) <= FEW_TAGGED
 
 
 def _aware(value: object) -> datetime:
@@ -636,35 +667,14 @@ async def csat_figures(
     """CSAT per operator and per site for conversations started in [since, until), by name."""
     by_operator: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     by_site: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    worth_asking: tuple[tuple[Any, ColumnElement[bool]], ...] = (
-        (Call, Call.answered_at.is_not(None)),
-        (Chat, and_(Chat.operator_id.is_not(None), Chat.state == "closed")),
-    )
-    for table, condition in worth_asking:
-        rows = await session.execute(
-            select(
-                table.site_id,
-                table.operator_id,
-                func.count(),
-                func.count(ConversationOutcome.csat_score),
-                func.coalesce(func.sum(ConversationOutcome.csat_score), 0),
-            )
-            .outerjoin(ConversationOutcome, ConversationOutcome.conversation_id == table.id)
-            .where(
-                in_sites(table.site_id, site_ids),
-                table.created_at >= since,
-                table.created_at < until,
-                condition,
-            )
-            .group_by(table.site_id, table.operator_id)
-        )
-        for site_id, operator_id, asked, rated, score_sum in rows:
-            for key, into in ((operator_id, by_operator), (site_id, by_site)):
-                if key is not None:
-                    figures = into[key]
-                    figures[0] += asked
-                    figures[1] += rated
-                    figures[2] += int(score_sum)
+    # Past days' counts are kept (dashboard/csat_days.py), today's and yesterday's counted live.
+    for site_id, operator_id, asked, rated, score_sum in await csat_counts(session, site_ids, since, until):
+        for key, into in ((operator_id, by_operator), (site_id, by_site)):
+            if key is not None:
+                figures = into[key]
+                figures[0] += asked
+                figures[1] += rated
+                figures[2] += int(score_sum)
     operator_names = await _operator_names(session, set(by_operator))
     site_names: dict[int, str] = {}
     if by_site:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from callserver.networks import DEFAULT_DENIED_NETWORKS, Network, parse_networks
 
@@ -47,6 +47,11 @@ class Settings(BaseModel):
     turn_urls: list[str] = Field(default_factory=list)
     turn_secret: str = ""
     turn_ttl: int = 3600
+    # "relay": browsers gather TURN relay candidates only (`iceTransportPolicy`), so their audio always
+    # passes the TURN server and the shopper's own addresses never appear in an offer; needs a TURN server
+    # (`turn_urls` with `turn_secret`, or a `turn:` entry in `ice_servers`). The server's own leg keeps
+    # its host candidates: the relay reaches it directly.
+    ice_transport_policy: Literal["all", "relay"] = "all"
     # Networks the server's ICE agent never sends checks to, whatever an offer names (loopback,
     # link-local, multicast, IPv4-mapped by default; see media/candidates.py). `[]` allows everything.
     ice_denied_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_NETWORKS))
@@ -115,6 +120,21 @@ class Settings(BaseModel):
     def _networks(cls, value: list[str]) -> list[str]:
         parse_networks(value)  # a ValueError names the entry that is not a network
         return value
+
+    @model_validator(mode="after")
+    def _relay_needs_turn(self) -> Settings:
+        if self.ice_transport_policy == "relay" and not self.has_turn:
+            raise ValueError(
+                'ice_transport_policy "relay" needs a TURN server: set turn_urls and turn_secret, '
+                "or a turn: URL in ice_servers"
+            )
+        return self
+
+    @property
+    def has_turn(self) -> bool:
+        """Whether browsers are handed a TURN server (TURN REST credentials or a configured one)."""
+        configured = any(url.startswith(("turn:", "turns:")) for s in self.ice_servers for url in s.urls)
+        return configured or bool(self.turn_secret and self.turn_urls)
 
     @property
     def denied_networks(self) -> tuple[Network, ...]:

@@ -31,10 +31,11 @@ function setPressed(button, pressed, label) {
 }
 
 /**
- * The softphone's calls, on `socket`; `alerts` rings and notifies, `iceServers()` resolves to the
- * ICE servers for a new peer connection. Returns `inCall()` and `tick()` (the clocks, every second).
+ * The softphone's calls, on `socket`; `alerts` rings and notifies, `rtcConfiguration()` resolves to
+ * the RTCConfiguration (ICE servers and transport policy) for a new peer connection. Returns
+ * `inCall()` and `tick()` (the clocks, every second).
  */
-export function createCalls({ socket, alerts, iceServers, history }) {
+export function createCalls({ socket, alerts, rtcConfiguration, history }) {
   const { send } = socket;
   const { showAlert } = alerts;
   const incomingList = $('incoming');
@@ -170,13 +171,13 @@ export function createCalls({ socket, alerts, iceServers, history }) {
     if (!entry || active) return;
     clearTimeout(activeNoticeTimer);
     const current = active = { id, call: entry.call, accepted: false, answered: false, connected: false, held: false,
-      servers: [], trouble: new Set() };
+      rtc: { iceServers: [] }, trouble: new Set() };
     removeIncoming(id);
     showActive(t('answering'));
     renderVisitor();
 
     try {
-      current.servers = await iceServers();
+      current.rtc = await rtcConfiguration();
     } catch (error) {
       showAlert(t('alert_config_no_turn', { error: error.message }));
     }
@@ -220,7 +221,7 @@ export function createCalls({ socket, alerts, iceServers, history }) {
    * disconnected for 2 s, failed) is offered again on a new one (reoffer); before that it hangs up.
    */
   function peer(current) {
-    const pc = new RTCPeerConnection({ iceServers: current.servers });
+    const pc = new RTCPeerConnection(current.rtc);
     pc.addEventListener('track', (event) => {
       remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
       remoteAudio.play().catch(() => {});

@@ -31,7 +31,7 @@ function showOperator(operator) {
 
 let configRequest = null;
 
-/** Resolves to the ICE servers; asked once, asked again after a failure. */
+/** Resolves to the RTCConfiguration (ICE servers and policy); asked once, asked again after a failure. */
 function loadConfig() {
   if (!configRequest) {
     configRequest = fetch(`/operator/config?lang=${encodeURIComponent(navigator.language || '')}`,
@@ -43,7 +43,8 @@ function loadConfig() {
         if (body.operator) showOperator(body.operator);
         if (body.csrf) $('logout-csrf').value = body.csrf;
         if (body.texts) usePack(body.texts, body.lang);
-        return Array.isArray(body.ice_servers) ? body.ice_servers : [];
+        return { iceServers: Array.isArray(body.ice_servers) ? body.ice_servers : [],
+          iceTransportPolicy: body.ice_transport_policy === 'relay' ? 'relay' : 'all' };
       })
       .catch((error) => {
         configRequest = null;
@@ -64,7 +65,7 @@ const socket = operatorSocket({
 });
 const alerts = createAlerts({ inCall: () => calls.inCall() });
 const history = createVisitorHistory({ socket });
-const calls = createCalls({ socket, alerts, iceServers: loadConfig, history });
+const calls = createCalls({ socket, alerts, rtcConfiguration: loadConfig, history });
 const outcome = createOutcome({ socket, alerts });
 createChats({ socket, alerts, onSelect: (id) => { outcome.show(id, 'chat'); history.show(id, 'chat'); } });
 createLeftMessages({ socket, alerts });

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.stack import free_port
@@ -54,32 +55,85 @@ def postgres() -> Iterator[str]:
 
 
 @contextmanager
-def coturn(secret: str) -> Iterator[str]:
-    """A coturn TURN server on 127.0.0.1 with TURN REST API credentials; yields its `turn:` URL."""
-    binary = shutil.which("turnserver")
-    if binary is None:
-        raise RuntimeError("coturn's turnserver is missing: `make test` installs the coturn package")
+def coturn(secret: str, relay_ip: str = "127.0.0.1") -> Iterator[str]:
+    """A coturn TURN server on 127.0.0.1 with TURN REST API credentials; yields its `turn:` URL (UDP; the
+    same port takes TURN over TCP: `?transport=tcp`). Relays from `relay_ip`, to any peer, loopback too."""
     folder = Path(tempfile.mkdtemp(prefix="callserver-turn-"))
     port = free_port()
     relay_ports = free_port()
-    server = subprocess.Popen(
-        [
-            binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1",
-            f"--listening-port={port}", "--relay-ip=127.0.0.1", f"--min-port={relay_ports}",
-            f"--max-port={relay_ports + 20}", "--allow-loopback-peers", "--use-auth-secret",
-            f"--static-auth-secret={secret}", "--realm=callserver.test", f"--pidfile={folder / 'pid'}",
-            f"--log-file={folder / 'log'}", "--simple-log", f"--userdb={folder / 'users.db'}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    options = [
+        "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1",
+        f"--listening-port={port}", f"--relay-ip={relay_ip}", f"--min-port={relay_ports}",
+        f"--max-port={relay_ports + 20}", "--allow-loopback-peers", "--use-auth-secret",
+        f"--static-auth-secret={secret}", "--realm=callserver.test", f"--pidfile={folder / 'pid'}",
+        f"--log-file={folder / 'log'}", "--simple-log", f"--userdb={folder / 'users.db'}",
+    ]  # fmt: skip
+    with _turnserver(options, folder, port):
+        yield f"turn:127.0.0.1:{port}?transport=udp"
+
+
+@dataclass(frozen=True)
+class TurnServer:
+    """A running turnserver: its `turn:` URL (UDP; `?transport=tcp` on the same port) and process id."""
+
+    url: str
+    pid: int
+
+    @property
+    def tcp_url(self) -> str:
+        return self.url.replace("?transport=udp", "?transport=tcp")
+
+
+# The sample's options that name an install (addresses, ports, certificates, logging): a test sets its own.
+_INSTALL_OPTIONS = {
+    "static-auth-secret", "listening-port", "tls-listening-port", "listening-ip", "relay-ip",
+    "external-ip", "min-port", "max-port", "cert", "pkey", "syslog", "no-stdout-log", "log-file",
+    "pidfile", "userdb", "allowed-peer-ip",
+}  # fmt: skip
+
+
+@contextmanager
+def hardened_coturn(
+    config: Path, secret: str, relay_ip: str = "127.0.0.1", allowed_peers: tuple[str, ...] = ()
+) -> Iterator[TurnServer]:
+    """coturn run from the sample config `config` (docs/coturn.conf), on 127.0.0.1 with `secret`: a copy
+    keeps its policy lines as they are and replaces only what names an install; `allowed_peers` are
+    `allowed-peer-ip` lines (callserver's own address where it is private)."""
+    folder = Path(tempfile.mkdtemp(prefix="callserver-turn-"))
+    port = free_port()
+    relay_ports = free_port()
+    kept = [
+        line
+        for line in config.read_text().splitlines()
+        if line.split("=", 1)[0].strip() not in _INSTALL_OPTIONS
+    ]
+    overrides = [
+        f"static-auth-secret={secret}", "listening-ip=127.0.0.1", f"listening-port={port}",
+        f"relay-ip={relay_ip}", f"min-port={relay_ports}", f"max-port={relay_ports + 20}",
+        "no-tls", "no-dtls", f"log-file={folder / 'log'}", f"pidfile={folder / 'pid'}",
+        f"userdb={folder / 'users.db'}", *(f"allowed-peer-ip={peer}" for peer in allowed_peers),
+    ]  # fmt: skip
+    (folder / "turnserver.conf").write_text("\n".join([*kept, *overrides]) + "\n")
+    with _turnserver(["-c", str(folder / "turnserver.conf")], folder, port) as pid:
+        yield TurnServer(f"turn:127.0.0.1:{port}?transport=udp", pid)
+
+
+@contextmanager
+def _turnserver(options: list[str], folder: Path, port: int) -> Iterator[int]:
+    binary = shutil.which("turnserver")
+    if binary is None:
+        raise RuntimeError("coturn's turnserver is missing: `make test` installs the coturn package")
+    server = subprocess.Popen([binary, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while not _listening_udp(port):
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"turnserver did not start: {(folder / 'log').read_text()[-2000:]}")
+                log = folder / "log"
+                raise RuntimeError(
+                    f"turnserver did not start: {log.read_text()[-2000:] if log.exists() else ''}"
+                )
             time.sleep(0.05)
-        yield f"turn:127.0.0.1:{port}?transport=udp"
+        yield server.pid
     finally:
         server.terminate()
         server.wait(timeout=10)

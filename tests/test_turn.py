@@ -1,18 +1,31 @@
-"""Browsers get short-lived TURN credentials that a real coturn server accepts (TURN REST API)."""
+"""TURN through a real coturn run from the hardened sample config (docs/coturn.conf): browsers get
+short-lived credentials it accepts (TURN REST API), a relay-only call works both ways over TURN/UDP and
+TURN/TCP and is recorded as relayed, and an allocation cannot reach loopback or private addresses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Playwright
+from aioice import stun
+from aioice.turn import TurnClientUdpProtocol
+from playwright.async_api import BrowserContext, Page, Playwright, expect
 
-from tests.browsers import launch
-from tests.servers import coturn
-from tests.stack import running_stack, settings_for
+from callserver.networks import DEFAULT_DENIED_NETWORKS
+from tests.browsers import LISTEN, go_online, hears, launch, sign_in
+from tests.servers import TurnServer, hardened_coturn
+from tests.stack import PASSWORD, running_stack, settings_for
+from tests.test_browser_call import place_call
+from tests.test_ice_policy import host_address
 
 SECRET = "turn-shared-secret"
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "coturn.conf"
 
 # Gathers with TURN only, on the shop's page, with the ICE servers the widget's configuration hands out.
 RELAY_CANDIDATES = """
@@ -32,23 +45,208 @@ async ([base, key]) => {
 }
 """
 
+# The fake microphone file is per browser process: the operator's context, in the shopper's process,
+# speaks a 1000 Hz oscillator instead, so that one Chromium serves both sides.
+OSCILLATOR_MICROPHONE = """
+(() => {
+  if (!navigator.mediaDevices) return;
+  navigator.mediaDevices.getUserMedia = async () => {
+    const ctx = new AudioContext();
+    const tone = ctx.createOscillator();
+    tone.frequency.value = 1000;
+    const level = ctx.createGain();
+    level.gain.value = 0.4;
+    const out = ctx.createMediaStreamDestination();
+    tone.connect(level).connect(out);
+    tone.start();
+    await ctx.resume();
+    return out.stream;
+  };
+})();
+"""
+
+# Keeps the page's peer connections, to read the selected candidate pair from getStats.
+KEEP_PEERS = """
+(() => {
+  const Original = window.RTCPeerConnection;
+  if (!Original) return;
+  window.__peers = [];
+  window.RTCPeerConnection = class extends Original {
+    constructor(...args) { super(...args); window.__peers.push(this); }
+  };
+})();
+"""
+
+# The newest peer connection's selected pair: its local candidate's type and TURN transport, and RTT.
+SELECTED_PAIR = """
+async () => {
+  const pc = window.__peers.at(-1);
+  const stats = await pc.getStats();
+  let transport = null;
+  stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) transport = s; });
+  const pair = transport && stats.get(transport.selectedCandidatePairId);
+  if (!pair || pair.state !== 'succeeded') return null;
+  const local = stats.get(pair.localCandidateId);
+  return { type: local.candidateType, relayProtocol: local.relayProtocol || null,
+           rtt: pair.currentRoundTripTime ?? null, policy: pc.getConfiguration().iceTransportPolicy };
+}
+"""
+
 
 @pytest.fixture(scope="module")
-def turn_url() -> Iterator[str]:
-    with coturn(SECRET) as url:
-        yield url
+def host() -> str:
+    return host_address()
+
+
+@pytest.fixture(scope="module")
+def turn(host: str) -> Iterator[TurnServer]:
+    # Relays from this machine's own address, where the server's ICE agent listens; `allowed-peer-ip`
+    # for it is what an install whose callserver has a private address adds (docs/coturn.conf).
+    with hardened_coturn(SAMPLE_CONFIG, SECRET, relay_ip=host, allowed_peers=(host,)) as server:
+        yield server
 
 
 @pytest.mark.parametrize(("secret", "relayed"), [(SECRET, True), ("not-the-secret", False)])
 async def test_a_browser_allocates_a_relay_with_the_credentials_it_is_given(
-    tmp_path: Path, playwright: Playwright, turn_url: str, secret: str, relayed: bool
+    tmp_path: Path, playwright: Playwright, turn: TurnServer, secret: str, relayed: bool
 ) -> None:
-    settings = settings_for(tmp_path, turn_urls=[turn_url], turn_secret=secret, turn_ttl=600)
+    settings = settings_for(tmp_path, turn_urls=[turn.url], turn_secret=secret, turn_ttl=600)
     async with running_stack(settings) as stack:
         browser = await launch(playwright, None)
-        page = await browser.new_page()
-        await page.goto(stack.shop_url)
-        types = await page.evaluate(RELAY_CANDIDATES, [stack.url, stack.site.key])
+        try:
+            page = await browser.new_page()
+            await page.goto(stack.shop_url)
+            types = await page.evaluate(RELAY_CANDIDATES, [stack.url, stack.site.key])
+        finally:
+            await browser.browser.close()
         # With the server's secret coturn grants an allocation; with another one it refuses.
         assert ("relay" in types) is relayed, types
-        await browser.browser.close()
+
+
+async def selected_pair(page: Page) -> dict[str, object]:
+    """The page's call once ICE has selected a pair (waits for it)."""
+    for _ in range(100):
+        pair = await page.evaluate(SELECTED_PAIR)
+        if pair is not None:
+            return dict(pair)
+        await asyncio.sleep(0.1)
+    raise AssertionError("no candidate pair was selected")
+
+
+@pytest.fixture
+async def one_browser(playwright: Playwright, tones: dict[str, Path]) -> AsyncIterator[tuple[Page, Page]]:
+    """The shopper's page (440 Hz fake microphone) and the operator's (1000 Hz) in one Chromium."""
+    shopper_context = await launch(playwright, tones["shopper"])
+    try:
+        assert shopper_context.browser is not None
+        operator_context: BrowserContext = await shopper_context.browser.new_context(
+            permissions=["microphone"]
+        )
+        for context in (shopper_context, operator_context):
+            await context.add_init_script(KEEP_PEERS)
+        await operator_context.add_init_script(OSCILLATOR_MICROPHONE)
+        await operator_context.add_init_script(LISTEN)
+        yield await shopper_context.new_page(), await operator_context.new_page()
+    finally:
+        await shopper_context.browser.close()  # type: ignore[union-attr]
+
+
+async def test_a_relay_only_call_is_heard_both_ways_over_turn_udp_and_tcp(
+    tmp_path: Path, turn: TurnServer, one_browser: tuple[Page, Page]
+) -> None:
+    shop, operator = one_browser
+    for protocol, url in (("udp", turn.url), ("tcp", turn.tcp_url)):
+        settings = settings_for(
+            tmp_path / protocol,
+            turn_urls=[url],
+            turn_secret=SECRET,
+            ice_transport_policy="relay",
+            # The browsers' only candidates are the relay's, on this machine's own address: the default
+            # policy (loopback, link-local, multicast and mapped addresses denied) lets them through.
+            ice_denied_networks=list(DEFAULT_DENIED_NETWORKS),
+        )
+        async with running_stack(settings) as stack:
+            await stack.add_user(f"anna-{protocol}@shop.example", name="Anna")
+            await sign_in(operator, stack.url, "operator", f"anna-{protocol}@shop.example", PASSWORD)
+            await go_online(operator)
+            await shop.goto(stack.shop_url)
+
+            call_id = await place_call(shop, operator)
+            await operator.get_by_test_id("op-incoming").get_by_test_id("op-answer").click()
+            await expect(shop.get_by_test_id("cb-status")).to_contain_text("Anna", timeout=15_000)
+            await hears(operator, 440)
+            await hears(shop, 1000)
+
+            # Both browsers reach the server only through coturn, on the transport they were given.
+            for page in (shop, operator):
+                pair = await selected_pair(page)
+                assert pair["policy"] == "relay"
+                assert (pair["type"], pair["relayProtocol"]) == ("relay", protocol), pair
+
+            await shop.get_by_test_id("cb-hangup").click()
+            await expect(shop.get_by_test_id("cb-status")).to_contain_text("Call ended", timeout=10_000)
+            record = await stack.ended_call(call_id)
+            assert record.end_reason == "completed"
+            for side in ("shopper", "operator"):
+                assert record.quality[side]["relayed"] is True, record.quality
+                assert record.quality[side]["packets_received"] > 10, record.quality
+
+
+def test_relay_only_without_a_turn_server_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a TURN server"):
+        settings_for(tmp_path, ice_transport_policy="relay")
+    # A TURN server configured by hand is enough.
+    settings_for(tmp_path, ice_transport_policy="relay", ice_servers=[{"urls": ["turn:t.example:3478"]}])
+
+
+def credentials(secret: str, who: str) -> tuple[str, str]:
+    """TURN REST API credentials, as callserver hands them out (callserver/media/ice.py)."""
+    username = f"{int(time.time()) + 600}:{who}"
+    password = base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest())
+    return username, password.decode()
+
+
+async def permission_refusals(turn: TurnServer, peers: list[str]) -> dict[str, int | None]:
+    """For each peer, the error code coturn answers a CreatePermission toward it with (None: granted)."""
+    host, port = turn.url.split(":")[1], int(turn.url.split(":")[2].split("?")[0])
+    username, password = credentials(SECRET, "probe")
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_datagram_endpoint(
+        lambda: TurnClientUdpProtocol((host, port), username, password, 600, 500), remote_addr=(host, port)
+    )
+    answers: dict[str, int | None] = {}
+    try:
+        await client.connect()
+        for peer in peers:
+            request = stun.Message(
+                message_method=stun.Method.CREATE_PERMISSION, message_class=stun.Class.REQUEST
+            )
+            request.attributes["XOR-PEER-ADDRESS"] = (peer, 9)
+            try:
+                await client.request_with_retry(request)
+                answers[peer] = None
+            except stun.TransactionFailed as e:
+                answers[peer] = e.response.attributes["ERROR-CODE"][0]
+        await client.delete()
+    finally:
+        transport.close()
+    return answers
+
+
+async def test_the_sample_config_refuses_relaying_to_loopback_and_private_addresses(
+    turn: TurnServer, host: str
+) -> None:
+    denied = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "0.0.0.1",
+    ]
+    denied = [peer for peer in denied if peer != host]
+    answers = await permission_refusals(turn, [*denied, "198.51.100.1", host])
+    # 403 Forbidden IP (RFC 8656 §9.1) for every address that is not the public Internet; a
+    # public-looking address is granted, and so is the one allowed-peer-ip names (callserver's own).
+    assert answers == {**dict.fromkeys(denied, 403), "198.51.100.1": None, host: None}

@@ -564,10 +564,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       // (no close comes for minutes): give it up now and come back on the new network.
       drop() {
         const old = ws;
-        if (!old) return;
-        old.onclose({ code: 1006 });
-        old.onmessage = old.onclose = null;
-        old.close();
+        if (old) { old.onclose({ code: 1006 }); old.onmessage = old.onclose = null; old.close(); }
       },
     };
   }
@@ -921,7 +918,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // A peer connection for the call, with its microphone. Media lost (ICE disconnected for 2 s, failed)
   // once it had flowed: a new one is offered (reoffer); before that, the call could not connect.
   function peer(current) {
-    const pc = new RTCPeerConnection({ iceServers: config.ice_servers || [] });
+    const pc = new RTCPeerConnection({ iceServers: config.ice_servers || [],
+      iceTransportPolicy: config.ice_transport_policy === 'relay' ? 'relay' : 'all' });
     pc.addEventListener('track', (event) => {
       remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
       remoteAudio.play().catch(() => { /* autoplay: the click counted */ });
@@ -963,11 +961,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     const pc = current.next = peer(current);
     try {
       await offer(pc);
-      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) {
-        // No answer: the socket went with the old network; a new one resumes and offers again.
-        setTimeout(() => { if (current.next === pc) socket.drop(); }, 3000);
-        return;
-      }
+      // No answer in 3 s: the socket went with the old network; a new one resumes and offers again.
+      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) return setTimeout(() => current.next === pc && socket.drop(), 3000);
     } catch (e) { /* the next trouble tries again */ }
     pc.close();
     current.next = null;
@@ -976,7 +971,6 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one.
   const moved = () => { if (call && call.flowed) reoffer(call); };
   window.addEventListener('online', moved);
-  window.addEventListener('offline', () => { if (call && call.flowed) show(view, t('reconnecting')); });
   if (navigator.connection) navigator.connection.addEventListener('change', moved);
 
   function iceGathered(pc, timeoutMs) {
@@ -1014,7 +1008,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         else if (current.token && frame.code < 4000) {
           // The server holds the call for resume_window: our socket comes back and resumes it (and
           // offers again: a reoffer sent on this socket has no answer coming).
-          if (current.next) { current.next.close(); current.again = true; }
+          if (current.again = current.next) current.next.close();
           current.next = null;
           if (!current.away) current.away = setTimeout(() => lost(current), 35000);
           show(view, t('reconnecting'));
@@ -1032,7 +1026,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         else back(current);
         // The server may have taken that lost offer (and dropped our leg): offer again.
         if (current.again || !['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
-        current.again = false;
+        current.again = null;
         break;
       case 'call.reanswer':
         if (current.next) {

@@ -41,6 +41,7 @@ async def softphone_config(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "ice_servers": ice_servers_for(settings, f"operator-{account.id}"),
+            "ice_transport_policy": settings.ice_transport_policy,
             "operator": {"id": account.id, "email": account.email, "name": account.display_name},
             "lang": language,
             "texts": i18n.softphone_texts(language),

@@ -92,6 +92,7 @@ async def widget_config(request: web.Request) -> web.Response:
     config: dict[str, object] = {
         "site": {"name": site.name, "records_calls": site.records_calls},
         "ice_servers": ice_servers_for(request.app[SETTINGS], "visitor"),
+        "ice_transport_policy": request.app[SETTINGS].ice_transport_policy,
         "operators_online": request.app[ROSTER].operators_online(site.id),
         "chat": True,
         "callback": site.callbacks,  # the call-me-back form beside the offline form

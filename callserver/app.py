@@ -31,11 +31,13 @@ from callserver.cluster.board import RedisBoardShare
 from callserver.cluster.calls import ClusterCalls
 from callserver.cluster.chats import ClusterChats
 from callserver.cluster.drain import Drain
+from callserver.cluster.limits import RedisAttempts
 from callserver.cluster.metrics import CONTENT_TYPE, MeteredEngine, Metrics
 from callserver.cluster.nodes import NodeLoad, NodeRegistry
 from callserver.cluster.redis import RedisLink
 from callserver.cluster.redis_roster import RedisRoster
 from callserver.cluster.relay import Relay
+from callserver.cluster.sessions import ClusterSessions
 from callserver.conversations import Conversations
 from callserver.csat import Satisfaction
 from callserver.dashboard import views as dashboard
@@ -102,7 +104,15 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = link
     if not await link.reachable():
         log.warning("Redis at %s does not answer yet: this node registers once it does", link.url)
+    # Sign-in attempts counted for all nodes together; ended sessions close their sockets on every node.
+    app[auth.LOGIN_ATTEMPTS] = RedisAttempts(
+        link, auth.LOGIN_RATE, auth.LOGIN_BURST, fallback=app[auth.LOGIN_ATTEMPTS]
+    )
+    sessions = ClusterSessions(link.client, app[SETTINGS].effective_node_name, app[auth.SIGNED_IN])
+    await sessions.start()
+    app[auth.SESSION_ENDS] = sessions
     yield
+    await sessions.close()
     await link.close()
 
 

@@ -8,6 +8,10 @@ The board must stay small when someone fakes visitors by the thousand (anyone ca
 site keeps at most `MAX_VISITORS_PER_SITE` visitors live (the least promising go first), what a visitor
 keeps live is capped (`MAX_VIEWS`, `LIVE_TEXT`), and a push carries the best `MAX_ROWS` rows and the
 count of the rest, only when what the operators would see has changed.
+
+With several nodes a visitor's beacons and stream may reach any of them: each node's board keeps the
+cards other nodes send it through a `BoardShare` (`callserver/cluster/board.py`); a node alone has
+`LocalShare`, which shares nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -70,7 +74,8 @@ class LiveVisitor:
     inviter_id: int | None = None
     invitations: int = 0
     dismissed: bool = False
-    gone: bool = False  # off the board, and the softphones were told
+    gone: bool = False  # off the board, and the softphones were told (each node for its own softphones)
+    updated: float = 0.0  # when this card last changed, here or on another node (the newer card wins)
 
     @property
     def current(self) -> PageViewLive | None:
@@ -98,6 +103,11 @@ class LiveVisitor:
         return value_score(self.facts(now), weights)
 
 
+# What a card from another node replaces of ours: all but who it is and whether our softphones were
+# told the visitor left (each node tells its own).
+LIVE_FIELDS = tuple(f.name for f in fields(LiveVisitor) if f.name not in ("site_id", "token", "gone"))
+
+
 class VisitorBoard:
     """Every live visitor of this process, by (site id, visitor token)."""
 
@@ -116,13 +126,46 @@ class VisitorBoard:
         self._per_site: dict[int, int] = {}
         self.evicted = 0  # visitors forgotten early because their site's board was full
         self._listeners: list[Callable[[int], None]] = []
+        self._card_listeners: list[Callable[[LiveVisitor], None]] = []
+
+    def on_card(self, listener: Callable[[LiveVisitor], None]) -> Callable[[], None]:
+        """Call `listener(visitor)` when this node changes a visitor's card (not for cards that came
+        from other nodes); returns the function that unregisters it."""
+        self._card_listeners.append(listener)
+        return lambda: self._card_listeners.remove(listener) if listener in self._card_listeners else None
+
+    def touched(self, visitor: LiveVisitor) -> None:
+        """This node changed `visitor`'s card: the card listeners (the other nodes) hear of it."""
+        visitor.updated = self._clock()
+        for listener in list(self._card_listeners):
+            listener(visitor)
+
+    def card_arrived(self, card: LiveVisitor) -> list[LiveVisitor]:
+        """Another node's card of a visitor: kept in place of ours unless ours is newer (in place, so
+        what holds our visitor sees it); returns the visitors forgotten to make room."""
+        key = (card.site_id, card.token)
+        mine = self._visitors.get(key)
+        evicted: list[LiveVisitor] = []
+        if mine is None:
+            evicted = self._add(card)
+        elif card.updated > mine.updated:
+            for name in LIVE_FIELDS:
+                setattr(mine, name, getattr(card, name))
+            mine.gone = False
+        else:
+            return evicted
+        self.changed(card.site_id)
+        return evicted
 
     def on_change(self, listener: Callable[[int], None]) -> Callable[[], None]:
         """Call `listener(site_id)` when a site's board changes; returns the function that unregisters it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def changed(self, site_id: int) -> None:
+    def changed(self, site_id: int, visitor: LiveVisitor | None = None) -> None:
+        """A site's board changed (because of `visitor`'s card, when given: the other nodes hear of it)."""
+        if visitor is not None:
+            self.touched(visitor)
         for listener in list(self._listeners):
             listener(site_id)
 
@@ -204,6 +247,7 @@ class VisitorBoard:
             visitor.currency = seen.currency
         ended = visitor.current
         if ended is not None and ended.view_id == seen.view_id:
+            self.touched(visitor)  # the other nodes still learn the visitor is here
             return visitor, None, False, evicted  # the same page reported again (a retried beacon)
         title = seen.title[:LIVE_TEXT] if seen.title else seen.title
         visitor.views.append(
@@ -214,7 +258,7 @@ class VisitorBoard:
         del visitor.views[:-MAX_VIEWS]
         visitor.dearest = max(visitor.dearest, seen.product_price or 0.0)
         visitor.pages_seen += 1
-        self.changed(site_id)
+        self.changed(site_id, visitor)
         return visitor, ended, True, evicted
 
     def heartbeat(
@@ -234,7 +278,9 @@ class VisitorBoard:
         if cart_value is not None:
             visitor.cart_value = cart_value
         if news:
-            self.changed(site_id)
+            self.changed(site_id, visitor)
+        else:
+            self.touched(visitor)  # other nodes keep the visitor active (last_seen) without a push
         return visitor
 
     def active(self, site_ids: Iterable[int] | None = None) -> list[LiveVisitor]:
@@ -390,3 +436,74 @@ class BoardPublisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class SharedFloor(Protocol):
+    """What a `BoardShare` hands on to this node (`callserver/visitors/floor.py`, `ShopFloor`)."""
+
+    async def card_arrived(self, card: LiveVisitor) -> None:
+        """Another node's card of a visitor."""
+
+    def reach_changed(self, site_id: int) -> None:
+        """Whether a visitor of this site can be reached elsewhere changed."""
+
+    async def tell_here(self, site_id: int, token: str, event: dict[str, object]) -> bool:
+        """An event for the visitor's streams on this node; whether one took it."""
+
+
+class BoardShare(Protocol):
+    """How this node's board meets the other nodes' boards (`callserver/cluster/board.py`)."""
+
+    async def start(self, floor: SharedFloor) -> None:
+        """Begin sharing: what the other nodes send goes to `floor`."""
+
+    def card_changed(self, visitor: LiveVisitor) -> None:
+        """This node changed `visitor`'s card (sent to the others soon, in a batch)."""
+
+    def listening(self, site_id: int, token: str, on: bool) -> None:
+        """Whether this visitor has an open event stream on this node now."""
+
+    def listening_elsewhere(self, site_id: int, token: str) -> bool:
+        """Whether another node holds an open event stream of this visitor."""
+
+    async def tell_elsewhere(self, site_id: int, token: str, event: dict[str, object]) -> bool:
+        """Send an event to the visitor's streams on other nodes; whether one was known to be open."""
+
+    async def recall(self, site_id: int, token: str) -> LiveVisitor | None:
+        """The visitor's card as the nodes last saved it (before a beacon: the visitor's last beacon may
+        have gone to another node, or this one restarted)."""
+
+    async def flush(self) -> None:
+        """Save and send the changed cards now (after a beacon, before its answer: the visitor's next
+        beacon may go to another node)."""
+
+    async def close(self) -> None:
+        """Stop sharing; safe to call twice."""
+
+
+class LocalShare:
+    """A node alone: nothing to share."""
+
+    async def start(self, floor: SharedFloor) -> None:
+        return None
+
+    def card_changed(self, visitor: LiveVisitor) -> None:
+        return None
+
+    def listening(self, site_id: int, token: str, on: bool) -> None:
+        return None
+
+    def listening_elsewhere(self, site_id: int, token: str) -> bool:
+        return False
+
+    async def tell_elsewhere(self, site_id: int, token: str, event: dict[str, object]) -> bool:
+        return False
+
+    async def recall(self, site_id: int, token: str) -> LiveVisitor | None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,24 +1,37 @@
 """The shop floor: the live board, the journey log, invitations and the board's publisher, together.
 
 Beacons come in through `page_view`, `heartbeat` and `left`; softphones watch the board; widgets
-listen for invitations. Nothing here knows about HTTP: `callserver/web/visitors.py` adapts it.
+listen for invitations. Nothing here knows about HTTP: `callserver/web/visitors.py` adapts it, nor
+about Redis: with several nodes the board's `BoardShare` (`callserver/cluster/board.py`) carries cards
+and invitations between them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 from collections.abc import Hashable
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+
 from callserver.accounts import Account
-from callserver.errors import CallserverError
+from callserver.errors import CallserverError, UnknownSite
 from callserver.jsontypes import Json, JsonObject
 from callserver.limits import NEW_VISITORS_BURST, NEW_VISITORS_RATE, RateLimiter
 from callserver.operators.roster import Roster
 from callserver.sites import Site, SiteDirectory
+from callserver.store import models
 from callserver.store.database import Database
-from callserver.visitors.board import MAX_ROWS, BoardPublisher, VisitorBoard
+from callserver.visitors.board import (
+    MAX_ROWS,
+    BoardPublisher,
+    BoardShare,
+    LiveVisitor,
+    LocalShare,
+    VisitorBoard,
+)
 from callserver.visitors.invitations import InvitationRecords, Invitations, VisitorStream
 from callserver.visitors.journey import PageSeen, PageViewLog
 
@@ -43,20 +56,59 @@ class ShopFloor:
         roster: Roster,
         publish_interval: float = 0.5,
         new_visitors: RateLimiter | None = None,
+        share: BoardShare | None = None,
     ) -> None:
         self.sites = sites
+        self._database = database
         self.board = VisitorBoard()
+        self.share: BoardShare = share or LocalShare()
+        self._unshare = self.board.on_card(self.share.card_changed)
         self.journeys = PageViewLog(database)
-        self.invitations = Invitations(self.board, InvitationRecords(database), roster)
+        self.invitations = Invitations(self.board, InvitationRecords(database), roster, share=self.share)
         self.publisher = BoardPublisher(self.board, self.board_for, interval=publish_interval)
         self.streams: set[VisitorStream] = set()  # open event streams, ended when the server stops
         self.new_visitors = new_visitors or RateLimiter(NEW_VISITORS_RATE, NEW_VISITORS_BURST)
         self.limited = 0  # beacons refused because their address brought too many new visitors
         self._closed = False
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.journeys.start()
         self.publisher.start()
+        await self.share.start(self)
+
+    async def recall(self, profile: Site, token: str) -> None:
+        """Before a beacon: the visit as the nodes last saved it (its last beacon may have gone to
+        another node); nothing to do for a node alone."""
+        card = await self.share.recall(profile.id, token)
+        if card is not None:
+            await self.card_arrived(card)
+
+    async def settle(self) -> None:
+        """After a beacon, before its answer: what it changed is saved for the other nodes."""
+        await self.share.flush()
+
+    # What other nodes send (SharedFloor) ------------------------------------------------------
+
+    async def card_arrived(self, card: LiveVisitor) -> None:
+        """Another node's card: on our board, once we know its site (a site this node has not served yet
+        is read first; a card of a site that is gone is dropped)."""
+        if self.sites.by_id(card.site_id) is None:
+            async with self._database.session() as session:
+                key = await session.scalar(select(models.Site.key).where(models.Site.id == card.site_id))
+            if key is None:
+                return
+            with contextlib.suppress(UnknownSite):
+                await self.sites.by_key(key)
+            if self.sites.by_id(card.site_id) is None:
+                return
+        for gone in self.board.card_arrived(card):
+            self.invitations.forget(gone.site_id, gone.token)
+
+    def reach_changed(self, site_id: int) -> None:
+        self.board.changed(site_id)
+
+    async def tell_here(self, site_id: int, token: str, event: dict[str, object]) -> bool:
+        return await self.invitations.tell_here(site_id, token, event)
 
     def admit(self, profile: Site, token: str, address: Hashable) -> None:
         """Raise TooManyNewVisitors when this visitor is new and `address` brought too many new ones."""
@@ -114,6 +166,8 @@ class ShopFloor:
         if self._closed:
             return
         self._closed = True
+        self._unshare()
+        await self.share.close()
         await self.publisher.close()
         await self.invitations.close()
         await self.journeys.close()

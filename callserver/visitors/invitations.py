@@ -4,6 +4,10 @@ The invitation reaches the widget through a small event stream the widget holds 
 someone can answer (see `callserver/web/visitors.py` for why a stream and not a WebSocket). A visitor
 who closes the bubble is never invited again (remembered on the visitor's record and in the widget),
 and rules invite at most `max_per_visitor` times.
+
+With several nodes the operator's softphone and the visitor's stream may be on different nodes: the
+board's `BoardShare` says whether another node holds a stream of the visitor and takes events there;
+who invited whom travels on the visitor's card, so a call or chat started on any node finds the inviter.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from callserver.sites import Site
 from callserver.sites.rules import InviteRule, rules_of
 from callserver.store.database import Database
 from callserver.store.models import Visitor
-from callserver.visitors.board import LiveVisitor, VisitorBoard
+from callserver.visitors.board import BoardShare, LiveVisitor, LocalShare, VisitorBoard
 
 # The rules are a site setting (callserver/sites/rules.py); the dashboard's site form imports them here.
 __all__ = ["Invitations", "InviteRule", "rules_of"]
@@ -101,11 +105,13 @@ class Invitations:
         records: InvitationRecords,
         seats: Roster,
         clock: Callable[[], float] = time.time,
+        share: BoardShare | None = None,
     ) -> None:
         self._board = board
         self._records = records
         self._seats = seats
         self._clock = clock
+        self._share: BoardShare = share or LocalShare()
         self._streams: dict[tuple[int, str], list[VisitorStream]] = {}
         self._timers: dict[tuple[int, str], list[asyncio.TimerHandle]] = {}
         self._background = BackgroundTasks("invitations")
@@ -116,23 +122,33 @@ class Invitations:
         """Register a widget's event stream; returns the function that unregisters it."""
         key = (site_id, token)
         self._streams.setdefault(key, []).append(stream)
+        if len(self._streams[key]) == 1:
+            self._share.listening(site_id, token, True)
         self._board.changed(site_id)
 
         def stop() -> None:
             streams = self._streams.get(key, [])
             if stream in streams:
                 streams.remove(stream)
-            if not streams:
-                self._streams.pop(key, None)
+            if not streams and self._streams.pop(key, None) is not None:
+                self._share.listening(site_id, token, False)
             self._board.changed(site_id)
 
         return stop
 
     def reachable(self, site_id: int, token: str) -> bool:
-        return bool(self._streams.get((site_id, token)))
+        """Whether the visitor holds an open event stream, on this node or another."""
+        return bool(self._streams.get((site_id, token))) or self._share.listening_elsewhere(site_id, token)
 
     async def tell(self, site_id: int, token: str, event: dict[str, object]) -> bool:
-        """Push an event (`{"event": NAME, ...}`) to the visitor's open streams; whether one was open."""
+        """Push an event (`{"event": NAME, ...}`) to the visitor's open streams, on every node that holds
+        one; whether one was open."""
+        here = await self.tell_here(site_id, token, event)
+        elsewhere = await self._share.tell_elsewhere(site_id, token, event)
+        return here or elsewhere
+
+    async def tell_here(self, site_id: int, token: str, event: dict[str, object]) -> bool:
+        """Push an event to the visitor's streams on this node; whether one was open."""
         streams = list(self._streams.get((site_id, token), []))
         for stream in streams:
             await stream.invite(dict(event))  # each stream takes its own copy (the name is popped)
@@ -186,7 +202,7 @@ class Invitations:
         count, dismissed = await self._records.history(profile.id, visitor.token)
         if dismissed:
             visitor.dismissed = True
-            self._board.changed(profile.id)
+            self._board.changed(profile.id, visitor)
             raise VisitorDismissed("This visitor said no thanks to an invitation; they are not asked again.")
         if limit is not None and max(count, visitor.invitations) >= limit:
             return False
@@ -197,12 +213,14 @@ class Invitations:
         }
         if message:
             invitation["text"] = message
-        for stream in list(self._streams.get((profile.id, visitor.token), [])):
-            await stream.invite(invitation)
+        # The card first, then the widget: a visitor who answers at once (on another node, maybe) must
+        # find the invitation on the card, and their "no thanks" must not be overwritten by it.
         visitor.invited_by, visitor.inviter_id, visitor.invited_at = name, operator_id, self._clock()
         visitor.invitations = max(count, visitor.invitations) + 1
+        self._board.changed(profile.id, visitor)
+        await self._share.flush()  # on the shared channel before the invitation itself
+        await self.tell(profile.id, visitor.token, invitation)
         await self._records.note(profile.id, visitor.token, sent=True)
-        self._board.changed(profile.id)
         log.info("invited visitor %s of %s (%s)", visitor.token[:8], profile.name, name)
         return True
 
@@ -213,7 +231,7 @@ class Invitations:
             visitor.dismissed = True
             visitor.invited_by = visitor.invited_at = None
             self._cancel(site_id, token)
-            self._board.changed(site_id)
+            self._board.changed(site_id, visitor)
         await self._records.note(site_id, token, dismissed=True)
 
     def answered(self, site_id: int, token: str) -> None:
@@ -221,7 +239,7 @@ class Invitations:
         visitor = self._board.visitor(site_id, token)
         if visitor is not None and visitor.invited_by is not None:
             visitor.invited_by = None
-            self._board.changed(site_id)
+            self._board.changed(site_id, visitor)
 
     # Proactive rules ---------------------------------------------------------------------------
 
@@ -230,6 +248,7 @@ class Invitations:
         self._cancel(profile.id, visitor.token)
         if dismissed_in_widget and not visitor.dismissed:
             visitor.dismissed = True
+            self._board.touched(visitor)
             self._background.spawn(self._records.note(profile.id, visitor.token, dismissed=True))
         current = visitor.current
         if visitor.dismissed or current is None:

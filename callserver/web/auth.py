@@ -7,13 +7,18 @@ who sign in often are not slowed down.
 
 A session that ends (sign-out, a disabled account, a new password) also closes the sockets that
 were opened with it: an open softphone must not keep getting calls and chats.
+
+With several nodes (`redis_url`) the attempts are counted in Redis for all nodes together
+(`callserver/cluster/limits.py`), and an ended session's sockets close on every node
+(`callserver/cluster/sessions.py`); alone, a node counts and closes its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -21,6 +26,8 @@ from aiohttp.typedefs import Handler
 
 from callserver import accounts
 from callserver.accounts import Account
+from callserver.cluster.limits import Attempts
+from callserver.cluster.sessions import session_digest
 from callserver.limits import RateLimiter
 from callserver.settings import Settings
 from callserver.web import csrf
@@ -36,7 +43,7 @@ SIGN_IN_COOKIE = "callserver_sign_in"
 SECURE_SIGN_IN_COOKIE = "__Host-callserver_sign_in"
 # Ten sign-in attempts at once per e-mail address and per client address, then one every 30 s:
 # enough for people who mistype, too slow to guess passwords.
-LOGIN_ATTEMPTS = web.AppKey("login_attempts", RateLimiter)
+LOGIN_ATTEMPTS = web.AppKey("login_attempts", Attempts)
 LOGIN_RATE = 1 / 30
 LOGIN_BURST = 10
 # The softphone treats this close code as "sign in again" (it is the socket's login_required).
@@ -67,6 +74,12 @@ class SignedInSockets:
             [ws for ws, (cookie, _) in self._sockets.items() if cookie == session_cookie]
         )
 
+    async def end_digest(self, digest: str) -> int:
+        """Close the sockets of the session another node named by its digest; returns how many."""
+        return await self._close(
+            [ws for ws, (cookie, _) in self._sockets.items() if session_digest(cookie) == digest]
+        )
+
     async def end_account(self, account_id: int) -> int:
         """Close every socket of an account (disabled, or signed out everywhere); returns how many."""
         return await self._close([ws for ws, (_, owner) in self._sockets.items() if owner == account_id])
@@ -82,6 +95,31 @@ class SignedInSockets:
 
 
 SIGNED_IN = web.AppKey("signed_in_sockets", SignedInSockets)
+
+
+class SessionEnds(Protocol):
+    """Closes the sockets of ended sessions: this node's (`SignedInSockets`), or every node's
+    (`callserver/cluster/sessions.py`)."""
+
+    async def end_session(self, session_cookie: str) -> int: ...
+    async def end_account(self, account_id: int) -> int: ...
+
+
+SESSION_ENDS = web.AppKey("session_ends", SessionEnds)
+
+
+class LocalAttempts:
+    """Sign-in attempts counted by this node alone."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def take(self, keys: Sequence[str]) -> bool:
+        return _take_attempt(self._limiter, list(keys))
+
+    async def give_back(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._limiter.give_back(key)
 
 
 def secure_cookies(settings: Settings) -> bool:
@@ -105,7 +143,7 @@ def watch_socket(request: web.Request, account: Account, ws: web.WebSocketRespon
 
 async def end_sessions_of(app: web.Application, account_id: int) -> None:
     """After an account's sessions were deleted (disabled, new password): close its open sockets."""
-    closed = await app[SIGNED_IN].end_account(account_id)
+    closed = await app[SESSION_ENDS].end_account(account_id)
     if closed:
         log.info("closed %d socket(s) of user %d: their sessions ended", closed, account_id)
 
@@ -191,8 +229,8 @@ def login_submit(area: str) -> Handler:
         attempts = request.app[LOGIN_ATTEMPTS]
         # 320 characters: the longest e-mail address there is; a megabyte "address" stays a short key.
         account_key = email.strip().lower()[:320]
-        keys: list[Hashable] = [("email", account_key), ("address", client_address(request))]
-        if not _take_attempt(attempts, keys):
+        keys = [f"email:{account_key}", f"address:{client_address(request)}"]
+        if not await attempts.take(keys):
             return _render_login(
                 request,
                 area,
@@ -203,8 +241,8 @@ def login_submit(area: str) -> Handler:
         account = await accounts.authenticate(request.app[DATABASE], email, password)
         if account is None:
             return _render_login(request, area, "Wrong e-mail or password.", status=401, next_path=next_path)
-        for key in keys:  # a right password does not count: people who sign in often are not slowed down
-            attempts.give_back(key)
+        # A right password does not count: people who sign in often are not slowed down.
+        await attempts.give_back(keys)
         async with request.app[DATABASE].session() as session:
             token = await accounts.open_session(session, account, settings.session_days)
         response = web.HTTPFound(_safe_next(next_path, f"/{area}/"))
@@ -233,7 +271,7 @@ def logout(area: str) -> Handler:
             async with request.app[DATABASE].session() as session:
                 await accounts.close_session(session, token)
             # After the commit: a socket reconnecting from now on finds no session.
-            await request.app[SIGNED_IN].end_session(token)
+            await request.app[SESSION_ENDS].end_session(token)
         response = web.HTTPFound(f"/{area}/login")
         response.del_cookie(COOKIE, path="/")
         raise response
@@ -243,9 +281,10 @@ def logout(area: str) -> Handler:
 
 def add_routes(app: web.Application, area: str) -> None:
     if LOGIN_ATTEMPTS not in app:
-        app[LOGIN_ATTEMPTS] = RateLimiter(rate=LOGIN_RATE, burst=LOGIN_BURST)
+        app[LOGIN_ATTEMPTS] = LocalAttempts(RateLimiter(rate=LOGIN_RATE, burst=LOGIN_BURST))
     if SIGNED_IN not in app:
         app[SIGNED_IN] = SignedInSockets()
+        app[SESSION_ENDS] = app[SIGNED_IN]  # a cluster member replaces it (app.py, with Redis)
     app.router.add_get(f"/{area}/login", login_page(area))
     app.router.add_post(f"/{area}/login", login_submit(area))
     app.router.add_post(f"/{area}/logout", logout(area))

@@ -74,6 +74,7 @@ async def beacon(request: web.Request) -> web.Response:
     if message.kind == "view" and not message.page:
         return json_error(400, "bad_message", "A `view` beacon needs the `page`.", headers)
     floor = request.app[SHOP_FLOOR]
+    await floor.recall(site, message.visitor)  # the visit as another node may have left it
     if message.kind in ("view", "dismiss"):  # the kinds that can bring a visitor we don't know yet
         try:
             floor.admit(site, message.visitor, client_address(request))
@@ -102,6 +103,7 @@ async def beacon(request: web.Request) -> web.Response:
         floor.left(site, message.visitor, message.view, message.seconds)
     else:
         await floor.invitations.dismissed(site.id, message.visitor)
+    await floor.settle()  # saved before the answer: the next beacon may reach another node
     visitor = floor.board.visitor(site.id, message.visitor)
     if (
         not message.dismissed

@@ -1,0 +1,185 @@
+"""The visitors board, invitations, sign-out and sign-in limits across two nodes (`callserver serve`
+processes sharing PostgreSQL and Redis, tests/cluster.py): a visitor's beacons and stream on one node,
+the operator's softphone on the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from tests import cluster as clusters
+from tests.cluster import SHOP, Cluster, Node, add_operator, operators_online
+from tests.signing_in import PASSWORD, sign_in_form
+from tests.sockets import Sockets
+
+cluster = clusters.cluster
+cluster_sockets = clusters.cluster_sockets
+
+
+async def beacon(session: aiohttp.ClientSession, node: Node, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async with session.post(
+        f"{node.url}/widget/beacon?site={node.site.key}",
+        data=json.dumps(body).encode(),
+        headers={"Origin": SHOP, "Content-Type": "text/plain;charset=UTF-8"},
+    ) as response:
+        await response.read()
+        assert response.status == 204, (response.status, await response.text())
+        return response
+
+
+def view(token: str, view_id: str, page: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": "view", "visitor": token, "view": view_id, "page": f"{SHOP}{page}", **extra}
+
+
+def row_of(token: str, want: dict[str, Any]) -> Any:
+    """A `visitors` frame whose row for `token` has every value in `want`."""
+
+    def where(frame: dict[str, Any]) -> bool:
+        rows = [r for r in frame["visitors"] if r["id"] == token]
+        return bool(rows) and all(rows[0][k] == v for k, v in want.items())
+
+    return where
+
+
+@asynccontextmanager
+async def event_stream(session: aiohttp.ClientSession, node: Node, token: str) -> AsyncIterator[Any]:
+    """The widget's invitation stream on `node`, open until the block ends."""
+    response = await session.get(
+        f"{node.url}/widget/events?site={node.site.key}&visitor={token}", headers={"Origin": SHOP}
+    )
+    try:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        yield response
+    finally:
+        response.close()
+
+
+async def next_event(stream: aiohttp.ClientResponse, name: str, within: float = 10) -> dict[str, Any]:
+    text = ""
+    async with asyncio.timeout(within):
+        while f"event: {name}\ndata: " not in text:
+            text += (await stream.content.readany()).decode()
+    data: dict[str, Any] = json.loads(text.split(f"event: {name}\ndata: ")[1].split("\n")[0])
+    return data
+
+
+async def test_the_board_on_a_shows_a_visitor_of_b_and_an_invitation_goes_there_and_back(
+    cluster: Cluster, cluster_sockets: tuple[Sockets, Sockets]
+) -> None:
+    on_a, on_b = cluster_sockets
+    site_id = cluster.site.id
+    await add_operator(cluster, "ben@cluster.test")
+    await add_operator(cluster, "anna@cluster.test")
+    ben = await on_b.softphone("ben@cluster.test", online=True)  # idle the longest: rung first, unless …
+    anna = await on_a.softphone("anna@cluster.test", online=True)
+    assert await operators_online(cluster.b, 2) == 2
+    async with aiohttp.ClientSession() as session:
+        # The visit's beacons go round robin: B, A, B. Anna's board on A follows the whole visit.
+        await beacon(session, cluster.b, view("visitor-oak", "v1", "/", title="Home"))
+        await anna.receive("visitors", row_of("visitor-oak", {"pages": 1}))
+        await beacon(session, cluster.a, view("visitor-oak", "v2", "/products/oak", product_price=1290))
+        ping = {"kind": "ping", "visitor": "visitor-oak", "view": "v2", "seconds": 12, "cart_value": 2000}
+        listen = await beacon(session, cluster.b, ping)
+        assert listen.headers.get("CB-Listen") == "1"  # B knows the visit A took and Anna online on A
+        board = await anna.receive("visitors", row_of("visitor-oak", {"pages": 2, "value": 2000}))
+        assert board["total"] == 1
+        row = next(r for r in board["visitors"] if r["id"] == "visitor-oak")
+        assert row["journey"][-1]["page"].endswith("/products/oak") and row["reachable"] is False
+        await ben.receive("visitors", row_of("visitor-oak", {"pages": 2, "value": 2000}))
+
+        async with event_stream(session, cluster.b, "visitor-oak") as stream:
+            await anna.receive("visitors", row_of("visitor-oak", {"reachable": True}))
+            await anna.send({"type": "visitor.invite", "visitor_id": "visitor-oak", "site_id": site_id})
+            await anna.receive("visitor.invited")
+            invitation = await next_event(stream, "invite")  # published on A, delivered by B
+            assert invitation["operator"]["name"] == "anna"
+            await ben.receive("visitors", row_of("visitor-oak", {"invited": True}))
+            await ben.send({"type": "visitor.invite", "visitor_id": "visitor-oak", "site_id": site_id})
+            assert (await ben.receive("error"))["code"] == "already_invited"  # B knows of Anna's
+
+            # The visitor takes it up with a call from the widget on B: Anna, who invited, rings first.
+            shopper = await on_b.shopper("visitor-oak")
+            call_id = await shopper.call()
+            incoming = await anna.receive("call.incoming", lambda f: f["call"]["id"] == call_id)
+            assert incoming["call"]["site"] == "Cluster shop"
+            await ben.nothing("call.incoming", within=0.5)
+            await anna.receive("visitors", row_of("visitor-oak", {"invited": False}))
+
+        # Another visitor says no thanks on B: the board on A hears it and A won't ask again.
+        await beacon(session, cluster.a, view("visitor-lamp", "w1", "/products/lamp"))
+        async with event_stream(session, cluster.b, "visitor-lamp") as stream:
+            await anna.receive("visitors", row_of("visitor-lamp", {"reachable": True}))
+            await anna.send({"type": "visitor.invite", "visitor_id": "visitor-lamp", "site_id": site_id})
+            await next_event(stream, "invite")
+            await beacon(session, cluster.b, {"kind": "dismiss", "visitor": "visitor-lamp", "view": "w1"})
+            await anna.receive("visitors", row_of("visitor-lamp", {"dismissed": True, "invited": False}))
+            await anna.send({"type": "visitor.invite", "visitor_id": "visitor-lamp", "site_id": site_id})
+            assert (await anna.receive("error"))["code"] == "visitor_dismissed"
+
+
+async def _signed_in(node: Node, email: str) -> aiohttp.ClientSession:
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        form = await sign_in_form(session, node.url, "operator", email)
+        async with session.post(f"{node.url}/operator/login", data=form, allow_redirects=False) as r:
+            assert r.status == 302, await r.text()
+    except BaseException:
+        await session.close()
+        raise
+    return session
+
+
+async def test_signing_out_on_a_closes_that_sessions_softphone_on_b(cluster: Cluster) -> None:
+    await add_operator(cluster, "anna@cluster.test")
+    async with AsyncExitStack() as opened:
+        desk = await _signed_in(cluster.a, "anna@cluster.test")  # signed in through A …
+        opened.push_async_callback(desk.close)
+        laptop = await _signed_in(cluster.b, "anna@cluster.test")  # … and again, another session
+        opened.push_async_callback(laptop.close)
+        desk_ws = await desk.ws_connect(f"{cluster.b.url}/ws/operator")  # … whose softphone is on B
+        laptop_ws = await laptop.ws_connect(f"{cluster.b.url}/ws/operator")
+        for ws in (desk_ws, laptop_ws):
+            assert (await ws.receive_json(timeout=10))["type"] == "hello"
+
+        async with desk.get(f"{cluster.a.url}/operator/config") as r:
+            token = (await r.json())["csrf"]
+        async with desk.post(
+            f"{cluster.a.url}/operator/logout", data={"csrf": token}, allow_redirects=False
+        ) as r:
+            assert r.status == 302
+        while (message := await desk_ws.receive(timeout=10)).type is aiohttp.WSMsgType.TEXT:
+            pass  # frames sent before the close
+        assert message.type is aiohttp.WSMsgType.CLOSE, message
+        assert (message.data, message.extra) == (4401, "session_revoked")
+        # The other session's softphone on B goes on.
+        await laptop_ws.send_json({"type": "presence.set", "status": "online"})
+        while (frame := await laptop_ws.receive_json(timeout=10))["type"] != "presence":
+            pass
+        assert frame["status"] == "online"
+        await laptop_ws.close()
+
+
+async def _attempt(node: Node, email: str, password: str) -> int:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        form = await sign_in_form(session, node.url, "operator", email, password)
+        async with session.post(f"{node.url}/operator/login", data=form, allow_redirects=False) as r:
+            return r.status
+
+
+async def test_forty_wrong_passwords_spread_over_two_nodes_get_ten_checks_in_all(cluster: Cluster) -> None:
+    await add_operator(cluster, "anna@cluster.test")
+    nodes = [cluster.a, cluster.b] * 20
+    statuses = await asyncio.gather(*(_attempt(n, "anna@cluster.test", "guess") for n in nodes))
+    assert set(statuses) <= {401, 429}, statuses
+    checked = statuses.count(401)  # a 401 is an attempt that reached the password check
+    assert checked <= 10, f"{checked} of 40 guesses were checked"
+    assert checked >= 1 and statuses.count(429) == 40 - checked
+    # Counted together: the right password is refused on either node now (no attempts left).
+    assert await _attempt(cluster.b, "anna@cluster.test", PASSWORD) == 429
+    print(f"40 parallel guesses over two nodes: {checked} reached the check")

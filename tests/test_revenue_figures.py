@@ -9,13 +9,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callserver import accounts
 from callserver.calls.records import now
 from callserver.calls.states import CallState
-from callserver.store.models import Call
+from callserver.dashboard.csat_days import CsatCount, csat_counts
+from callserver.orders.revenue import Period, revenue_report
+from callserver.reports.sources import GROUPINGS, LIVE_GROUPINGS, TOUCHES, source_report
+from callserver.sites.admin import create_site
+from callserver.store.database import Database
+from callserver.store.models import Call, Chat, ConversationOutcome, ConversationTable, LeftMessage, Order
 from tests.stack import running_stack, settings_for
 from tests.test_outbound_webhooks import assert_signed, receiving, subscribe, until
 
@@ -48,3 +66,276 @@ async def test_a_call_left_open_by_a_dead_run_is_heard_as_ended_dropped(tmp_path
                 return call is not None and call.end_reason == "dropped"
 
             await until(recorded, what="the call stored as dropped")
+
+
+# ---- kept days equal counting everything again, on random data, before and after changes ----
+
+TODAY = datetime.now(UTC).date()
+DAYS = 12  # data spread over today and the 12 days before it
+LABELS = [None, "google", "newsletter", "(direct)"]
+MEDIUMS = [None, "cpc", "email"]
+CAMPAIGNS = [None, "spring", "autumn"]
+STATUSES = ["pending", "paid", "partially_refunded", "refunded", "cancelled"]
+TABLES: dict[str, ConversationTable] = {"call": Call, "chat": Chat, "message": LeftMessage}
+
+
+@dataclass(frozen=True)
+class Template:
+    path: Path
+    sites: list[int]
+    operators: list[int]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    """A migrated store (with the triggers) with two sites and two operators, copied for each example."""
+    path = tmp_path_factory.mktemp("kept") / "template.db"
+
+    async def build() -> Template:
+        database = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            await database.upgrade()
+            async with database.session() as session:
+                sites = [
+                    (await create_site(session, f"Shop {i}", [f"https://shop{i}.example"])).id
+                    for i in range(2)
+                ]
+                operators = [
+                    (
+                        await accounts.create_user(
+                            session, f"op{i}@kept.example", "a long password", "operator"
+                        )
+                    ).id
+                    for i in range(2)
+                ]
+        finally:
+            await database.close()
+        return Template(path, sites, operators)
+
+    return asyncio.run(build())
+
+
+touches = st.tuples(st.sampled_from(LABELS), st.sampled_from(MEDIUMS), st.sampled_from(CAMPAIGNS))
+conversation = st.fixed_dictionaries(
+    {
+        "table": st.sampled_from(["call", "chat", "message"]),
+        "site": st.integers(0, 1),
+        "days_ago": st.integers(0, DAYS),
+        "seconds": st.integers(0, 86_399),
+        "last": touches,
+        "first": touches,
+        "operator": st.sampled_from([None, 0, 1]),
+        "answered": st.booleans(),
+        "closed": st.booleans(),
+        "score": st.sampled_from([None, None, 1, 3, 5]),
+    }
+)
+order = st.fixed_dictionaries(
+    {
+        "conversation": st.integers(0, 1_000),
+        "attributed": st.booleans(),
+        "days_ago": st.integers(0, DAYS),
+        "cents": st.integers(1, 90_000),
+        "refunded_cents": st.integers(0, 90_000),
+        "currency": st.sampled_from(["EUR", "USD"]),
+        "status": st.sampled_from(STATUSES),
+    }
+)
+change = st.one_of(
+    st.tuples(st.just("refund"), st.integers(0, 1_000), st.integers(0, 90_000)),
+    st.tuples(st.just("cancel"), st.integers(0, 1_000)),
+    st.tuples(st.just("delete order"), st.integers(0, 1_000)),
+    st.tuples(st.just("relabel"), st.integers(0, 1_000), touches),
+    st.tuples(st.just("rate"), st.integers(0, 1_000), st.integers(1, 5)),
+    st.tuples(st.just("delete conversation"), st.integers(0, 1_000)),
+    st.tuples(st.just("arrive"), conversation),
+)
+
+
+def _at(days_ago: int, seconds: int) -> datetime:
+    return datetime.combine(TODAY - timedelta(days=days_ago), datetime.min.time(), tzinfo=UTC) + timedelta(
+        seconds=seconds
+    )
+
+
+async def _add_conversation(session: AsyncSession, t: Template, c: dict[str, Any]) -> tuple[str, str]:
+    table = TABLES[c["table"]]
+    (source, medium, campaign), (first_source, first_medium, first_campaign) = c["last"], c["first"]
+    values: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "site_id": t.sites[c["site"]],
+        "created_at": _at(c["days_ago"], c["seconds"]),
+        "source": source,
+        "medium": medium,
+        "campaign": campaign,
+        "first_source": first_source,
+        "first_medium": first_medium,
+        "first_campaign": first_campaign,
+    }
+    operator = t.operators[c["operator"]] if c["operator"] is not None else None
+    if table is Call:
+        values.update(
+            state="ended", operator_id=operator, answered_at=values["created_at"] if c["answered"] else None
+        )
+    elif table is Chat:
+        values.update(state="closed" if c["closed"] else "open", operator_id=operator)
+    else:
+        values.update(body="Call me back")
+    await session.execute(insert(table).values(**values))
+    if c["score"] is not None and table is not LeftMessage:
+        session.add(
+            ConversationOutcome(
+                conversation_id=values["id"],
+                site_id=values["site_id"],
+                channel=c["table"],
+                csat_score=c["score"],
+            )
+        )
+    return c["table"], values["id"]
+
+
+async def _compare(database: Database, t: Template, periods: list[Period]) -> None:
+    for period in periods:
+        for touch in TOUCHES:
+            async with database.session() as session:
+                kept = await source_report(session, t.sites, period, touch)
+            async with database.session() as session:
+                live = await source_report(session, t.sites, period, touch, live=True)
+            assert kept == live, (period, touch)
+        for by in ("source", "campaign"):
+            async with database.session() as session:
+                kept_rows = await revenue_report(session, t.sites[:1], period, by, GROUPINGS)
+            async with database.session() as session:
+                live_rows = await revenue_report(session, t.sites[:1], period, by, LIVE_GROUPINGS)
+            assert kept_rows == live_rows, (period, by)
+        async with database.session() as session:
+            live_csat = await csat_counts(session, t.sites, period.since, period.until, live=True)
+        assert _summed(await _kept_counts(database, t, period)) == _summed(live_csat), period
+
+
+async def _kept_counts(database: Database, t: Template, period: Period) -> list[CsatCount]:
+    async with database.session() as session:
+        return await csat_counts(session, t.sites, period.since, period.until)
+
+
+def _summed(counts: list[CsatCount]) -> dict[tuple[int, int | None], tuple[int, int, int]]:
+    sums: dict[tuple[int, int | None], tuple[int, int, int]] = {}
+    for site_id, operator_id, asked, rated, score in counts:
+        a, r, s = sums.get((site_id, operator_id), (0, 0, 0))
+        sums[(site_id, operator_id)] = (a + asked, r + rated, s + score)
+    return {key: value for key, value in sums.items() if value != (0, 0, 0)}
+
+
+async def _apply(
+    session: AsyncSession, t: Template, step: tuple[Any, ...], made: list[tuple[str, str]], orders: list[int]
+) -> None:
+    kind = step[0]
+    if kind == "arrive":
+        made.append(await _add_conversation(session, t, step[1]))
+    elif kind in ("refund", "cancel", "delete order") and orders:
+        order_id = orders[step[1] % len(orders)]
+        if kind == "refund":
+            await session.execute(
+                update(Order)
+                .where(Order.id == order_id)
+                .values(refunded_total=Decimal(step[2]) / 100, status="partially_refunded")
+            )
+        elif kind == "cancel":
+            await session.execute(update(Order).where(Order.id == order_id).values(status="cancelled"))
+        else:
+            await session.execute(delete(Order).where(Order.id == order_id))
+            orders.remove(order_id)
+    elif kind in ("relabel", "rate", "delete conversation") and made:
+        channel, conversation_id = made[step[1] % len(made)]
+        table = TABLES[channel]
+        if kind == "relabel":
+            source, medium, campaign = step[2]
+            await session.execute(
+                update(table)
+                .where(table.id == conversation_id)
+                .values(source=source, medium=medium, campaign=campaign)
+            )
+        elif kind == "rate" and channel != "message":
+            outcome = await session.get(ConversationOutcome, conversation_id)
+            if outcome is None:
+                site_id = await session.scalar(select(table.site_id).where(table.id == conversation_id))
+                session.add(
+                    ConversationOutcome(
+                        conversation_id=conversation_id, site_id=site_id, channel=channel, csat_score=step[2]
+                    )
+                )
+            else:
+                outcome.csat_score = step[2]
+        elif kind == "delete conversation":
+            await session.execute(delete(table).where(table.id == conversation_id))
+            made.remove((channel, conversation_id))
+
+
+# No shrinking: a failure prints its example as drawn (shrinking this one can take minutes).
+@settings(
+    max_examples=20,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    conversations=st.lists(conversation, min_size=1, max_size=40),
+    sold=st.lists(order, max_size=25),
+    changes=st.lists(change, max_size=8),
+    window=st.tuples(st.integers(0, DAYS + 1), st.integers(0, DAYS + 1)),
+)
+def test_kept_days_equal_counting_everything_again(
+    template: Template,
+    tmp_path: Path,
+    conversations: list[dict[str, Any]],
+    sold: list[dict[str, Any]],
+    changes: list[tuple[Any, ...]],
+    window: tuple[int, int],
+) -> None:
+    path = tmp_path / f"{uuid.uuid4().hex}.db"
+    shutil.copy(template.path, path)
+    far, near = max(window), min(window)
+    periods = [
+        Period(TODAY - timedelta(days=DAYS + 1), TODAY),  # everything: kept days and the live ones
+        Period(TODAY - timedelta(days=far), TODAY - timedelta(days=near)),
+    ]
+
+    async def run() -> None:
+        database = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            made: list[tuple[str, str]] = []
+            orders: list[int] = []
+            async with database.session() as session:
+                for c in conversations:
+                    made.append(await _add_conversation(session, template, c))
+                for n, o in enumerate(sold):
+                    channel, conversation_id = made[o["conversation"] % len(made)]
+                    site = await session.scalar(
+                        select(TABLES[channel].site_id).where(TABLES[channel].id == conversation_id)
+                    )
+                    placed = Order(
+                        site_id=site,
+                        order_id=f"O{n}",
+                        total=Decimal(o["cents"]) / 100,
+                        currency=o["currency"],
+                        created_at=_at(o["days_ago"], 43_200),
+                        received_at=_at(o["days_ago"], 43_200),
+                        source="api",
+                        channel=channel if o["attributed"] else None,
+                        conversation_id=conversation_id if o["attributed"] else None,
+                        attributed_by="token" if o["attributed"] else None,
+                        status=o["status"],
+                        refunded_total=Decimal(min(o["refunded_cents"], o["cents"])) / 100,
+                    )
+                    session.add(placed)
+                    await session.flush()
+                    orders.append(placed.id)
+            await _compare(database, template, periods)  # counts the past days and keeps them
+            async with database.session() as session:
+                for step in changes:
+                    await _apply(session, template, step, made, orders)
+            await _compare(database, template, periods)  # the kept days that changed are counted again
+        finally:
+            await database.close()
+
+    asyncio.run(run())

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -29,7 +30,8 @@ from callserver.orders.revenue import (
     net_revenue,
 )
 from callserver.orders.sources import DIRECT, NO_CAMPAIGN, NO_MEDIUM
-from callserver.store.models import Call, Chat, ConversationTable, LeftMessage, Order
+from callserver.reports.kept_days import KeptReport, day_of, keep_days, kept_range
+from callserver.store.models import Call, Chat, ConversationTable, LeftMessage, Order, SourceDayFigures
 
 Touch = Literal["last", "first"]
 TOUCHES: tuple[Touch, ...] = ("last", "first")
@@ -39,6 +41,9 @@ CONVERSATIONS: tuple[tuple[ConversationTable, str], ...] = (
     (LeftMessage, "message"),
 )
 Key = tuple[str, str, str]  # source, medium, campaign
+Conversations = dict[Key, int]
+Sold = dict[tuple[Key, str], list[Any]]  # (labels, currency) → [orders, revenue, refunded]
+day_figures = cast(Table, SourceDayFigures.__table__)
 
 
 @dataclass(frozen=True)
@@ -123,12 +128,169 @@ async def orders_by_source(
     return totals
 
 
+# ---- each past day's figures, kept (reports/kept_days.py); today and yesterday counted live ----
+
+
+async def _count_days(
+    session: AsyncSession, site_ids: Sequence[int], first: date, last: date
+) -> list[dict[str, Any]]:
+    """`source_day_figures` rows for these sites and days: both touches, conversations and orders."""
+    dialect = session.get_bind().dialect.name
+    period = Period(first, last)
+    rows: dict[tuple[int, str, Touch, Key, str], list[int]] = {}
+
+    def add(site_id: int, day: str, touch: Touch, key: Key, currency: str, figures: list[int]) -> None:
+        sums = rows.setdefault((site_id, str(day)[:10], touch, key, currency), [0, 0, 0, 0])
+        for i, value in enumerate(figures):
+            sums[i] += value
+
+    for touch in TOUCHES:
+        for table, channel in CONVERSATIONS:
+            labels = _labels(table, touch)
+            day = day_of(table.created_at, dialect)
+            counted = await session.execute(
+                select(table.site_id, day, *labels, func.count())
+                .where(
+                    in_sites(table.site_id, site_ids),
+                    table.created_at >= period.since,
+                    table.created_at < period.until,
+                )
+                .group_by(table.site_id, day, *labels)
+            )
+            for site_id, on, source, medium, campaign, count in counted:
+                add(site_id, on, touch, _key(source, medium, campaign), "", [int(count), 0, 0, 0])
+            day = day_of(Order.created_at, dialect)
+            sold = await session.execute(
+                select(
+                    Order.site_id,
+                    day,
+                    *labels,
+                    Order.currency,
+                    func.sum(counted_orders()),
+                    func.sum(net_revenue()),
+                    func.sum(counted_refunds()),
+                )
+                .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
+                .where(
+                    in_sites(Order.site_id, site_ids),
+                    Order.created_at >= period.since,
+                    Order.created_at < period.until,
+                )
+                .group_by(Order.site_id, day, *labels, Order.currency)
+            )
+            for site_id, on, source, medium, campaign, currency, n, revenue, refunded in sold:
+                add(
+                    site_id,
+                    on,
+                    touch,
+                    _key(source, medium, campaign),
+                    currency,
+                    [0, int(n or 0), int(cents(revenue) * 100), int(cents(refunded) * 100)],
+                )
+    return [
+        {
+            "site_id": site_id,
+            "day": day,
+            "touch": touch,
+            "source": key[0],
+            "medium": key[1],
+            "campaign": key[2],
+            "currency": currency,
+            "conversations": figures[0],
+            "orders": figures[1],
+            "revenue_cents": figures[2],
+            "refunded_cents": figures[3],
+        }
+        for (site_id, day, touch, key, currency), figures in rows.items()
+    ]
+
+
+SOURCE_DAYS = KeptReport("sources", day_figures, _count_days)
+
+
+async def _kept_figures(
+    session: AsyncSession, site_ids: Sequence[int], first: date, last: date, touch: Touch
+) -> tuple[Conversations, Sold]:
+    await keep_days(session, SOURCE_DAYS, site_ids, first, last)
+    c = day_figures.c
+    rows = await session.execute(
+        select(
+            c.source,
+            c.medium,
+            c.campaign,
+            c.currency,
+            func.sum(c.conversations),
+            func.sum(c.orders),
+            func.sum(c.revenue_cents),
+            func.sum(c.refunded_cents),
+        )
+        .where(
+            c.site_id.in_(site_ids),
+            c.day >= first.isoformat(),
+            c.day <= last.isoformat(),
+            c.touch == touch,
+        )
+        .group_by(c.source, c.medium, c.campaign, c.currency)
+    )
+    conversations: Conversations = {}
+    sold: Sold = {}
+    for source, medium, campaign, currency, count, n, revenue, refunded in rows:
+        key = (source, medium, campaign)
+        if currency == "":
+            conversations[key] = conversations.get(key, 0) + int(count)
+        else:
+            sold[(key, currency)] = [int(n), Decimal(int(revenue)) / 100, Decimal(int(refunded)) / 100]
+    return conversations, sold
+
+
+async def source_figures(
+    session: AsyncSession, site_ids: Sequence[int], period: Period, touch: Touch = "last", live: bool = False
+) -> tuple[Conversations, Sold]:
+    """Conversations and counted orders by labels for the period: past days kept, the last two live.
+
+    `live`: count every day from the conversations and orders themselves (what the kept days must equal).
+    """
+    if live or not site_ids:
+        return (
+            await conversations_by_source(session, site_ids, period, touch),
+            await orders_by_source(session, site_ids, period, touch),
+        )
+    kept_part, live_part = kept_range(period.start, period.end)
+    conversations: Conversations = {}
+    sold: Sold = {}
+    parts: list[tuple[Conversations, Sold]] = []
+    if kept_part:
+        parts.append(await _kept_figures(session, site_ids, *kept_part, touch))
+    if live_part:
+        recent = Period(*live_part)
+        parts.append(
+            (
+                await conversations_by_source(session, site_ids, recent, touch),
+                await orders_by_source(session, site_ids, recent, touch),
+            )
+        )
+    for counted, orders in parts:
+        for key, count in counted.items():
+            conversations[key] = conversations.get(key, 0) + count
+        for sold_key, (n, revenue, refunded) in orders.items():
+            sums = sold.setdefault(sold_key, [0, Decimal(0), Decimal(0)])
+            sums[0] += n
+            sums[1] += revenue
+            sums[2] += refunded
+    for sums in sold.values():
+        sums[1], sums[2] = cents(sums[1]), cents(sums[2])
+    return conversations, sold
+
+
 async def source_report(
-    session: AsyncSession, site_ids: Sequence[int], period: Period, touch: Touch = "last"
+    session: AsyncSession,
+    site_ids: Sequence[int],
+    period: Period,
+    touch: Touch = "last",
+    live: bool = False,
 ) -> list[SourceRow]:
     """The Sources page: one row per source, medium, campaign and currency, the best sellers first."""
-    conversations = await conversations_by_source(session, site_ids, period, touch)
-    orders = await orders_by_source(session, site_ids, period, touch)
+    conversations, orders = await source_figures(session, site_ids, period, touch, live)
     rows = [
         SourceRow(*key, conversations.get(key, 0), n, revenue, refunded, currency)
         for (key, currency), (n, revenue, refunded) in orders.items()
@@ -139,28 +301,30 @@ async def source_report(
         for key, count in conversations.items()
         if key not in sold
     ]
-    return sorted(rows, key=lambda r: (-r.revenue, -r.conversations, r.source, r.medium, r.campaign))
+    return sorted(
+        rows, key=lambda r: (-r.revenue, -r.conversations, r.source, r.medium, r.campaign, r.currency or "")
+    )
 
 
 # ---- the revenue report's `by=source` and `by=campaign` (orders/revenue.py's GROUPINGS) ----
 
 
-def _grouping(part: int) -> Grouping:
+def _grouping(part: int, live: bool = False) -> Grouping:
     """Cut by one of the labels: 0 the source, 2 the campaign (of the last touch)."""
 
     async def conversations(
         session: AsyncSession, site_ids: Sequence[int], period: Period
     ) -> dict[str | None, int]:
         counts: dict[str | None, int] = {}
-        for key, count in (await conversations_by_source(session, site_ids, period)).items():
+        found, _sold = await source_figures(session, site_ids, period, live=live)
+        for key, count in found.items():
             counts[key[part]] = counts.get(key[part], 0) + count
         return counts
 
     async def orders(session: AsyncSession, site_ids: Sequence[int], period: Period) -> list[OrderFigures]:
         merged: dict[tuple[str, str], list[Any]] = {}
-        for (key, currency), (n, revenue, refunded) in (
-            await orders_by_source(session, site_ids, period)
-        ).items():
+        _found, sold = await source_figures(session, site_ids, period, live=live)
+        for (key, currency), (n, revenue, refunded) in sold.items():
             sums = merged.setdefault((key[part], currency), [0, Decimal(0), Decimal(0)])
             sums[0] += n
             sums[1] += revenue
@@ -174,3 +338,5 @@ def _grouping(part: int) -> Grouping:
 
 
 GROUPINGS: dict[str, Grouping] = {"source": _grouping(0), "campaign": _grouping(2)}
+# The same counted from every conversation and order (what GROUPINGS must equal; tests, benchmarks).
+LIVE_GROUPINGS: dict[str, Grouping] = {"source": _grouping(0, live=True), "campaign": _grouping(2, live=True)}

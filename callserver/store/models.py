@@ -418,6 +418,62 @@ class CallDayFigures(Base):
     talk_seconds: Mapped[float] = mapped_column(Float)
 
 
+class ReportDayChange(Base):
+    """How often a site's past day changed (0009_revenue_figures): database triggers count every write
+    to that day's conversations, orders and ratings, so kept figures of an older count are known stale."""
+
+    __tablename__ = "report_day_changes"
+
+    site_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True
+    )  # no foreign key: a site's deletion bumps it
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    generation: Mapped[int] = mapped_column(Integer)
+
+
+class ReportDay(Base):
+    """A report's figures for a site's day are kept, as counted at `generation` (reports/kept_days.py)."""
+
+    __tablename__ = "report_days"
+
+    report: Mapped[str] = mapped_column(String(20), primary_key=True)  # sources, csat
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+
+
+class SourceDayFigures(Base):
+    """A day's conversations (currency "") or counted orders (per currency) by touch and labels."""
+
+    __tablename__ = "source_day_figures"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    touch: Mapped[str] = mapped_column(String(5), primary_key=True)  # last, first
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    medium: Mapped[str] = mapped_column(String(200), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    conversations: Mapped[int] = mapped_column(Integer)
+    orders: Mapped[int] = mapped_column(Integer)
+    revenue_cents: Mapped[int] = mapped_column(Integer)  # net of refunds: whole cents add up exactly
+    refunded_cents: Mapped[int] = mapped_column(Integer)
+
+
+class CsatDayFigures(Base):
+    """A day's conversations worth a rating, the ratings and their sum, per channel and operator."""
+
+    __tablename__ = "csat_day_figures"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10), primary_key=True)  # call, chat
+    operator_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: none (an operator since deleted)
+    asked: Mapped[int] = mapped_column(Integer)
+    rated: Mapped[int] = mapped_column(Integer)
+    score_sum: Mapped[int] = mapped_column(Integer)
+
+
 class WebhookDelivery(Base):
     """A platform's webhook delivery already handled, so a redelivery changes nothing (0003_orders)."""
 

@@ -8,8 +8,9 @@ each beat, gone `ttl` seconds after a node stops) and what waits in each node's 
 their seats (the roster's relayed channels: `chat.assigned`, `chat.message`, receipts, typing,
 `chat.closed` and `chat.queue` travel as relay tells). What comes the other way — an operator's
 `chat.send`, typing, read, close, pick, transfer or call offer on a chat held elsewhere — travels as a
-relay *request* to the chat's node; its reply carries the frames for the operator's socket (the ack)
-and for their other softphones here, or the domain error with its code.
+relay *request* to the chat's node. What that node sends the operator's socket (the ack) and their
+other softphones comes back at once as tells, ahead of the reply; the reply ends the request, or
+carries the domain error with its code.
 
 A chat waiting on one node is given to an operator who frees up on another: every beat, a node with
 waiting chats drains its queue against the roster (seats and chat counts are mirrored from Redis).
@@ -22,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from redis.asyncio import Redis
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 ACTION = "chat.action"  # relay requests: an operator's action on a chat held by the receiving node
 ENTRIES = "chat.entries"  # relay requests: an operator's chats held by the receiving node, for `hello`
 HAND_OVER = "chat.hand_over"  # relay requests: the receiving node lets a chat go to the asking node
+TO_ORIGIN = "chat.to_origin"  # relay tells: frames for the socket (or softphones) an action came from
 
 
 def chat_key(chat_id: str) -> str:
@@ -52,28 +55,34 @@ def waiting_key(node: str) -> str:
     return f"callserver:waiting:{node}"
 
 
-class Collected:
-    """A channel that keeps what it is sent, to go back in a relay reply."""
+class ToAsker:
+    """What the desk sends the socket an action came from (or its other softphones on that node): told
+    to the asking node at once, so the `chat.ack` does not wait for the rest of the action (delivery
+    to the widget, receipts)."""
 
-    def __init__(self) -> None:
-        self.frames: list[JsonObject] = []
+    def __init__(self, relay: Relay, node: str, token: str, echo: bool = False) -> None:
+        self._relay, self._node, self._token, self._echo = relay, node, token, echo
 
     async def chat_event(self, frame: Frame) -> None:
-        self.frames.append(frame.encode())
+        body = {"token": self._token, "echo": self._echo, "frame": frame.encode()}
+        try:
+            await self._relay.tell(self._node, TO_ORIGIN, body)
+        except NodeUnreachable:
+            log.warning("node %s missed %s for an operator's socket", self._node, frame.TYPE)
 
 
-class ForwardedOrigin(Collected):
-    """The socket of an operator on node `node` whose action came through the relay.
+class ForwardedOrigin(ToAsker):
+    """The socket of an operator on another node whose action came through the relay.
 
     `covers` is the relayed channel to that node's softphones of theirs: the desk's echo of a message
     skips it (the asking node echoes to its own softphones, not to the one that sent it) and goes to
     `echo` instead.
     """
 
-    def __init__(self, covers: object) -> None:
-        super().__init__()
+    def __init__(self, relay: Relay, node: str, token: str, covers: object) -> None:
+        super().__init__(relay, node, token)
         self.covers = covers
-        self.echo = Collected()
+        self.echo = ToAsker(relay, node, token, echo=True)
 
 
 class ClusterChats:
@@ -98,7 +107,10 @@ class ClusterChats:
             relay.on(ACTION, self._act),
             relay.on(ENTRIES, self._entries),
             relay.on(HAND_OVER, self._hand_over),
+            relay.on(TO_ORIGIN, self._to_origin),
         ]
+        # The sockets whose actions are on their way to other nodes, by token (see ToAsker).
+        self._asking: dict[str, tuple[int, ChatChannel | None]] = {}
         self._loop: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -142,16 +154,35 @@ class ClusterChats:
         if node is None or node == self.node:
             raise UnknownChat(f"There is no open chat {chat_id!r}.")
         operator_id = seat.account.id
-        body = {"action": action, "operator_id": operator_id, "chat_id": chat_id, "args": args}
-        reply = await self._relay.request(str(node), ACTION, body)
-        if origin is not None:
-            for frame in reply.get("origin") or []:
-                await origin.chat_event(RelayedFrame(frame))
-        for frame in reply.get("echo") or []:
-            for channel in self._roster.local_channels(operator_id):
-                if channel is not origin:
-                    with contextlib.suppress(Exception):
-                        await channel.chat_event(RelayedFrame(frame))
+        token = uuid.uuid4().hex
+        body = {
+            "action": action,
+            "operator_id": operator_id,
+            "chat_id": chat_id,
+            "args": args,
+            "token": token,
+        }
+        self._asking[token] = (operator_id, origin)
+        try:
+            # Tells and the reply come in order on this node's channel: the ack is sent before this returns.
+            await self._relay.request(str(node), ACTION, body)
+        finally:
+            del self._asking[token]
+
+    async def _to_origin(self, sender: str, body: dict[str, Any]) -> None:
+        asking = self._asking.get(str(body["token"]))
+        if asking is None:
+            return  # the request timed out meanwhile
+        operator_id, origin = asking
+        frame = RelayedFrame(dict(body["frame"]))
+        if not body.get("echo"):
+            if origin is not None:
+                await origin.chat_event(frame)
+            return
+        for channel in self._roster.local_channels(operator_id):
+            if channel is not origin:
+                with contextlib.suppress(Exception):
+                    await channel.chat_event(frame)
 
     def echo_channels(self, seat: Seat, origin: ChatChannel) -> list[ChatChannel]:
         if isinstance(origin, ForwardedOrigin):
@@ -223,7 +254,8 @@ class ClusterChats:
         seat = self._roster.seat_of(operator_id)
         if seat is None:
             raise NotOnline("That operator is not online.")
-        origin = ForwardedOrigin(self._roster.relayed(operator_id, sender))
+        covers = self._roster.relayed(operator_id, sender)
+        origin = ForwardedOrigin(self._relay, sender, str(body["token"]), covers)
         match action:
             case "send":
                 client_id = args.get("client_id")
@@ -243,7 +275,7 @@ class ClusterChats:
                 await desk.offer_call(seat, chat_id)
             case _:
                 raise UnknownChat(f"No action {action!r} on chats.")
-        return {"origin": origin.frames, "echo": origin.echo.frames}
+        return None
 
     async def _hand_over(self, sender: str, body: dict[str, Any]) -> dict[str, Any]:
         """Node `sender` takes one of this node's chats: the visitor's socket is there now."""

@@ -9,6 +9,7 @@ import io
 import re
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -32,7 +33,8 @@ from tests.dashboard_support import (
     add_visitor,
     signed_in,
 )
-from tests.stack import Stack
+from tests.servers import postgres
+from tests.stack import Stack, running_stack, settings_for
 
 
 async def _outcome(
@@ -333,3 +335,12 @@ async def test_the_tag_filter_narrows_the_log_its_pages_and_the_csv(
         assert _log_ids(await (await mine.get("/dashboard/calls?tag=wholesale")).text()) == []
         exported = await (await mine.get("/dashboard/export/calls.csv?tag=wholesale")).text()
         assert theirs not in exported
+
+
+async def test_the_tagged_log_on_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on PostgreSQL, which refused the log's UNION of untyped NULLs (a 500 for every log page)."""
+    with postgres() as url:
+        async with running_stack(settings_for(tmp_path, database_url=url, ring_timeout=30)) as stack:
+            await test_the_tag_filter_narrows_the_log_its_pages_and_the_csv(
+                stack, monkeypatch, queries.FEW_TAGGED
+            )

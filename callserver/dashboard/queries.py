@@ -32,8 +32,10 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import SQLCoreOperations
+from sqlalchemy.sql.elements import Label, SQLCoreOperations
+from sqlalchemy.types import TypeEngine
 
 from callserver import events
 from callserver.dashboard import daily
@@ -181,6 +183,12 @@ class LogPage:
     next_cursor: Cursor | None
 
 
+def _no(kind: TypeEngine[Any], name: str) -> Label[Any]:
+    # A typed NULL: PostgreSQL takes a bare NULL in a subquery for text, and then refuses to UNION it
+    # with the other branches' timestamps and integers.
+    return sql_cast(null(), kind).label(name)
+
+
 def _branch(
     channel: str,
     site_ids: Sequence[int],
@@ -205,26 +213,26 @@ def _branch(
             Call.operator_id.label("operator_id"),
             Call.answered_at.label("answered_at"),
             Call.ended_at.label("ended_at"),
-            null().label("name"),
+            _no(LeftMessage.name.type, "name"),
         ]
     elif channel == "chat":
         table = Chat
         columns = [
             Chat.state.label("state"),
-            null().label("end_reason"),
+            _no(Call.end_reason.type, "end_reason"),
             Chat.operator_id.label("operator_id"),
-            null().label("answered_at"),
+            _no(Call.answered_at.type, "answered_at"),
             Chat.closed_at.label("ended_at"),
-            null().label("name"),
+            _no(LeftMessage.name.type, "name"),
         ]
     else:
         table = LeftMessage
         columns = [
             LeftMessage.status.label("state"),
-            null().label("end_reason"),
-            null().label("operator_id"),
-            null().label("answered_at"),
-            null().label("ended_at"),
+            _no(Call.end_reason.type, "end_reason"),
+            _no(Call.operator_id.type, "operator_id"),
+            _no(Call.answered_at.type, "answered_at"),
+            _no(Call.ended_at.type, "ended_at"),
             LeftMessage.name.label("name"),
         ]
     stmt = select(

@@ -559,10 +559,9 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       whenReady(fn) { if (ready) fn(); else { waiting.push(fn); connect(); } },
       // fn(frame) is true when it took the frame; returns the function that unregisters it.
       onFrame(fn) { takers.add(fn); return () => takers.delete(fn); },
-      close() { if (ws) ws.close(); },
-      // A socket left on an address the page no longer has stays open without carrying anything
-      // (no close comes for minutes): give it up now and come back on the new network.
-      drop() {
+      // Let go at once: a socket left on an address the page no longer has stays open without
+      // carrying anything (no close comes for minutes); a call comes back on a new one.
+      close() {
         const old = ws;
         if (old) { old.onclose({ code: 1006 }); old.onmessage = old.onclose = null; old.close(); }
       },
@@ -931,10 +930,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       if (state === 'connected' || state === 'completed') {
         if (current.flowed) back(current);
         current.flowed = true;
-      } else if (state === 'disconnected') {
-        show(view, t('reconnecting'));
-        current.iceTimer = setTimeout(() => reoffer(current), 2000);
-      } else if (state === 'failed' || pc.connectionState === 'failed') {
+      } else if (state === 'disconnected') current.iceTimer = setTimeout(() => reoffer(current), 2000);
+      else if (state === 'failed' || pc.connectionState === 'failed') {
         if (current.flowed) reoffer(current);
         else {
           send(current, { type: 'call.hangup' });
@@ -951,18 +948,25 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // The server answers once with all its candidates and takes none later, so send ours in the offer.
   async function offer(pc) {
     await pc.setLocalDescription(await pc.createOffer());
-    await iceGathered(pc, 2000);
+    await new Promise((resolve) => {
+      const check = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+      setTimeout(resolve, 2000);
+      pc.addEventListener('icegatheringstatechange', check);
+      check();
+    });
   }
 
   // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
   async function reoffer(current) {
+    if (current.done || current.next || !current.token) return;
+    show(view, t('reconnecting'));
     // Offline, an offer would only wait in a dead socket: `online` brings us back here.
-    if (current.done || current.next || !current.token || !navigator.onLine) return;
+    if (!navigator.onLine) return;
     const pc = current.next = peer(current);
     try {
       await offer(pc);
       // No answer in 3 s: the socket went with the old network; a new one resumes and offers again.
-      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) return setTimeout(() => current.next === pc && socket.drop(), 3000);
+      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) return setTimeout(() => current.next === pc && socket.close(), 3000);
     } catch (e) { /* the next trouble tries again */ }
     pc.close();
     current.next = null;
@@ -971,16 +975,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one.
   const moved = () => { if (call && call.flowed) reoffer(call); };
   window.addEventListener('online', moved);
+  window.addEventListener('offline', moved);
   if (navigator.connection) navigator.connection.addEventListener('change', moved);
-
-  function iceGathered(pc, timeoutMs) {
-    return new Promise((resolve) => {
-      const check = () => { if (pc.iceGatheringState === 'complete') resolve(); };
-      setTimeout(resolve, timeoutMs);
-      pc.addEventListener('icegatheringstatechange', check);
-      check();
-    });
-  }
 
   // Only a call the server knows of is told anything (else it would answer no_call).
   function send(current, frame) {
@@ -1006,9 +1002,10 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[frame.code] || (!current.offered && 'unreachable');
         if (problem) endCall(current, 'failed', t(problem), problem);
         else if (current.token && frame.code < 4000) {
-          // The server holds the call for resume_window: our socket comes back and resumes it (and
-          // offers again: a reoffer sent on this socket has no answer coming).
-          if (current.again = current.next) current.next.close();
+          // The server holds the call for resume_window: our socket comes back and resumes it. A
+          // reoffer sent on this one has no answer coming, and the server may have taken it in place
+          // of our leg: both go, and the resumed call offers again.
+          if (current.next) { current.next.close(); current.pc.close(); }
           current.next = null;
           if (!current.away) current.away = setTimeout(() => lost(current), 35000);
           show(view, t('reconnecting'));
@@ -1024,9 +1021,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         current.away = 0;
         if (frame.state === 'answered' && !current.connected) connected(current, frame.operator);
         else back(current);
-        // The server may have taken that lost offer (and dropped our leg): offer again.
-        if (current.again || !['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
-        current.again = null;
+        if (!['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
         break;
       case 'call.reanswer':
         if (current.next) {

@@ -8,7 +8,10 @@ Sources page (last and first touch; the default 30 days), and the API's revenue 
 channel, operator and campaign). Every conversation carries a touch (source, medium, campaign, some a
 gclid; a third direct). Prints a table and a JSON line.
 
-    .venv/bin/python -m benchmarks.dashboard [--calls 1000000] [--requests 100] [--rebuild]
+    .venv/bin/python -m benchmarks.dashboard [--calls 1000000] [--requests 100] [--rebuild] [--compare]
+
+`--compare` measures twice in one run, side by side: first with every day counted live (the kept
+past days of reports/kept_days.py switched off: how the pages were counted before), then as served.
 
 The database is kept in var/bench/ and reused when it already holds the requested number of calls.
 """
@@ -35,6 +38,7 @@ from sqlalchemy import select, text
 from callserver import accounts
 from callserver.app import create_app
 from callserver.dashboard.queries import Cursor
+from callserver.reports import kept_days
 from callserver.settings import Settings
 from callserver.store.database import Database
 from callserver.store.models import User
@@ -184,7 +188,7 @@ def build(path: Path, calls: int, now: datetime) -> None:
             ),
         )
         # Orders: one per sampled call (attributed), and as many again unattributed.
-        orders = []
+        orders: list[tuple[str | None, ...]] = []
         for n, (call_id, created) in enumerate(sold):
             orders.append(
                 (f"A{n}", f"{rng.uniform(10, 900):.2f}", created, created, "call", call_id, "token")
@@ -257,13 +261,16 @@ async def measure(path: Path, requests: int) -> dict[str, dict[str, float]]:
             form = await sign_in_form(client, "", "dashboard", OWNER, PASSWORD)
             async with client.post("/dashboard/login", data=form) as response:
                 assert response.status == 200, response.status
-            # The overview's first visit counts the settled days and keeps them (dashboard/daily.py).
+            # The first visits count the past days and keep them (dashboard/daily.py, reports/kept_days.py).
             async with app[DATABASE].session() as session:
                 await session.execute(text("DELETE FROM dashboard_call_days"))
-            started = time.perf_counter()
-            async with client.get(pages["overview (30 days)"]) as response:
-                await response.read()
-            cold_ms = round((time.perf_counter() - started) * 1000, 1)
+                await session.execute(text("DELETE FROM report_days"))
+            cold: dict[str, float] = {}
+            for name in ("overview (30 days)", "sources (30 days)"):
+                started = time.perf_counter()
+                async with client.get(pages[name]) as response:
+                    await response.read()
+                cold[name] = round((time.perf_counter() - started) * 1000, 1)
             for name, url in pages.items():
                 headers = api if url.startswith("/api/") else None
                 for _ in range(3):  # warm the caches
@@ -281,8 +288,21 @@ async def measure(path: Path, requests: int) -> dict[str, dict[str, float]]:
                 results[name] = {"p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1), "n": requests}
     finally:
         await runner.cleanup()
-    results["overview, first visit"] = {"p50_ms": cold_ms, "p95_ms": cold_ms, "n": 1}
+    for name, cold_ms in cold.items():
+        results[f"{name.split(' ')[0]}, first visit"] = {"p50_ms": cold_ms, "p95_ms": cold_ms, "n": 1}
     return results
+
+
+def _table(results: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]] | None) -> None:
+    header = f"{'page':<26}{'p50 ms':>10}{'p95 ms':>10}"
+    if baseline:
+        header += f"{'live p50':>10}{'live p95':>10}"
+    print(header)
+    for name, figures in results.items():
+        line = f"{name:<26}{figures['p50_ms']:>10.1f}{figures['p95_ms']:>10.1f}"
+        if baseline and name in baseline:
+            line += f"{baseline[name]['p50_ms']:>10.1f}{baseline[name]['p95_ms']:>10.1f}"
+        print(line)
 
 
 def main() -> None:
@@ -293,16 +313,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--db", type=Path, default=Path("var/bench/dashboard.db"))
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--compare", action="store_true", help="also measure with every day counted live")
     args = parser.parse_args()
     if args.rebuild or _count(args.db) != args.calls:
         print(f"filling {args.db} with {args.calls:,} calls …", file=sys.stderr)
         build(args.db, args.calls, datetime.now(UTC))
+    baseline = None
+    if args.compare:
+        kept = kept_days.LIVE_DAYS
+        kept_days.LIVE_DAYS = 100_000  # every day of the period live: nothing kept is read
+        try:
+            baseline = asyncio.run(measure(args.db, args.requests))
+        finally:
+            kept_days.LIVE_DAYS = kept
     results = asyncio.run(measure(args.db, args.requests))
-    header = f"{'page':<26}{'p50 ms':>10}{'p95 ms':>10}"
-    print(f"\n{header}   ({args.calls:,} calls, SQLite, {args.requests} requests)")
-    for name, figures in results.items():
-        print(f"{name:<26}{figures['p50_ms']:>10.1f}{figures['p95_ms']:>10.1f}")
-    print(json.dumps({"calls": args.calls, "database": "sqlite", "pages": results}))
+    print(f"\n({args.calls:,} calls, SQLite, {args.requests} requests)")
+    _table(results, baseline)
+    print(json.dumps({"calls": args.calls, "database": "sqlite", "pages": results, "live": baseline}))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import time
 import uuid
@@ -19,10 +20,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callserver import accounts
@@ -33,9 +35,21 @@ from callserver.orders.revenue import Period, revenue_report
 from callserver.reports.sources import GROUPINGS, LIVE_GROUPINGS, TOUCHES, source_report
 from callserver.sites.admin import create_site
 from callserver.store.database import Database
-from callserver.store.models import Call, Chat, ConversationOutcome, ConversationTable, LeftMessage, Order
-from tests.stack import running_stack, settings_for
+from callserver.store.models import (
+    Call,
+    Chat,
+    ConversationOutcome,
+    ConversationTable,
+    LeftMessage,
+    Order,
+    ReportDay,
+    ReportDayChange,
+)
+from tests.dashboard_support import add_owner, signed_in
+from tests.servers import postgres
+from tests.stack import Stack, running_stack, settings_for
 from tests.test_outbound_webhooks import assert_signed, receiving, subscribe, until
+from tests.test_sources import bearer, post_order, source_rows
 
 
 async def test_a_call_left_open_by_a_dead_run_is_heard_as_ended_dropped(tmp_path: Path) -> None:
@@ -271,6 +285,49 @@ async def _apply(
             made.remove((channel, conversation_id))
 
 
+async def _scenario(
+    database: Database,
+    template: Template,
+    conversations: list[dict[str, Any]],
+    sold: list[dict[str, Any]],
+    changes: list[tuple[Any, ...]],
+    periods: list[Period],
+) -> None:
+    """Store the conversations and orders, compare kept and live, apply the changes, compare again."""
+    made: list[tuple[str, str]] = []
+    orders: list[int] = []
+    async with database.session() as session:
+        for c in conversations:
+            made.append(await _add_conversation(session, template, c))
+        for n, o in enumerate(sold):
+            channel, conversation_id = made[o["conversation"] % len(made)]
+            site = await session.scalar(
+                select(TABLES[channel].site_id).where(TABLES[channel].id == conversation_id)
+            )
+            placed = Order(
+                site_id=site,
+                order_id=f"O{n}",
+                total=Decimal(o["cents"]) / 100,
+                currency=o["currency"],
+                created_at=_at(o["days_ago"], 43_200),
+                received_at=_at(o["days_ago"], 43_200),
+                source="api",
+                channel=channel if o["attributed"] else None,
+                conversation_id=conversation_id if o["attributed"] else None,
+                attributed_by="token" if o["attributed"] else None,
+                status=o["status"],
+                refunded_total=Decimal(min(o["refunded_cents"], o["cents"])) / 100,
+            )
+            session.add(placed)
+            await session.flush()
+            orders.append(placed.id)
+    await _compare(database, template, periods)  # counts the past days and keeps them
+    async with database.session() as session:
+        for step in changes:
+            await _apply(session, template, step, made, orders)
+    await _compare(database, template, periods)  # the kept days that changed are counted again
+
+
 # No shrinking: a failure prints its example as drawn (shrinking this one can take minutes).
 @settings(
     max_examples=20,
@@ -303,39 +360,166 @@ def test_kept_days_equal_counting_everything_again(
     async def run() -> None:
         database = Database(f"sqlite+aiosqlite:///{path}")
         try:
-            made: list[tuple[str, str]] = []
-            orders: list[int] = []
-            async with database.session() as session:
-                for c in conversations:
-                    made.append(await _add_conversation(session, template, c))
-                for n, o in enumerate(sold):
-                    channel, conversation_id = made[o["conversation"] % len(made)]
-                    site = await session.scalar(
-                        select(TABLES[channel].site_id).where(TABLES[channel].id == conversation_id)
-                    )
-                    placed = Order(
-                        site_id=site,
-                        order_id=f"O{n}",
-                        total=Decimal(o["cents"]) / 100,
-                        currency=o["currency"],
-                        created_at=_at(o["days_ago"], 43_200),
-                        received_at=_at(o["days_ago"], 43_200),
-                        source="api",
-                        channel=channel if o["attributed"] else None,
-                        conversation_id=conversation_id if o["attributed"] else None,
-                        attributed_by="token" if o["attributed"] else None,
-                        status=o["status"],
-                        refunded_total=Decimal(min(o["refunded_cents"], o["cents"])) / 100,
-                    )
-                    session.add(placed)
-                    await session.flush()
-                    orders.append(placed.id)
-            await _compare(database, template, periods)  # counts the past days and keeps them
-            async with database.session() as session:
-                for step in changes:
-                    await _apply(session, template, step, made, orders)
-            await _compare(database, template, periods)  # the kept days that changed are counted again
+            await _scenario(database, template, conversations, sold, changes, periods)
         finally:
             await database.close()
 
     asyncio.run(run())
+
+
+async def test_a_refund_weeks_later_changes_a_kept_day_on_the_sources_page_and_in_the_report(
+    stack: Stack,
+) -> None:
+    at = datetime.now(UTC) - timedelta(days=20)
+    day = at.date().isoformat()
+    chat_id = uuid.uuid4().hex
+    async with stack.database.session() as session:
+        # A chat from a winter campaign 20 days ago and the order credited to it by hand then.
+        await session.execute(
+            insert(Chat).values(
+                id=chat_id,
+                site_id=stack.site.id,
+                state="closed",
+                created_at=at,
+                source="google",
+                medium="cpc",
+                campaign="winter-sale",
+            )
+        )
+        session.add(
+            Order(
+                site_id=stack.site.id,
+                order_id="W-1",
+                total=Decimal("300.00"),
+                currency="EUR",
+                created_at=at,
+                received_at=at,
+                updated_at=at,
+                source="api",
+                channel="chat",
+                conversation_id=chat_id,
+                attributed_by="manual",
+                status="paid",
+            )
+        )
+    await add_owner(stack, "owner@shop.example")
+    page = f"/dashboard/sources?from={day}&to={day}"
+    report = f"{stack.url}/api/v1/reports/revenue?from={day}&to={day}&by=campaign"
+    async with (
+        aiohttp.ClientSession(headers=bearer(stack)) as http,
+        signed_in(stack, "owner@shop.example") as owner,
+    ):
+
+        async def seen() -> tuple[dict[str, str], dict[str, Any]]:
+            [row] = source_rows(await (await owner.get(page)).text())
+            async with http.get(report) as response:
+                assert response.status == 200, await response.text()
+                [found] = (await response.json())["rows"]
+            return row, found
+
+        row, found = await seen()
+        assert (row["campaign"], row["orders"], row["revenue"]) == ("winter-sale", "1", "300.00")
+        async with stack.database.session() as session:  # that day's figures are kept now
+            kept = await session.scalar(
+                select(func.count()).where(ReportDay.report == "sources", ReportDay.day == day)
+            )
+        assert kept == 1
+
+        await post_order(
+            http,
+            stack,
+            order_id="W-1",
+            total=300.00,
+            currency="EUR",
+            status="partially_refunded",
+            refunded_total=120.00,
+            updated_at=datetime.now(UTC).isoformat(),
+        )
+        row, found = await seen()
+        assert (row["orders"], row["revenue"]) == ("1", "180.00")
+        assert (found["key"], found["revenue"], found["refunded"]) == ("winter-sale", "180.00", "120.00")
+
+        await post_order(
+            http,
+            stack,
+            order_id="W-1",
+            total=300.00,
+            currency="EUR",
+            status="cancelled",
+            updated_at=datetime.now(UTC).isoformat(),
+        )
+        row, found = await seen()
+        assert (row["orders"], row["revenue"]) == ("0", "0.00")
+        assert (found["orders"], found["revenue"]) == (0, "0.00")
+
+
+async def test_kept_days_follow_every_change_on_postgresql() -> None:
+    # The same triggers in PL/pgSQL: one seeded data set, every kind of change.
+    rng = random.Random(14)
+
+    def labels() -> tuple[str | None, str | None, str | None]:
+        return (rng.choice(LABELS), rng.choice(MEDIUMS), rng.choice(CAMPAIGNS))
+
+    conversations = [
+        {
+            "table": rng.choice(["call", "chat", "message"]),
+            "site": rng.randint(0, 1),
+            "days_ago": rng.randint(0, DAYS),
+            "seconds": rng.randint(0, 86_399),
+            "last": labels(),
+            "first": labels(),
+            "operator": rng.choice([None, 0, 1]),
+            "answered": rng.random() < 0.7,
+            "closed": rng.random() < 0.7,
+            "score": rng.choice([None, 2, 5]),
+        }
+        for _ in range(60)
+    ]
+    sold = [
+        {
+            "conversation": rng.randint(0, 59),
+            "attributed": rng.random() < 0.8,
+            "days_ago": rng.randint(0, DAYS),
+            "cents": rng.randint(1, 90_000),
+            "refunded_cents": rng.choice([0, rng.randint(0, 90_000)]),
+            "currency": rng.choice(["EUR", "USD"]),
+            "status": rng.choice(STATUSES),
+        }
+        for _ in range(30)
+    ]
+    changes: list[tuple[Any, ...]] = [
+        ("refund", 3, 1_250),
+        ("cancel", 7),
+        ("delete order", 11),
+        ("relabel", 5, ("google", "cpc", "autumn")),
+        ("rate", 9, 4),
+        ("delete conversation", 13),
+        ("arrive", {**conversations[0], "days_ago": 9, "last": ("newsletter", "email", "spring")}),
+    ]
+    periods = [
+        Period(TODAY - timedelta(days=DAYS + 1), TODAY),
+        Period(TODAY - timedelta(days=8), TODAY - timedelta(days=3)),
+    ]
+    with postgres() as url:
+        database = Database(url)
+        try:
+            await database.upgrade()
+            async with database.session() as session:
+                sites = [
+                    (await create_site(session, f"Shop {i}", [f"https://pg{i}.example"])).id for i in range(2)
+                ]
+                operators = [
+                    (
+                        await accounts.create_user(
+                            session, f"pg{i}@kept.example", "a long password", "operator"
+                        )
+                    ).id
+                    for i in range(2)
+                ]
+            template = Template(Path("unused"), sites, operators)
+            await _scenario(database, template, conversations, sold, changes, periods)
+            async with database.session() as session:  # the changes were counted: past days were kept
+                assert (await session.scalar(select(func.count()).select_from(ReportDay)) or 0) > 0
+                assert (await session.scalar(select(func.max(ReportDayChange.generation))) or 0) > 1
+        finally:
+            await database.close()

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -206,17 +207,31 @@ def credentials(secret: str, who: str) -> tuple[str, str]:
     return username, password.decode()
 
 
-async def permission_refusals(turn: TurnServer, peers: list[str]) -> dict[str, int | None]:
-    """For each peer, the error code coturn answers a CreatePermission toward it with (None: granted)."""
+# RFC 6156's REQUESTED-ADDRESS-FAMILY (one byte, 0x02 for IPv6, then three reserved), which aioice's
+# STUN tables do not name: an IPv6 relay is needed to ask for IPv4-mapped peers.
+REQUESTED_ADDRESS_FAMILY = (0x0017, "REQUESTED-ADDRESS-FAMILY", stun.pack_unsigned, stun.unpack_unsigned)
+UDP = 17 << 24  # REQUESTED-TRANSPORT: protocol number, then three reserved bytes (RFC 8656 §18.7)
+
+
+async def permission_refusals(
+    turn: TurnServer, peers: list[str], ipv6: bool = False
+) -> dict[str, int | None]:
+    """For each peer, the error code coturn answers a CreatePermission toward it with (None: granted),
+    from an allocation with an IPv4 relay address (or an IPv6 one)."""
     host, port = turn.url.split(":")[1], int(turn.url.split(":")[2].split("?")[0])
     username, password = credentials(SECRET, "probe")
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_datagram_endpoint(
         lambda: TurnClientUdpProtocol((host, port), username, password, 600, 500), remote_addr=(host, port)
     )
+    stun.ATTRIBUTES_BY_NAME[REQUESTED_ADDRESS_FAMILY[1]] = REQUESTED_ADDRESS_FAMILY
     answers: dict[str, int | None] = {}
     try:
-        await client.connect()
+        allocate = stun.Message(message_method=stun.Method.ALLOCATE, message_class=stun.Class.REQUEST)
+        allocate.attributes.update({"LIFETIME": 600, "REQUESTED-TRANSPORT": UDP})
+        if ipv6:
+            allocate.attributes["REQUESTED-ADDRESS-FAMILY"] = 0x02 << 24
+        await client.request_with_retry(allocate)
         for peer in peers:
             request = stun.Message(
                 message_method=stun.Method.CREATE_PERMISSION, message_class=stun.Class.REQUEST
@@ -227,9 +242,9 @@ async def permission_refusals(turn: TurnServer, peers: list[str]) -> dict[str, i
                 answers[peer] = None
             except stun.TransactionFailed as e:
                 answers[peer] = e.response.attributes["ERROR-CODE"][0]
-        await client.delete()
     finally:
-        transport.close()
+        stun.ATTRIBUTES_BY_NAME.pop(REQUESTED_ADDRESS_FAMILY[1], None)
+        transport.close()  # the allocation expires with its credentials' lifetime
     return answers
 
 
@@ -250,3 +265,22 @@ async def test_the_sample_config_refuses_relaying_to_loopback_and_private_addres
     # 403 Forbidden IP (RFC 8656 §9.1) for every address that is not the public Internet; a
     # public-looking address is granted, and so is the one allowed-peer-ip names (callserver's own).
     assert answers == {**dict.fromkeys(denied, 403), "198.51.100.1": None, host: None}
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback to relay from")
+async def test_the_sample_config_refuses_ipv4_mapped_and_private_ipv6_peers() -> None:
+    # Debian's coturn 4.6 lets ::ffff:127.0.0.1 through as an IPv6 peer (checked without the sample's
+    # ::ffff:0:0/96 line: granted); the sample refuses every mapped address, and ::1 and fc00::/7.
+    with hardened_coturn(SAMPLE_CONFIG, SECRET, relay_ip="::1") as turn6:
+        denied = ["::ffff:127.0.0.1", "::ffff:10.0.0.1", "::1", "fd00::1", "fe80::1"]
+        answers = await permission_refusals(turn6, [*denied, "2001:db8::1"], ipv6=True)
+    assert answers == {**dict.fromkeys(denied, 403), "2001:db8::1": None}

@@ -69,7 +69,7 @@ async def talk(shop: Page, operator: Page, turn: TurnServer, seconds: int) -> di
             pair = await page.evaluate(SELECTED_PAIR)
             if pair and pair["rtt"] is not None:
                 rtts[side].append(1000 * pair["rtt"])
-                pairs[side] = f"{pair['type']}/{pair['relayProtocol'] or 'host'}"
+                pairs[side] = "/".join(filter(None, (pair["type"], pair["relayProtocol"])))
     wall = time.monotonic() - t0
     turn_cpu = (cpu_seconds(turn.pid) - turn_start) / wall
     # The server runs in this process, with the Playwright client (mostly idle while the call talks).

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from callserver.accounts import Account
 from callserver.background import BackgroundTasks
@@ -81,6 +82,13 @@ class InvitationRecords:
             return row.invitations, row.invitation_dismissed_at is not None
 
     async def note(self, site_id: int, token: str, *, sent: bool = False, dismissed: bool = False) -> None:
+        try:
+            await self._note(site_id, token, sent, dismissed)
+        except IntegrityError:
+            # Another node (or request) wrote the visitor's first record meanwhile: note it on that one.
+            await self._note(site_id, token, sent, dismissed)
+
+    async def _note(self, site_id: int, token: str, sent: bool, dismissed: bool) -> None:
         now = datetime.now(UTC)
         async with self._database.session() as session:
             row = await session.scalar(

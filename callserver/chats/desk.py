@@ -4,7 +4,9 @@ Operators handle several chats at once (up to `max_chats`) and one call; a new c
 least-loaded operator of its site, or waits in a queue that operators can pick from while the shopper
 sees their place in it. Every message is stored before it is acknowledged. The desk speaks to sockets
 through `ChatChannel` and to operators through the roster's seats, so it imports neither aiohttp
-nor aiortc.
+nor aiortc. In a cluster each node's desk holds the chats whose visitor's socket is on that node;
+what it cannot see itself (a chat held elsewhere, other nodes' queues) it asks `ChatPlaces`
+(`chats/places.py`; the Redis one is `cluster/chats.py`).
 """
 
 from __future__ import annotations
@@ -609,10 +611,10 @@ class ChatDesk:
         await self._records.assign(chat.id, seat.account.id)
         # The visitor's sockets hear of the chat before the operator can write into it: a reply
         # sent the moment it is assigned must not reach the widget ahead of the history it follows.
+        # `chat.state` says it was assigned either way (docs/signaling.md).
         if show_history:
             await self._show_history(chat)
-        else:
-            await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
+        await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
         await self._to_operator(
             seat, wire.ChatAssigned(self._operator_view(chat), await self._messages(chat), chat.preview)
         )

@@ -124,12 +124,15 @@ async def node_ready(url: str, process: subprocess.Popen[bytes], log: Path, with
 
 
 def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    # SIGTERM drains (test_cluster_nodes covers that); a test's teardown gives the nodes a few
+    # seconds together, then SIGKILL (their media workers exit when their stdin closes).
     for process in processes:
         if process.poll() is None:
             process.terminate()
+    deadline = time.monotonic() + 5
     for process in processes:
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -142,7 +145,7 @@ async def running_cluster(
     """PostgreSQL, Redis and nodes A and B (started one after the other), one site allowing `origins`.
 
     `env` adds settings (CALLSERVER_*) to both nodes. Nodes are stopped (SIGTERM, then SIGKILL after
-    15 s), then the servers, on every path.
+    5 s), then the servers, on every path.
     """
     with postgres() as database_url, redis_server() as redis:
         node_env = {"CALLSERVER_DATABASE_URL": database_url, "CALLSERVER_REDIS_URL": redis.url, **(env or {})}

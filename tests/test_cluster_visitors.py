@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiohttp
 
+from callserver import accounts
 from tests import cluster as clusters
 from tests.cluster import SHOP, Cluster, Node, add_operator, operators_online
 from tests.signing_in import PASSWORD, sign_in_form
@@ -123,11 +125,11 @@ async def test_the_board_on_a_shows_a_visitor_of_b_and_an_invitation_goes_there_
             assert (await anna.receive("error"))["code"] == "visitor_dismissed"
 
 
-async def _signed_in(node: Node, email: str) -> aiohttp.ClientSession:
+async def _signed_in(node: Node, email: str, area: str = "operator") -> aiohttp.ClientSession:
     session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     try:
-        form = await sign_in_form(session, node.url, "operator", email)
-        async with session.post(f"{node.url}/operator/login", data=form, allow_redirects=False) as r:
+        form = await sign_in_form(session, node.url, area, email)
+        async with session.post(f"{node.url}/{area}/login", data=form, allow_redirects=False) as r:
             assert r.status == 302, await r.text()
     except BaseException:
         await session.close()
@@ -183,3 +185,67 @@ async def test_forty_wrong_passwords_spread_over_two_nodes_get_ten_checks_in_all
     # Counted together: the right password is refused on either node now (no attempts left).
     assert await _attempt(cluster.b, "anna@cluster.test", PASSWORD) == 429
     print(f"40 parallel guesses over two nodes: {checked} reached the check")
+
+
+async def _closed_by_server(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    while (message := await ws.receive(timeout=10)).type is aiohttp.WSMsgType.TEXT:
+        pass  # frames sent before the close
+    return message
+
+
+async def test_disabling_an_operator_or_a_new_password_on_one_node_cuts_them_off_on_the_other(
+    cluster: Cluster,
+) -> None:
+    anna = await add_operator(cluster, "anna@cluster.test")
+    async with cluster.database.session() as session:
+        await accounts.create_user(session, "owner@cluster.test", PASSWORD, "owner")
+    async with AsyncExitStack() as opened:
+        owner_on_a = await _signed_in(cluster.a, "owner@cluster.test", area="dashboard")
+        opened.push_async_callback(owner_on_a.close)
+        owner_on_b = await _signed_in(cluster.b, "owner@cluster.test", area="dashboard")
+        opened.push_async_callback(owner_on_b.close)
+
+        async def owner_posts(owner: aiohttp.ClientSession, node: Node, what: str, value: str) -> None:
+            async with owner.get(f"{node.url}/dashboard/operators") as r:
+                token = re.search(r'name="csrf" value="([0-9a-f]+)"', await r.text())[1]  # type: ignore[index]
+            field = "disabled" if what == "disabled" else "password"
+            async with owner.post(
+                f"{node.url}/dashboard/operators/{anna.id}/{what}",
+                data={"csrf": token, field: value},
+                allow_redirects=False,
+            ) as r:
+                assert r.status in (302, 303), await r.text()
+
+        # Disabled through A while her softphone is on B: the socket closes, the cookie is refused on B.
+        laptop = await _signed_in(cluster.a, "anna@cluster.test")
+        opened.push_async_callback(laptop.close)
+        ws = await laptop.ws_connect(f"{cluster.b.url}/ws/operator")
+        assert (await ws.receive_json(timeout=10))["type"] == "hello"
+        await owner_posts(owner_on_a, cluster.a, "disabled", "1")
+        message = await _closed_by_server(ws)
+        assert (message.type, message.data, message.extra) == (
+            aiohttp.WSMsgType.CLOSE,
+            4401,
+            "session_revoked",
+        )
+        async with laptop.get(f"{cluster.b.url}/operator/config") as r:
+            assert r.status == 401
+        assert await _attempt(cluster.b, "anna@cluster.test", PASSWORD) == 401  # disabled: no sign-in
+
+        # Enabled again, signed in through B, softphone on A; a new password set through B cuts it off.
+        await owner_posts(owner_on_b, cluster.b, "disabled", "0")
+        phone = await _signed_in(cluster.b, "anna@cluster.test")
+        opened.push_async_callback(phone.close)
+        ws = await phone.ws_connect(f"{cluster.a.url}/ws/operator")
+        assert (await ws.receive_json(timeout=10))["type"] == "hello"
+        await owner_posts(owner_on_b, cluster.b, "password", "a brand new password")
+        message = await _closed_by_server(ws)
+        assert (message.type, message.data, message.extra) == (
+            aiohttp.WSMsgType.CLOSE,
+            4401,
+            "session_revoked",
+        )
+        async with phone.get(f"{cluster.a.url}/operator/config") as r:
+            assert r.status == 401
+        assert await _attempt(cluster.a, "anna@cluster.test", PASSWORD) == 401
+        assert await _attempt(cluster.a, "anna@cluster.test", "a brand new password") == 302

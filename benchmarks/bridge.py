@@ -5,6 +5,8 @@
     .venv/bin/python -m benchmarks.bridge --mode delay     # added delay, without and with 3 % loss
     .venv/bin/python -m benchmarks.bridge --mode rss       # RSS across 1,000 consecutive short calls
     add --quick to any of them for a smoke run
+    add --server-cpus 0 --load-cpus 1 to pin the server (with its media workers) and the load
+    generator to CPUs of their own (os.sched_setaffinity; on this 2-core host: 0 and 1)
 
 For each variant (engine and number of media workers) it starts the real server (`callserver serve`,
 `CALLSERVER_MEDIA_ENGINE`, `CALLSERVER_MEDIA_WORKERS`) with a site that records calls and an operator
@@ -17,6 +19,10 @@ a window and this process reads the CPU (all threads) and RSS of the server and 
 JSON in benchmarks/results/ and as a Markdown table. The host is shared: a step that fails is measured
 once more (both windows kept), and "other CPU" says how much else ran during each window.
 Everything runs on this host and is stopped at the end.
+
+Pinned (`--server-cpus`, `--load-cpus`), the server is started on its CPUs (its threads and the media
+workers it starts, restarted ones too, inherit the affinity) and the load generator and this process
+on theirs; every thread of the server's process tree is checked at every step ("pinned").
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +78,51 @@ DELAY_CALLS, QUICK_DELAY_CALLS = 50, 10
 INJECTED_LOSS = 0.03
 CHURN = {"calls": 1000, "concurrency": 10, "hold": 1.0, "every": 100}
 QUICK_CHURN = {"calls": 100, "concurrency": 10, "hold": 1.0, "every": 20}
+
+
+def parse_cpus(text: str) -> set[int]:
+    """CPUs as `taskset -c` writes them: "0", "0,2", "0-3" or "0-1,4"."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            cpus.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'"{text}" is not a list of CPUs (e.g. 0 or 0-1,3)') from None
+    if not cpus or not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f'CPUs "{text}" are not all available here')
+    return cpus
+
+
+def pinned_to(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A `preexec_fn` that pins the child (and all it starts later) to `cpus`."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def tree_affinity(pid: int) -> set[int]:
+    """The CPUs any thread of the process tree of `pid` may run on."""
+    cpus: set[int] = set()
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                cpus |= os.sched_getaffinity(int(task))
+    return cpus
+
+
+def machine() -> dict[str, Any]:
+    """The host the figures come from."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    return {
+        "cpu_model": model or platform.processor(),
+        "cpus": os.cpu_count(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
 
 
 def steps_for(variant: str, quick: bool) -> list[int]:
@@ -177,8 +229,9 @@ async def operator_sessions(var_dir: Path, count: int) -> list[str]:
 class Server:
     """`callserver serve` in its own process, with its own var directory."""
 
-    def __init__(self, variant: str, var_dir: Path) -> None:
+    def __init__(self, variant: str, var_dir: Path, cpus: set[int] | None = None) -> None:
         engine, workers = VARIANTS[variant]
+        self.cpus = cpus
         self.engine = engine
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -189,6 +242,10 @@ class Server:
             "CALLSERVER_MEDIA_WORKERS": str(workers),
             "CALLSERVER_LOG_LEVEL": "WARNING",
             "CALLSERVER_RING_TIMEOUT": "60",
+            # The load generator's shoppers each come from an address of their own (X-Forwarded-For),
+            # and the benchmark looks for the limit itself: no cap on calls per worker.
+            "CALLSERVER_TRUST_FORWARDED_FOR": "true",
+            "CALLSERVER_MAX_CALLS_PER_WORKER": "100000",
         }
         self.process: asyncio.subprocess.Process | None = None
 
@@ -201,6 +258,7 @@ class Server:
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=open(Path(self.env["CALLSERVER_VAR_DIR"]) / "server.log", "wb"),  # noqa: ASYNC230, SIM115
+            preexec_fn=pinned_to(self.cpus),
         )
         async with aiohttp.ClientSession() as session:
             for _ in range(200):
@@ -227,7 +285,8 @@ class Server:
 
 
 class LoadProcess:
-    def __init__(self, server: Server, site: str, cookies: Path) -> None:
+    def __init__(self, server: Server, site: str, cookies: Path, cpus: set[int] | None = None) -> None:
+        self.cpus = cpus
         self.args = ["-m", "benchmarks.load", "--url", server.url, "--site", site, "--origin", ORIGIN]
         self.args += ["--cookies", str(cookies)]
         self.process: asyncio.subprocess.Process | None = None
@@ -239,6 +298,7 @@ class LoadProcess:
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            preexec_fn=pinned_to(self.cpus),
         )
 
     async def send(self, command: dict[str, Any]) -> None:
@@ -324,7 +384,16 @@ async def measure_step(
         ),
         server_rss_mb=round(rss_at_end / 2**20, 1),
         healthz_p99_ms=round(1000 * percentile(sorted(latencies), 0.99), 1) if latencies else None,
+        # Server CPU per packet it forwarded (received on one leg, sent on the other), all costs in.
+        us_per_packet=round(1e6 * server_cpu / result["packets_received"], 1)
+        if result["packets_received"]
+        else None,
+        # The media workers' CPU per call: what one more call costs the worker that takes it.
+        worker_cpu_percent_per_call=round(100 * sum(used.values()) / elapsed / n, 2) if used else None,
+        server_affinity=sorted(tree_affinity(server.pid)),
     )
+    if server.cpus:
+        result["pinned"] = set(result["server_affinity"]) <= server.cpus
     result["sustained"] = (
         result["loss_percent"] <= MAX_LOSS_PERCENT
         and result["p99_gap_ms"] is not None
@@ -333,15 +402,32 @@ async def measure_step(
         and result["legs_with_dropouts"] == 0
         # A bridge that falls behind sends fewer packets with contiguous sequence numbers: not loss.
         and result["min_pps_per_leg"] >= MIN_PPS_PER_LEG
+        and result.get("pinned", True)
     )
     return result
+
+
+class Pins:
+    """The CPUs of the server's process tree and of the load generator (None: not pinned)."""
+
+    def __init__(self, server: set[int] | None = None, load: set[int] | None = None) -> None:
+        self.server, self.load = server, load
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "server_cpus": sorted(self.server) if self.server else None,
+            "load_cpus": sorted(self.load) if self.load else None,
+        }
 
 
 class Bench:
     """One variant's server and load generator, set up and torn down together."""
 
-    def __init__(self, variant: str, work: Path, operators: int, record: bool) -> None:
+    def __init__(
+        self, variant: str, work: Path, operators: int, record: bool, pins: Pins | None = None
+    ) -> None:
         self.variant = variant
+        self.pins = pins or Pins()
         self.var_dir = work / variant
         self.operators = operators
         self.record = record
@@ -351,7 +437,7 @@ class Bench:
 
     async def __aenter__(self) -> Bench:
         self.var_dir.mkdir(parents=True)
-        server = self.server = Server(self.variant, self.var_dir)
+        server = self.server = Server(self.variant, self.var_dir, self.pins.server)
         record = ["--record-calls"] if self.record else []
         site = cli(server.env, "site", "add", "--name", "Bench shop", "--origin", ORIGIN, *record, "--json")
         cli(
@@ -371,7 +457,7 @@ class Bench:
         cookie_file.write_text("\n".join(cookies))
         await server.start()
         self.idle_rss = tree_rss(server.pid)
-        self.load = LoadProcess(server, site["key"], cookie_file)
+        self.load = LoadProcess(server, site["key"], cookie_file, self.pins.load)
         await self.load.start()
         return self
 
@@ -384,10 +470,10 @@ class Bench:
 
 
 async def bench_variant(
-    variant: str, steps: list[int], window: float, work: Path, record: bool
+    variant: str, steps: list[int], window: float, work: Path, record: bool, pins: Pins
 ) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
-    async with Bench(variant, work, max(steps), record) as bench:
+    async with Bench(variant, work, max(steps), record, pins) as bench:
         assert bench.server is not None and bench.load is not None
         for calls in steps:
             print(f"  {variant}: {calls} calls …", end="", flush=True)
@@ -418,10 +504,12 @@ async def bench_variant(
     }
 
 
-async def bench_delay(variant: str, calls: int, window: float, work: Path, record: bool) -> dict[str, Any]:
+async def bench_delay(
+    variant: str, calls: int, window: float, work: Path, record: bool, pins: Pins
+) -> dict[str, Any]:
     """One-way delay through the bridge at `calls` calls, without loss, then with loss on one leg."""
     rows: list[dict[str, Any]] = []
-    async with Bench(variant, work, calls, record) as bench:
+    async with Bench(variant, work, calls, record, pins) as bench:
         assert bench.server is not None and bench.load is not None
         for loss in (0.0, INJECTED_LOSS):
             print(f"  {variant}: {calls} calls, {100 * loss:.0f} % loss on the shoppers' uplink …", end="")
@@ -435,9 +523,11 @@ async def bench_delay(variant: str, calls: int, window: float, work: Path, recor
     return {"engine": variant, "steps": rows}
 
 
-async def bench_rss(variant: str, churn: dict[str, Any], work: Path, record: bool) -> dict[str, Any]:
+async def bench_rss(
+    variant: str, churn: dict[str, Any], work: Path, record: bool, pins: Pins
+) -> dict[str, Any]:
     """RSS of the server (and its workers) every `every` calls across `calls` consecutive short calls."""
-    async with Bench(variant, work, churn["concurrency"], record) as bench:
+    async with Bench(variant, work, churn["concurrency"], record, pins) as bench:
         assert bench.server is not None and bench.load is not None
         samples = [{"calls": 0, "rss_mb": round(bench.idle_rss / 2**20, 1)}]
         await bench.load.send(
@@ -492,23 +582,42 @@ def summary_line(row: dict[str, Any]) -> str:
     )
 
 
+def where(report: dict[str, Any]) -> str:
+    """The machine and the pinning, as a line above the figures."""
+    host, pins = report["host"], report.get("pinning") or {}
+
+    def cpus(listed: list[int] | None) -> str:
+        return "CPU " + ",".join(map(str, listed)) if listed else "not pinned"
+
+    return (
+        f"{host.get('cpu_model')}, {host.get('cpus')} CPUs, {host.get('kernel')}, "
+        f"Python {host.get('python')}; "
+        f"server (main process and media workers): {cpus(pins.get('server_cpus'))}; "
+        f"load generator: {cpus(pins.get('load_cpus'))}"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
+    return where(report) + "\n\n" + figures(report)
+
+
+def figures(report: dict[str, Any]) -> str:
     mode = report["mode"]
     if mode == "delay":
         return markdown_delay(report)
     if mode == "rss":
         return markdown_rss(report)
     lines = [
-        "| variant | calls | server CPU/call | server CPU (main + workers) | load gen CPU "
+        "| variant | calls | server CPU/call | µs/packet | server CPU (main + workers) | load gen CPU "
         "| other CPU on the host | min pkt/s per leg | loss | p99 gap | delay p50 / p99 "
         "| legs with dropouts | /healthz p99 | setup median | RSS/call "
         "| sustained |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for engine in report["engines"]:
         for r in engine["steps"]:
             if "error" in r:
-                lines.append(f"| {engine['engine']} | {r.get('calls')} | error: {r['error']} |||||||||||||")
+                lines.append(f"| {engine['engine']} | {r.get('calls')} | error: {r['error']} ||||||||||||||")
                 continue
             split = (
                 f" ({r['main_cpu_percent']} + {' + '.join(map(str, r['worker_cpu_percent']))})"
@@ -520,7 +629,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {engine['engine']} | {r['calls']} | {r['server_cpu_percent_per_call']} % "
-                f"| {r['server_cpu_percent']} %{split} | {r['loadgen_cpu_percent']} % "
+                f"| {r['us_per_packet']} | {r['server_cpu_percent']} %{split} | {r['loadgen_cpu_percent']} % "
                 f"| {r['other_cpu_percent']} % | {r['min_pps_per_leg']} "
                 f"| {r['loss_percent']} % | {r['p99_gap_ms']} ms | {delay} "
                 f"| {r['legs_with_dropouts']} "
@@ -533,10 +642,17 @@ def markdown(report: dict[str, Any]) -> str:
         best = engine["best"]
         per_core = (
             f"; at that step {best['calls']} calls used {best['server_cpu_percent']} % of a core: "
-            f"**{per_core_calls(best)}** calls per core of server CPU"
+            f"**{per_core_calls(best)}** calls per core of server CPU, {best['us_per_packet']} µs "
+            "of server CPU per packet forwarded"
             if best
             else ""
         )
+        if best and best.get("worker_cpu_percent_per_call") is not None:
+            per_core += (
+                f"; the media workers' CPU per call: {best['worker_cpu_percent_per_call']} % of a core "
+                f"({len(best['worker_cpu_percent'])} workers: "
+                f"{' + '.join(map(str, best['worker_cpu_percent']))} %)"
+            )
         lines.append(
             f"- {engine['engine']}: largest N sustained = **{engine['max_sustained_calls']}** calls{per_core}"
         )
@@ -598,18 +714,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import av
 
     variants = args.engines or MODES[args.mode]
+    pins = Pins(args.server_cpus, args.load_cpus)
+    if pins.load:
+        os.sched_setaffinity(0, pins.load)  # this process probes and reads /proc: the load's side
     window = 4.0 if args.quick else 6.0
     work = Path(tempfile.mkdtemp(prefix="callserver-bench-"))
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.bridge", *sys.argv[1:]]),
         "mode": args.mode,
-        "host": {
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "av": av.__version__,
-        },
+        "host": {**machine(), "av": av.__version__},
+        "pinning": pins.describe(),
         "criteria": {
             "max_loss_percent": MAX_LOSS_PERCENT,
             "max_p99_gap_ms": MAX_P99_GAP_MS,
@@ -625,13 +740,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{variant}:", flush=True)
             if args.mode == "delay":
                 calls = args.steps[0] if args.steps else QUICK_DELAY_CALLS if args.quick else DELAY_CALLS
-                report["engines"].append(await bench_delay(variant, calls, window, work, record))
+                report["engines"].append(await bench_delay(variant, calls, window, work, record, pins))
             elif args.mode == "rss":
                 churn = QUICK_CHURN if args.quick else CHURN
-                report["engines"].append(await bench_rss(variant, churn, work, record))
+                report["engines"].append(await bench_rss(variant, churn, work, record, pins))
             else:
                 steps = args.steps or steps_for(variant, args.quick)
-                report["engines"].append(await bench_variant(variant, steps, window, work, record))
+                report["engines"].append(await bench_variant(variant, steps, window, work, record, pins))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     found = {e["engine"]: e for e in report["engines"]}
@@ -663,6 +778,8 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", choices=list(VARIANTS), help="variants (default: the mode's)")
     parser.add_argument("--steps", nargs="+", type=int, help="numbers of calls to try (all variants)")
     parser.add_argument("--no-record", action="store_true", help="the bench site does not record calls")
+    parser.add_argument("--server-cpus", type=parse_cpus, help="pin the server and its media workers (0-1,3)")
+    parser.add_argument("--load-cpus", type=parse_cpus, help="pin the load generator (and this process)")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -276,7 +276,9 @@ class LoadGenerator:
         started = time.monotonic()
         ws = await self.session.ws_connect(
             f"{self.url}/ws/widget?site={self.site}&visitor=bench-{number:05d}-{os.getpid()}",
-            headers={"Origin": self.origin},
+            # Each shopper from an address of its own (the server trusts X-Forwarded-For here): one
+            # address would be held to a household's call attempts (callserver/limits.py).
+            headers={"Origin": self.origin, "X-Forwarded-For": shopper_address(number)},
         )
         shopper = SyntheticPeer(self.tones["shopper"])
         shopper.loss = self.loss
@@ -427,6 +429,11 @@ class LoadGenerator:
             await ws.close()
         if self.session is not None:
             await self.session.close()
+
+
+def shopper_address(number: int) -> str:
+    """A distinct address per call, in 198.18.0.0/15 (RFC 2544: set aside for benchmarks)."""
+    return f"198.{18 + (number >> 16 & 1)}.{number >> 8 & 0xFF}.{number & 0xFF}"
 
 
 def percentile(ordered: list[float], q: float) -> float:

@@ -245,7 +245,11 @@ class Switchboard:
             call_id = await self._records.open(site.id, visitor)
         finally:
             self._placing.discard(visitor_key)
-        media = self._media.open_call(call_id, lambda leg: self._leg_failed(call_id, leg))
+        media = self._media.open_call(
+            call_id,
+            lambda leg: self._leg_failed(call_id, leg),
+            on_leg_back=lambda leg: self._leg_back(call_id, leg),
+        )
         call = LiveCall(
             id=call_id,
             site=site,
@@ -696,6 +700,12 @@ class Switchboard:
             self._background.spawn(self._went_away(call, CallSide(leg), media=True))
         else:  # the media worker that held both legs died: nothing of the call is left to resume
             self._background.spawn(self._end(call, EndReason.FAILED, failed_leg=leg))
+
+    def _leg_back(self, call_id: str, leg: str) -> None:
+        """Packets flow again on a leg whose media was reported gone (no re-offer was needed)."""
+        call = self._calls.get(call_id)
+        if call is not None and leg in list(CallSide):
+            self._background.spawn(self._came_back(call, CallSide(leg), media=True))
 
     async def _end(self, call: LiveCall, reason: EndReason, **detail: str) -> None:
         """End a call once: free the operator, close the media, write the record, tell both sides."""

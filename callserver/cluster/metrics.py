@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from callserver.cluster.nodes import NodeLoad, WorkerLoad
-from callserver.media.engine import CallMedia, LegFailed, MediaEngine
+from callserver.media.engine import CallMedia, LegBack, LegFailed, MediaEngine
 from callserver.media.worker_pool import WorkerPoolEngine
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,13 @@ class MeteredEngine:
         return sum(1 for call in self._calls.values() if not call.bridged)
 
     def open_call(
-        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+        self,
+        call_id: str,
+        on_leg_failed: LegFailed,
+        recording_dir: Path | None = None,
+        on_leg_back: LegBack | None = None,
     ) -> MeteredCall:
-        media = self._engine.open_call(call_id, on_leg_failed, recording_dir)
+        media = self._engine.open_call(call_id, on_leg_failed, recording_dir, on_leg_back)
         call = self._calls[call_id] = MeteredCall(self, call_id, media)
         self.metrics.calls_started.inc()
         return call

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from callserver.media.engine import CallMedia, LegFailed, MediaEngine
+from callserver.media.engine import CallMedia, LegBack, LegFailed, MediaEngine
 from callserver.networks import DEFAULT_DENIED_NETWORKS, Network, parse_networks
 
 # The policy's networks are configuration (settings.py reads them): they live in callserver/networks.py.
@@ -93,9 +93,15 @@ class PolicedEngine:
         self.engine.check_offer(sdp)
 
     def open_call(
-        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+        self,
+        call_id: str,
+        on_leg_failed: LegFailed,
+        recording_dir: Path | None = None,
+        on_leg_back: LegBack | None = None,
     ) -> CallMedia:
-        return PolicedCall(self.engine.open_call(call_id, on_leg_failed, recording_dir), self._denied)
+        return PolicedCall(
+            self.engine.open_call(call_id, on_leg_failed, recording_dir, on_leg_back), self._denied
+        )
 
     async def close(self) -> None:
         await self.engine.close()

@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 LegFailed = Callable[[str], None]
-"""Called with "shopper" or "operator" when that leg's connection fails or closes by itself, or with
-"media_worker" when the worker process that held both legs died."""
+"""Called with "shopper" or "operator" when that leg's connection fails or closes by itself or nothing
+arrives from it any more (`callserver.media.media_watch`), or with "media_worker" when the worker
+process that held both legs died."""
+LegBack = Callable[[str], None]
+"""Called with "shopper" or "operator" when packets arrive again on a leg reported gone for want of
+them (its ICE consent recovered before any re-offer)."""
 
 
 class CallMedia(Protocol):
@@ -46,7 +50,11 @@ class MediaEngine(Protocol):
         """Raise BadOffer unless `sdp` is an offer with audio this engine can answer."""
 
     def open_call(
-        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+        self,
+        call_id: str,
+        on_leg_failed: LegFailed,
+        recording_dir: Path | None = None,
+        on_leg_back: LegBack | None = None,
     ) -> CallMedia:
         """The media of a new call; with `recording_dir`, the call is recorded there once bridged."""
 

@@ -39,7 +39,8 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
 from callserver.errors import BadOffer
-from callserver.media.engine import LegFailed, RecordingStore
+from callserver.media.engine import LegBack, LegFailed, RecordingStore
+from callserver.media.media_watch import WATCH_EVERY, MediaWatch
 from callserver.media.recording import LegRecording, mix_playback
 from callserver.media.rtcp import ReceiveStats, RemoteView, compound_report, read_reports
 from callserver.media.srtp_tap import SrtpTap
@@ -181,6 +182,8 @@ class ForwardedLeg:
         self.recording: LegRecording | None = None
         self.next_rtcp = 0.0
         self._cname = os.urandom(8).hex().encode()
+        self.rtcp_received = 0
+        self.watch = MediaWatch()  # polled with stats.octets + rtcp_received, never per packet
 
     async def answer(self, offer_sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -224,6 +227,7 @@ class ForwardedLeg:
             peer.forward(first & 0x20, second & 0x80, ssrc, seq, ts, payload, arrival)
 
     def _rtcp(self, data: bytes) -> None:
+        self.rtcp_received += 1
         read_reports(data, self.tap.ssrc, self.stats, self.remote, asyncio.get_running_loop().time())
 
     def send_rtcp(self, now: float) -> None:
@@ -260,6 +264,7 @@ class ForwardingCall:
         engine: ForwardingEngine,
         on_failed: LegFailed,
         recording_dir: Path | None,
+        on_back: LegBack | None = None,
     ) -> None:
         self.call_id = call_id
         self._engine = engine
@@ -268,6 +273,7 @@ class ForwardingCall:
         self.shopper.peer = self.operator.out
         self.operator.peer = self.shopper.out
         self._on_failed = on_failed
+        self._on_back = on_back
         self._recording_dir = recording_dir
         self._recordings: list[LegRecording] = []
         self._closed = False
@@ -287,10 +293,28 @@ class ForwardingCall:
             current = leg is self.shopper or leg is self.operator  # not a leg replaced by a transfer
             if leg.pc.connectionState == "failed" and current and not self._closed:
                 log.info("call %s: %s leg failed", self.call_id, leg.name)
-                other = self.operator if leg is self.shopper else self.shopper
-                if other.out.forwarding:
-                    other.out.filler = self._engine.tones.silence
-                self._on_failed(leg.name)
+                self._leg_gone(leg)
+
+    def _leg_gone(self, leg: ForwardedLeg) -> None:
+        other = self.operator if leg is self.shopper else self.shopper
+        if other.out.forwarding:
+            other.out.filler = self._engine.tones.silence
+        self._on_failed(leg.name)
+
+    def watch_media(self, now: float) -> None:
+        """About once a second: a leg that sent nothing for a while is gone, one that sends again is back."""
+        if self._closed:
+            return
+        for leg in self.legs:
+            news = leg.watch.poll(leg.stats.octets + leg.rtcp_received, now)
+            if news is False:
+                log.info(
+                    "call %s: nothing from the %s for %.0f s", self.call_id, leg.name, leg.watch.quiet_after
+                )
+                self._leg_gone(leg)
+            elif news is True and self._on_back is not None:
+                log.info("call %s: the %s's packets are back", self.call_id, leg.name)
+                self._on_back(leg.name)
 
     async def answer_shopper(self, offer_sdp: str) -> str:
         return await self.shopper.answer(offer_sdp)
@@ -432,14 +456,19 @@ class ForwardingEngine:
         self._mixing: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
+        self._next_watch = 0.0
 
     def check_offer(self, sdp: str) -> None:
         check_opus_offer(sdp)
 
     def open_call(
-        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+        self,
+        call_id: str,
+        on_leg_failed: LegFailed,
+        recording_dir: Path | None = None,
+        on_leg_back: LegBack | None = None,
     ) -> ForwardingCall:
-        call = ForwardingCall(call_id, self, on_leg_failed, recording_dir)
+        call = ForwardingCall(call_id, self, on_leg_failed, recording_dir, on_leg_back)
         self._calls[call_id] = call
         if self._ticker is None:
             loop = asyncio.get_running_loop()
@@ -462,6 +491,10 @@ class ForwardingEngine:
                 leg.out.send_tone(now)
                 if now >= leg.next_rtcp:
                     leg.send_rtcp(now)
+        if now >= self._next_watch:  # the no-media watchdog, once a second (media_watch)
+            self._next_watch = now + WATCH_EVERY
+            for call in list(self._calls.values()):
+                call.watch_media(now)
         if not self._calls:
             self._ticker = None
             return

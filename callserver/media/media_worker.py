@@ -86,6 +86,7 @@ class MediaWorker:
                 call_id,
                 lambda leg: self.emit(Event("leg_failed", call_id, {"leg": leg})),
                 Path(directory) if directory else None,
+                lambda leg: self.emit(Event("leg_back", call_id, {"leg": leg})),
             )
             return None
         if op == "ping":

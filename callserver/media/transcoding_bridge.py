@@ -23,7 +23,8 @@ from aiortc.sdp import SessionDescription
 from av import AudioFrame
 
 from callserver.errors import BadOffer
-from callserver.media.engine import LegFailed
+from callserver.media.engine import LegBack, LegFailed
+from callserver.media.media_watch import WATCH_EVERY, MediaWatch
 from callserver.media.tones import FRAME_SAMPLES, HOLD, RINGBACK, SAMPLE_RATE, SILENCE, TonePattern
 from callserver.settings import IceServer
 
@@ -91,6 +92,7 @@ class Leg:
         self.outgoing = OutgoingAudio(idle)
         self.pump: asyncio.Task[None] | None = None
         self.peer: Leg | None = None  # the leg that hears this one; replaced when a call is transferred
+        self.watch = MediaWatch()  # polled with `packets_received()` (media_watch)
 
     async def answer(self, offer_sdp: str, other: Leg) -> str:
         self.peer = other
@@ -113,6 +115,14 @@ class Leg:
                 assert isinstance(frame, AudioFrame)
                 if self.peer is not None:
                     self.peer.outgoing.push(frame)
+
+    async def packets_received(self) -> int:
+        """Datagrams that reached this leg's DTLS transport so far: SRTP, SRTCP (and DTLS at first)."""
+        for transceiver in self.pc.getTransceivers():
+            for stats in (await transceiver.receiver.getStats()).values():
+                if stats.type == "transport":
+                    return int(stats.packetsReceived)
+        return 0
 
     async def quality(self) -> dict[str, Any]:
         figures: dict[str, Any] = {}
@@ -159,6 +169,7 @@ class TranscodingCall:
         tones: dict[str, TonePattern],
         on_failed: LegFailed,
         on_closed: Callable[[], None],
+        on_back: LegBack | None = None,
     ) -> None:
         self.call_id = call_id
         self._tones = tones
@@ -167,10 +178,12 @@ class TranscodingCall:
         self.operator = Leg("operator", ice_servers, None)
         self._on_failed = on_failed
         self._on_closed = on_closed
+        self._on_back = on_back
         self._closed = False
         self._mode = "waiting"  # waiting (the shopper hears the ring-back), bridged, held
         self._watch(self.shopper)
         self._watch(self.operator)
+        self._watching = asyncio.get_running_loop().create_task(self._watch_media())
 
     def _watch(self, leg: Leg) -> None:
         @leg.pc.on("connectionstatechange")
@@ -179,6 +192,26 @@ class TranscodingCall:
             if leg.pc.connectionState == "failed" and current and not self._closed:
                 log.info("call %s: %s leg failed", self.call_id, leg.name)
                 self._on_failed(leg.name)
+
+    async def _watch_media(self) -> None:
+        """Once a second: a leg that sent nothing for a while is gone, one that sends again is back."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(WATCH_EVERY)
+            for leg in (self.shopper, self.operator):
+                news = leg.watch.poll(await leg.packets_received(), loop.time())
+                current = leg is self.shopper or leg is self.operator  # not replaced while we waited
+                if news is False and current and not self._closed:
+                    log.info(
+                        "call %s: nothing from the %s for %.0f s",
+                        self.call_id,
+                        leg.name,
+                        leg.watch.quiet_after,
+                    )
+                    self._on_failed(leg.name)
+                elif news is True and current and not self._closed and self._on_back is not None:
+                    log.info("call %s: the %s's packets are back", self.call_id, leg.name)
+                    self._on_back(leg.name)
 
     async def answer_shopper(self, offer_sdp: str) -> str:
         return await self.shopper.answer(offer_sdp, self.operator)
@@ -244,6 +277,9 @@ class TranscodingCall:
         if self._closed:
             return
         self._closed = True
+        self._watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watching
         # Reverse order of creation: the operator leg came last.
         await self.operator.close()
         await self.shopper.close()
@@ -262,12 +298,16 @@ class TranscodingEngine:
         check_audio_offer(sdp)
 
     def open_call(
-        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+        self,
+        call_id: str,
+        on_leg_failed: LegFailed,
+        recording_dir: Path | None = None,
+        on_leg_back: LegBack | None = None,
     ) -> TranscodingCall:
         if recording_dir is not None:
             log.warning("call %s: the transcoding engine does not record; use the forwarding one", call_id)
         call = TranscodingCall(
-            call_id, self._ice_servers, self._tones, on_leg_failed, lambda: self._forget(call_id)
+            call_id, self._ice_servers, self._tones, on_leg_failed, lambda: self._forget(call_id), on_leg_back
         )
         self._calls[call_id] = call
         return call

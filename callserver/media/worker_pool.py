@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from callserver.errors import BadOffer
-from callserver.media.engine import LegFailed, RecordingStore
+from callserver.media.engine import LegBack, LegFailed, RecordingStore
 from callserver.media.forwarding_bridge import check_opus_offer
 from callserver.media.worker_protocol import Event, Reply, Request, encode, read_frame
 from callserver.settings import IceServer
@@ -104,6 +104,8 @@ class Worker:
                 self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         elif event.name == "leg_failed" and event.call_id in self.calls:
             self.calls[event.call_id].leg_failed(str(event.args.get("leg")))
+        elif event.name == "leg_back" and event.call_id in self.calls:
+            self.calls[event.call_id].leg_back(str(event.args.get("leg")))
         elif event.name == "recording_ready" and event.call_id is not None:
             self.pool.recording_ready(event.call_id, Path(event.args["path"]))
 
@@ -196,11 +198,13 @@ class WorkerCall:
         call_id: str,
         on_failed: LegFailed,
         recording_dir: Path | None,
+        on_back: LegBack | None = None,
     ) -> None:
         self.call_id = call_id
         self.worker = worker
         self._pool = pool
         self._on_failed = on_failed
+        self._on_back = on_back
         self._recording_dir = recording_dir
         self._closed = False
 
@@ -255,6 +259,10 @@ class WorkerCall:
         if not self._closed:
             self._on_failed(leg)
 
+    def leg_back(self, leg: str) -> None:
+        if not self._closed and self._on_back is not None:
+            self._on_back(leg)
+
     def worker_died(self) -> None:
         if not self._closed:
             self._on_failed("media_worker")
@@ -291,11 +299,15 @@ class WorkerPoolEngine:
         check_opus_offer(sdp)
 
     def open_call(
-        self, call_id: str, on_leg_failed: LegFailed, recording_dir: Path | None = None
+        self,
+        call_id: str,
+        on_leg_failed: LegFailed,
+        recording_dir: Path | None = None,
+        on_leg_back: LegBack | None = None,
     ) -> WorkerCall:
         # Least loaded first; a worker still starting is only used when no other is alive.
         worker = min(self.workers, key=lambda w: (not (w.alive and w.ready.done()), len(w.calls)))
-        call = WorkerCall(self, worker, call_id, on_leg_failed, recording_dir)
+        call = WorkerCall(self, worker, call_id, on_leg_failed, recording_dir, on_leg_back)
         worker.calls[call_id] = call
         worker.notify("open_call", call_id, recording_dir=str(recording_dir) if recording_dir else None)
         return call

@@ -5,8 +5,9 @@ Each frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON. Thre
   `replace_operator`, `replace_leg` (args `side`, `sdp`: a re-offer), `connect`, `hold`, `quality`,
   `close`) or on the worker (`recordings_done`, `ping`);
 - `Reply` (worker → main): the result of the request with the same `id`, or an error;
-- `Event` (worker → main): `ready`, `leg_failed` (a leg's connection failed by itself) and
-  `recording_ready` (a call's playback file is mixed).
+- `Event` (worker → main): `ready`, `leg_failed` (a leg's connection failed by itself, or nothing
+  arrives from it any more), `leg_back` (packets arrive again on a leg reported gone for want of them)
+  and `recording_ready` (a call's playback file is mixed).
 Only signaling-sized things cross the pipe; the audio never does.
 """
 

@@ -6,15 +6,19 @@ the operator's softphone on the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiohttp
+import redis.asyncio as redis
 
 from callserver import accounts
+from callserver.visitors.board import SHARE_EVERY
 from tests import cluster as clusters
 from tests.cluster import SHOP, Cluster, Node, add_operator, operators_online
 from tests.signing_in import PASSWORD, sign_in_form
@@ -249,3 +253,48 @@ async def test_disabling_an_operator_or_a_new_password_on_one_node_cuts_them_off
             assert r.status == 401
         assert await _attempt(cluster.a, "anna@cluster.test", PASSWORD) == 401
         assert await _attempt(cluster.a, "anna@cluster.test", "a brand new password") == 302
+
+
+async def test_a_burst_of_heartbeats_is_shared_a_bounded_number_of_times_and_a_change_at_once(
+    cluster: Cluster, cluster_sockets: tuple[Sockets, Sockets]
+) -> None:
+    on_a, _ = cluster_sockets
+    await add_operator(cluster, "anna@cluster.test")
+    anna = await on_a.softphone("anna@cluster.test", online=True)
+    shared: list[dict[str, Any]] = []  # the visitor's cards as they went out on the board's channel
+    listener = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe("callserver:board")
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            body = json.loads(message["data"])["body"]
+            shared.extend(c for c in body.get("cards", []) if c["token"] == "visitor-ping")
+
+    listening = asyncio.create_task(listen())
+    try:
+        async with aiohttp.ClientSession() as session:
+            await beacon(session, cluster.b, view("visitor-ping", "p1", "/products/chair", product_price=80))
+            await anna.receive("visitors", row_of("visitor-ping", {"pages": 1}))
+            started, before = time.monotonic(), len(shared)
+            for n in range(30):  # a heartbeat a second for half a minute, squeezed; round robin
+                node = cluster.b if n % 2 else cluster.a
+                ping = {"kind": "ping", "visitor": "visitor-ping", "view": "p1", "seconds": n + 1}
+                await beacon(session, node, ping)
+            # A change the board shows goes out at once, whichever node takes it.
+            cart = {"kind": "ping", "visitor": "visitor-ping", "view": "p1", "seconds": 31, "cart_value": 350}
+            await beacon(session, cluster.b, cart)
+            await anna.receive("visitors", row_of("visitor-ping", {"value": 350, "cart_value": 350}))
+            elapsed = time.monotonic() - started
+        # Each node may say "still here" once every SHARE_EVERY seconds; the cart is one more card.
+        bound = 1 + 2 * (1 + int(elapsed // SHARE_EVERY))
+        sent = len(shared) - before
+        assert 1 <= sent <= bound, f"{sent} cards for 31 heartbeats in {elapsed:.1f} s (at most {bound})"
+        assert shared[-1]["cart_value"] == 350
+        print(f"31 heartbeats over two nodes: {sent} card(s) shared")
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()

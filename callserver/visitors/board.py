@@ -42,6 +42,10 @@ MAX_ROWS = 50
 # A real shop with more people on it at once needs a bigger server anyway; past it the gone and the
 # least valuable (then the longest idle) visitors are forgotten, a tenth at a time so it stays cheap.
 MAX_VISITORS_PER_SITE = 5_000
+# Seconds between two shares of a visitor's card that only says "still here" (a heartbeat with no news):
+# other nodes' boards keep the visitor active meanwhile (`active_for` is 120 s); what a board shows
+# (a page, the cart, gone or back) is shared at once.
+SHARE_EVERY = 30.0
 
 
 @dataclass
@@ -119,6 +123,9 @@ class VisitorBoard:
         max_per_site: int = MAX_VISITORS_PER_SITE,
     ) -> None:
         self.active_for = active_for
+        # A heartbeat with no news goes to the other nodes only this often per visitor: enough to keep
+        # the visitor active there (`active_for`), without a Redis write and a broadcast every beacon.
+        self.share_every = min(SHARE_EVERY, active_for / 4)
         self._forget_after = forget_after
         self._clock = clock
         self._max_per_site = max_per_site
@@ -279,7 +286,7 @@ class VisitorBoard:
             visitor.cart_value = cart_value
         if news:
             self.changed(site_id, visitor)
-        else:
+        elif self._clock() - visitor.updated >= self.share_every:
             self.touched(visitor)  # other nodes keep the visitor active (last_seen) without a push
         return visitor
 

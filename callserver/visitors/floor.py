@@ -140,6 +140,8 @@ class ShopFloor:
         visitor = self.board.heartbeat(profile.id, token, view_id, seconds)
         if visitor is not None and visitor.current is not None and visitor.current.view_id == view_id:
             self.journeys.ended(profile.id, token, view_id, visitor.current.seconds)
+        if visitor is not None:
+            self.board.touched(visitor)  # once a page: the node of the next page knows its time
 
     def board_for(self, account: Account) -> JsonObject:
         """The board as this operator sees it: the `MAX_ROWS` most promising visitors of their sites

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import Insert, Table, bindparam, update
+from sqlalchemy import Float, Insert, Table, bindparam, case, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -250,6 +250,7 @@ async def _write(
     if new:
         await session.execute(_insert_views(session), new)
     if ended:
+        seconds = bindparam("b_seconds", type_=Float)
         statement = (
             update(PageView)
             .where(
@@ -257,7 +258,9 @@ async def _write(
                 PageView.visitor_token == bindparam("b_token"),
                 PageView.view_id == bindparam("b_view"),
             )
-            .values(seconds=bindparam("b_seconds"))
+            # The longest time reported wins: a page's time only grows, and the node that sees the
+            # visitor's next page may know less of it than the one that took the last heartbeat.
+            .values(seconds=case((PageView.seconds < seconds, seconds), else_=PageView.seconds))
         )
         rows = [
             {"b_site": s, "b_token": t, "b_view": v, "b_seconds": sec} for (s, t, v), sec in ended.items()

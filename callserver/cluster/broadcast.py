@@ -10,14 +10,15 @@ ended is gone from the database, so a socket reconnecting later is refused anywa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+
+from callserver.cluster.listener import ChannelListener
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,11 @@ class Broadcast:
         self.channel = channel
         self.node = node
         self._heard = heard
-        self._timeout = timeout
-        self._reader: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
-        self._closed = False
+        self._listener = ChannelListener(redis, channel, self._arrived, timeout)
 
     async def start(self) -> None:
         """Subscribe (frames published before this are not heard)."""
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-        await asyncio.wait_for(self._listening.wait(), self._timeout)
+        await self._listener.start()
 
     async def publish(self, body: Mapping[str, object]) -> bool:
         """Send `body` to every node; False (logged) when Redis did not take it."""
@@ -52,44 +49,13 @@ class Broadcast:
             return False
         return True
 
-    async def _read(self) -> None:
-        """Listen on the channel; a lost connection is opened again (Redis restarted)."""
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                self._listening.set()
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    try:
-                        frame = json.loads(message["data"])
-                        sender, body = str(frame["from"]), frame["body"]
-                    except (TypeError, ValueError, KeyError):
-                        log.warning("%s: a frame that is not ours", self.channel)
-                        continue
-                    if not isinstance(body, dict):
-                        continue
-                    try:
-                        await self._heard(sender, body)
-                    except Exception:
-                        log.exception("%s: a frame from %s failed", self.channel, sender)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("%s: listening failed (%s): subscribing again", self.channel, e)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _arrived(self, frame: dict[str, Any]) -> None:
+        sender, body = frame.get("from"), frame.get("body")
+        if not isinstance(sender, str) or not isinstance(body, dict):
+            log.warning("%s: a frame that is not ours", self.channel)
+            return
+        await self._heard(sender, body)
 
     async def close(self) -> None:
         """Stop listening; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await self._listener.close()

@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from callserver.background import BackgroundTasks
+from callserver.cluster.listener import ChannelListener
 from callserver.errors import CallserverError
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,7 @@ class Relay:
         self._handlers: dict[str, Handler] = {}
         self._waiting: dict[str, asyncio.Future[Body]] = {}
         self._background = BackgroundTasks("relay")
-        self._reader: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self._listener = ChannelListener(redis, channel_of(node), self._arrived, request_timeout)
         self._closed = False
 
     def on(self, kind: str, handler: Handler) -> Callable[[], None]:
@@ -85,8 +85,7 @@ class Relay:
 
     async def start(self) -> None:
         """Subscribe to this node's channel (frames sent before this are not seen)."""
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-        await asyncio.wait_for(self._listening.wait(), self._request_timeout)
+        await self._listener.start()
 
     async def tell(self, node: str, kind: str, body: Mapping[str, object]) -> None:
         """A one-way frame to `node`; raises NodeUnreachable when nobody listens there after the retries."""
@@ -120,32 +119,6 @@ class Relay:
             if attempt < self._retries:
                 await asyncio.sleep(self._retry_after * (attempt + 1))
         raise NodeUnreachable(f"Node {node} is not listening.")
-
-    async def _read(self) -> None:
-        """Listen on this node's channel; a lost connection is opened again (Redis restarted)."""
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(channel_of(self.node))
-                self._listening.set()
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    try:
-                        frame = json.loads(message["data"])
-                    except (TypeError, ValueError):
-                        log.warning("relay: a frame that is not JSON on %s", channel_of(self.node))
-                        continue
-                    await self._arrived(frame)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("relay: listening on %s failed (%s): subscribing again", self.node, e)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def listening(self, node: str) -> bool:
         """Whether `node` listens on its channel now (a killed process leaves no subscriber)."""
@@ -191,10 +164,7 @@ class Relay:
         if self._closed:
             return
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await self._listener.close()
         await self._background.close()
         for waiting in self._waiting.values():
             if not waiting.done():

@@ -58,10 +58,11 @@ LISTEN = """
 """
 
 
-def tone_file(path: Path, hz: float, seconds: float = 6.0, rate: int = 48_000) -> Path:
-    """A mono WAV of a sine tone, for `--use-file-for-fake-audio-capture` (Chromium loops it)."""
+def tone_file(path: Path, hz: float, seconds: float = 6.0, rate: int = 48_000, *, quiet: float = 0.0) -> Path:
+    """A mono WAV of a sine tone, for `--use-file-for-fake-audio-capture`, after `quiet` seconds of
+    digital silence (Chromium loops the file and starts it afresh for every microphone a page opens)."""
     if not path.exists():
-        frames = b"".join(
+        frames = bytes(2 * int(quiet * rate)) + b"".join(
             struct.pack("<h", round(12_000 * math.sin(2 * math.pi * hz * i / rate)))
             for i in range(int(seconds * rate))
         )

@@ -10,16 +10,13 @@ picker shows, and picking another microphone swaps the track on the same peer co
 from __future__ import annotations
 
 import asyncio
-import math
-import struct
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Locator, Page, Playwright, expect
 
-from tests.browsers import LISTEN, go_online, hears, launch, sign_in
+from tests.browsers import LISTEN, go_online, hears, launch, sign_in, tone_file
 from tests.stack import PASSWORD, Stack
 
 QUIET_S = 6.0  # the fake microphone's silence at its start: past the warning's 3 s
@@ -36,21 +33,6 @@ KEEP_PEER_CONNECTIONS = """
   };
 })();
 """
-
-
-def quiet_then_tone(path: Path, quiet: float = QUIET_S, tone: float = 6.0, rate: int = 48_000) -> Path:
-    """A mono WAV: `quiet` seconds of digital silence, then a tone (Chromium loops the file and starts
-    it afresh for every microphone a page opens)."""
-    frames = bytes(2 * int(quiet * rate)) + b"".join(
-        struct.pack("<h", round(12_000 * math.sin(2 * math.pi * TONE_HZ * i / rate)))
-        for i in range(int(tone * rate))
-    )
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(frames)
-    return path
 
 
 async def level(meter: Locator) -> int:
@@ -81,7 +63,7 @@ async def test_a_silent_microphone_is_flagged_until_the_voice_comes_and_the_badg
     stack: Stack, playwright: Playwright, tmp_path: Path
 ) -> None:
     await stack.add_user("anna@shop.example", name="Anna")
-    shopper = await launch(playwright, quiet_then_tone(tmp_path / "quiet-then-440.wav"))
+    shopper = await launch(playwright, tone_file(tmp_path / "quiet-then-440.wav", TONE_HZ, quiet=QUIET_S))
     browser = shopper.browser
     assert browser is not None
     try:

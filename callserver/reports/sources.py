@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Select, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -75,22 +75,62 @@ def _key(source: str | None, medium: str | None, campaign: str | None) -> Key:
     return (source or DIRECT, medium or NO_MEDIUM, campaign or NO_CAMPAIGN)
 
 
+def _counted(
+    table: ConversationTable, touch: Touch, site_ids: Sequence[int], period: Period, per_day_on: str = ""
+) -> Select[Any]:
+    """Conversations begun in the period per labels; `per_day_on` (the database's dialect, for the kept
+    days) puts the site and the day first."""
+    labels = _labels(table, touch)
+    per_day = (table.site_id, day_of(table.created_at, per_day_on)) if per_day_on else ()
+    return (
+        select(*per_day, *labels, func.count())
+        .where(
+            in_sites(table.site_id, site_ids),
+            table.created_at >= period.since,
+            table.created_at < period.until,
+        )
+        .group_by(*per_day, *labels)
+    )
+
+
+def _sold(
+    table: ConversationTable,
+    channel: str,
+    touch: Touch,
+    site_ids: Sequence[int],
+    period: Period,
+    per_day_on: str = "",
+) -> Select[Any]:
+    """Counted orders placed in the period, net revenue and refunds, per labels and currency, each order
+    under its conversation's labels; `per_day_on` as in `_counted`."""
+    labels = _labels(table, touch)
+    per_day = (Order.site_id, day_of(Order.created_at, per_day_on)) if per_day_on else ()
+    return (
+        select(
+            *per_day,
+            *labels,
+            Order.currency,
+            func.sum(counted_orders()),
+            func.sum(net_revenue()),
+            func.sum(counted_refunds()),
+        )
+        .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
+        .where(
+            in_sites(Order.site_id, site_ids),
+            Order.created_at >= period.since,
+            Order.created_at < period.until,
+        )
+        .group_by(*per_day, *labels, Order.currency)
+    )
+
+
 async def conversations_by_source(
     session: AsyncSession, site_ids: Sequence[int], period: Period, touch: Touch = "last"
 ) -> dict[Key, int]:
     """Calls, chats and left messages begun in the period, per source, medium and campaign."""
     counts: dict[Key, int] = {}
     for table, _channel in CONVERSATIONS:
-        labels = _labels(table, touch)
-        rows = await session.execute(
-            select(*labels, func.count())
-            .where(
-                in_sites(table.site_id, site_ids),
-                table.created_at >= period.since,
-                table.created_at < period.until,
-            )
-            .group_by(*labels)
-        )
+        rows = await session.execute(_counted(table, touch, site_ids, period))
         for source, medium, campaign, count in rows:
             key = _key(source, medium, campaign)
             counts[key] = counts.get(key, 0) + int(count)
@@ -103,23 +143,7 @@ async def orders_by_source(
     """Counted orders placed in the period, net revenue and refunds, per labels and currency."""
     totals: dict[tuple[Key, str], list[Any]] = {}
     for table, channel in CONVERSATIONS:
-        labels = _labels(table, touch)
-        rows = await session.execute(
-            select(
-                *labels,
-                Order.currency,
-                func.sum(counted_orders()),
-                func.sum(net_revenue()),
-                func.sum(counted_refunds()),
-            )
-            .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
-            .where(
-                in_sites(Order.site_id, site_ids),
-                Order.created_at >= period.since,
-                Order.created_at < period.until,
-            )
-            .group_by(*labels, Order.currency)
-        )
+        rows = await session.execute(_sold(table, channel, touch, site_ids, period))
         for source, medium, campaign, currency, n, revenue, refunded in rows:
             sums = totals.setdefault((_key(source, medium, campaign), currency), [0, Decimal(0), Decimal(0)])
             sums[0] += int(n or 0)
@@ -146,38 +170,10 @@ async def _count_days(
 
     for touch in TOUCHES:
         for table, channel in CONVERSATIONS:
-            labels = _labels(table, touch)
-            day = day_of(table.created_at, dialect)
-            counted = await session.execute(
-                select(table.site_id, day, *labels, func.count())
-                .where(
-                    in_sites(table.site_id, site_ids),
-                    table.created_at >= period.since,
-                    table.created_at < period.until,
-                )
-                .group_by(table.site_id, day, *labels)
-            )
+            counted = await session.execute(_counted(table, touch, site_ids, period, per_day_on=dialect))
             for site_id, on, source, medium, campaign, count in counted:
                 add(site_id, on, touch, _key(source, medium, campaign), "", [int(count), 0, 0, 0])
-            day = day_of(Order.created_at, dialect)
-            sold = await session.execute(
-                select(
-                    Order.site_id,
-                    day,
-                    *labels,
-                    Order.currency,
-                    func.sum(counted_orders()),
-                    func.sum(net_revenue()),
-                    func.sum(counted_refunds()),
-                )
-                .join(table, and_(Order.channel == channel, table.id == Order.conversation_id))
-                .where(
-                    in_sites(Order.site_id, site_ids),
-                    Order.created_at >= period.since,
-                    Order.created_at < period.until,
-                )
-                .group_by(Order.site_id, day, *labels, Order.currency)
-            )
+            sold = await session.execute(_sold(table, channel, touch, site_ids, period, per_day_on=dialect))
             for site_id, on, source, medium, campaign, currency, n, revenue, refunded in sold:
                 add(
                     site_id,

@@ -84,6 +84,8 @@ async def test_widget_config_is_only_for_allowed_origins(stack: Stack) -> None:
             assert response.headers["Access-Control-Allow-Origin"] == stack.shop_url
             body = await response.json()
             assert body["ice_servers"] == [] and body["site"]["name"] == "Test shop"
+            # How long a call waits for a side that went away: the widget gives up on its own after it.
+            assert body["resume_window"] == stack.switchboard.resume_window == 30
         async with session.get(url, headers={"Origin": "https://evil.example"}) as response:
             assert response.status == 403
             assert (await response.json())["error"]["code"] == "origin_not_allowed"

@@ -15,7 +15,7 @@ from callserver import i18n
 from callserver.assets import asset_dir
 from callserver.errors import OriginNotAllowed, UnknownSite
 from callserver.media.ice import ice_servers_for
-from callserver.web.keys import ROSTER, SETTINGS
+from callserver.web.keys import ROSTER, SETTINGS, SWITCHBOARD
 from callserver.web.visitors import refusal, site_for
 
 
@@ -99,6 +99,8 @@ async def widget_config(request: web.Request) -> web.Response:
         "lang": language,
         "texts": texts,
         "open": is_open,
+        # Seconds a call whose side went away waits for it: the widget gives up on its own after that.
+        "resume_window": request.app[SWITCHBOARD].resume_window,
     }
     if not is_open:
         opens = site.next_opening(now)

@@ -48,6 +48,9 @@ export function createCalls({ socket, alerts, rtcConfiguration, history }) {
   const holdButton = $('hold');
   const hangupButton = $('hangup');
   const remoteAudio = $('remote-audio');
+  // iOS Safari plays a remote stream only with play() on its track and again once it can play.
+  const play = () => remoteAudio.play().catch(() => { /* autoplay: the operator's click counted */ });
+  remoteAudio.addEventListener('canplay', play);
   const callTransferTo = $('call-transfer-to');
   const callTransferButton = $('call-transfer');
 
@@ -224,7 +227,7 @@ export function createCalls({ socket, alerts, rtcConfiguration, history }) {
     const pc = new RTCPeerConnection(current.rtc);
     pc.addEventListener('track', (event) => {
       remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
-      remoteAudio.play().catch(() => {});
+      play();
     });
     const watch = () => {
       if (pc !== current.pc || active !== current) return;

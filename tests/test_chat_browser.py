@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
 
-from playwright.async_api import Playwright, WebSocketRoute, expect
+from playwright.async_api import Playwright, WebSocket, WebSocketRoute, expect
 
 from tests.browsers import go_online, launch, sign_in
-from tests.stack import PASSWORD, Stack
+from tests.inbox import Inbox, mail_text
+from tests.stack import PASSWORD, Stack, running_stack, settings_for
 
 
 async def test_a_shopper_without_a_microphone_chats_and_the_chat_follows_them_to_another_page(
@@ -122,3 +125,55 @@ async def test_a_late_delivered_never_takes_back_read_in_the_softphone(
         await expect(log.locator("li.operator", has_text="Yes, until noon.")).to_contain_text("✓✓ read")
     finally:
         await browser.close()
+
+
+async def test_in_a_chat_the_shopper_takes_the_call_the_operator_offers_and_mails_the_transcript(
+    tmp_path: Path, playwright: Playwright, tones: dict[str, Path], smtp: tuple[Inbox, int]
+) -> None:
+    """The chat's extras (widget-after.js, loaded when the chat shows): the preview of what is typed,
+    the operator's offer of a call, the transcript by mail."""
+    inbox, port = smtp
+    async with running_stack(settings_for(tmp_path, smtp_host="127.0.0.1", smtp_port=port)) as stack:
+        olga = await stack.sockets.operator("olga@shop.example", name="Olga", online=True)
+        browser = await launch(playwright, tones["shopper"])
+        try:
+            shop = await browser.new_page()
+            sent: list[dict[str, Any]] = []
+
+            def keep(ws: WebSocket) -> None:
+                ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+            shop.on("websocket", keep)
+            await shop.goto(f"{stack.shop_url}/products/oak-table")
+            await shop.get_by_test_id("cb-launcher").click()
+            await shop.get_by_test_id("cb-chat-open").click()
+            chat_id = (await olga.receive("chat.assigned"))["chat"]["id"]
+            await shop.get_by_test_id("cb-chat-input").press_sequentially("Solid oak?")
+            await olga.receive("chat.typing", lambda f: f.get("text") == "Solid oak?")
+            await shop.get_by_test_id("cb-chat-send").click()
+            await olga.receive("chat.message", lambda f: f["message"]["text"] == "Solid oak?")
+
+            await olga.send({"type": "chat.offer_call", "chat_id": chat_id})
+            accept = shop.get_by_test_id("cb-accept-call")
+            await expect(accept).to_have_text("Call Olga now")
+            await accept.click()
+            await expect(accept).to_be_disabled()
+            call_id = (await olga.receive("call.incoming", within=20))["call"]["id"]
+            [offer] = [frame for frame in sent if frame["type"] == "call.offer"]
+            assert offer["chat_id"] == chat_id
+            await olga.answer(call_id)
+            await expect(shop.get_by_test_id("cb-status")).to_contain_text("Olga", timeout=15_000)
+            await shop.get_by_test_id("cb-hangup").click()
+            assert (await stack.ended_call(call_id)).end_reason == "completed"
+
+            mail = shop.locator(".mailme input")
+            await mail.fill("mia@example.com")
+            await mail.press("Enter")
+            await expect(mail).to_have_attribute("placeholder", "Transcript sent")
+            await expect(mail).to_have_value("")
+            assert shop.url == f"{stack.shop_url}/products/oak-table"  # no form submitted the page
+        finally:
+            await browser.browser.close()
+    [sent_mail] = inbox.messages
+    assert sent_mail["X-Envelope-To"] == "mia@example.com"
+    assert "You: Solid oak?" in mail_text(sent_mail)

@@ -1,9 +1,10 @@
-/* callserver web button, part two: what comes after a conversation, and the microphone check.
+/* callserver web button, part two: what comes after a conversation, and what only a call or a chat needs.
  *
  * widget.js loads this file the first time one of these is needed — the "how was it?" card after a
  * call or chat, the call-back form beside the offline form, an operator's incoming call, the
- * microphone's check once a call has it — so that every other page view of a shop loads widget.js
- * alone. It registers through window.__callbuttonAfter and
+ * microphone's check once a call has it, the call's recovery when its media goes, the chat's extras
+ * once a chat shows — so that every other page view of a shop loads widget.js alone. It registers
+ * through window.__callbuttonAfter and
  * gets from widget.js what it shares: the shadow root, the panel, t(), el(), the page's one socket
  * (send, whenReady, onFrame), open(), on(). Frames are in docs/signaling.md ("After a conversation").
  */
@@ -280,6 +281,95 @@
     devices();
   }
 
+  // ---- a call's recovery: its media went (ICE disconnected for 2 s, failed) or the network changed
+
+  function recovery(api) {
+    const { t, socket, show, view, peer, offer, call } = api;
+
+    // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
+    async function reoffer(current) {
+      if (current.done || current.next || !current.token) return;
+      show(view(), t('reconnecting'));
+      // Offline, an offer would only wait in a dead socket: `online` brings us back here.
+      if (!navigator.onLine) return;
+      const pc = current.next = peer(current);
+      try {
+        await offer(pc);
+        // No answer in 3 s: the socket went with the old network; a new one resumes and offers again.
+        if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) {
+          setTimeout(() => current.next === pc && socket.close(), 3000);
+          return;
+        }
+      } catch (e) { /* the next trouble tries again */ }
+      pc.close();
+      current.next = null;
+    }
+
+    // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one. Watched from the
+    // first call on (this file comes with its microphone check).
+    const moved = () => { const current = call(); if (current && current.flowed) reoffer(current); };
+    window.addEventListener('online', moved);
+    window.addEventListener('offline', moved);
+    if (navigator.connection) navigator.connection.addEventListener('change', moved);
+
+    function reanswer(current, sdp) {
+      if (current.done || !current.next) return;
+      const old = current.pc;
+      const pc = current.pc = current.next;
+      current.next = null;
+      pc.setRemoteDescription({ type: 'answer', sdp }).then(() => old.close(), () => {});
+    }
+
+    return { reoffer, reanswer };
+  }
+
+  // ---- during a chat: the operator's preview of what is typed, their offer of a call, the transcript
+
+  function chatting(api, frames) {
+    const { root, t, el, socket, startCall, chat, addLine } = api;
+    const input = root.querySelector('.say textarea');
+    const mail = root.querySelector('.mailme');
+    let timer = null;
+    let last = 0;
+
+    // The operator sees what is being typed before it is sent, at most every 300 ms.
+    function sendTyping() {
+      clearTimeout(timer);
+      const wait = 300 - (Date.now() - last);
+      if (wait > 0) { timer = setTimeout(sendTyping, wait); return; }
+      last = Date.now();
+      if (chat()) socket.send({ type: 'chat.typing', text: input.value });
+    }
+
+    input.addEventListener('input', sendTyping);
+    // widget.js sent the message (and emptied the box) first: no preview of it comes after it.
+    input.form.addEventListener('submit', () => { if (!input.value) clearTimeout(timer); });
+
+    frames['chat.call_offered'] = (frame) => {
+      const name = frame.operator && frame.operator.name;
+      const accept = el('button', 'call', t('call_offer', { name: name || t('us') }));
+      accept.dataset.testid = 'cb-accept-call';
+      accept.addEventListener('click', () => {
+        accept.disabled = true;
+        const current = chat();
+        startCall(current && current.id);
+      });
+      const item = el('li', 'system');
+      item.append(accept);
+      addLine(item);
+    };
+
+    mail.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const email = mail.elements.email.value.trim();
+      if (email && socket.send({ type: 'chat.transcript', email })) mail.elements.email.value = '';
+    });
+    frames['chat.transcript'] = (frame) => {
+      mail.elements.email.placeholder = frame.status === 'failed'
+        ? t('transcript_failed') : t(frame.status === 'sent' ? 'transcript_sent' : 'transcript_sending');
+    };
+  }
+
   register((api) => {
     const { root, panel, t, el, socket, on, store, stored } = api;
     const style = document.createElement('style');
@@ -384,11 +474,15 @@
     const missedShown = [];
     callBack(api, frames, offlineShown, missedShown);
     incomingCall(api, frames);
+    chatting(api, frames);
+    const { reoffer, reanswer } = recovery(api);
 
     return {
       mic(call) {
         microphone(api, call);
       },
+      reoffer,
+      reanswer,
       frame(frame) {
         const take = frames[frame.type];
         if (take) take(frame);

@@ -269,6 +269,8 @@
 
   // ---- user interface
 
+  // Inputs are 16 px: iOS Safari zooms the page into a focused input under 16 px. The panel keeps
+  // inside the dynamic viewport (100dvh; 100vh before browsers had it): a phone's toolbars come and go.
   const CSS = `
 [hidden]{display:none !important}
 .cb{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328}
@@ -279,6 +281,7 @@ button:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 .launcher.live{background:#b42318}
 .launcher.offline{background:#57606a}
 .panel,.invite{position:absolute;right:0;bottom:72px;width:300px;box-sizing:border-box;background:#fff;border-radius:12px;padding:16px;box-shadow:0 8px 30px rgba(0,0,0,.25)}
+.panel{max-height:calc(100vh - 100px);max-height:calc(100dvh - 100px);overflow-y:auto}
 .head{display:flex;align-items:center;justify-content:space-between;gap:8px}
 .head h2{font-size:17px;margin:0;font-weight:600}
 .close{background:transparent;color:#57606a;font-size:22px;line-height:1;padding:4px 10px}
@@ -297,7 +300,7 @@ button:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 .log .failed{background:#fde2e1}
 .log small{display:block;color:#57606a;font-size:12px}
 form{display:flex;flex-direction:column;gap:6px;margin-top:8px}
-input,textarea{font:inherit;border:1px solid #8c959f;border-radius:6px;padding:6px 8px}
+input,textarea{font:inherit;font-size:16px;border:1px solid #8c959f;border-radius:6px;padding:6px 8px}
 .say,.mailme{flex-direction:row}
 .say textarea,.mailme input{flex:1;min-width:0}
 .send{background:#1d6f42;color:#fff}
@@ -305,7 +308,7 @@ input,textarea{font:inherit;border:1px solid #8c959f;border-radius:6px;padding:6
 .invite .close{position:absolute;top:4px;right:2px}
 .invite p{margin:0 24px 6px 0}
 .who{font-weight:600}
-@media (max-width:479px){.panel{position:fixed;left:0;right:0;bottom:0;width:auto;border-radius:12px 12px 0 0;max-height:100vh;overflow-y:auto}
+@media (max-width:479px){.panel{position:fixed;left:0;right:0;bottom:0;width:auto;border-radius:12px 12px 0 0;max-height:100vh;max-height:100dvh}
 .invite{position:fixed;left:8px;right:8px;bottom:88px;width:auto}}`;
 
   const PHONE_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6.6 10.8a15.1 15.1 0 0 0 6.6 6.6l2.2-2.2c.3-.3.7-.4 1-.2 1.1.4 2.3.6 3.6.6.6 0 1 .4 1 1V20c0 .6-.4 1-1 1A17 17 0 0 1 3 4c0-.6.4-1 1-1h3.5c.6 0 1 .4 1 1 0 1.3.2 2.5.6 3.6.1.3 0 .7-.2 1z"/></svg>';
@@ -387,12 +390,14 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   const hangupButton = $('.hangup');
   const launcher = $('.launcher');
   const remoteAudio = $('audio');
+  // iOS Safari plays a remote stream only with play() on its track and again once it can play.
+  const play = () => remoteAudio.play().catch(() => { /* autoplay: the click counted */ });
+  remoteAudio.addEventListener('canplay', play);
   const chatBox = $('.chatbox');
   const chatLog = $('.log');
   const typingLine = $('.typing');
   const sayForm = $('.say');
   const chatInput = $('.say textarea');
-  const mailForm = $('.mailme');
   const offlineForm = $('.offline');
 
   const inviteBox = $('.invite');
@@ -581,8 +586,6 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // Why the last call failed: { fallback, call_id }
   let fallback = null;
   let clientIds = 0;
-  let typingTimer = null;
-  let lastTyping = 0;
   let restoreTimer = null;
   // Message id (or client id) → list item
   const shown = new Map();
@@ -591,11 +594,14 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     store(CHAT_KEY, on ? '1' : '');
   }
 
+  // The chat's extras (the operator's preview of what is typed, their offer of a call, the transcript
+  // by mail) are in widget-after.js, loaded when the chat shows.
   function showChat() {
     open();
     offlineForm.hidden = true;
     chatBox.hidden = false;
     render();
+    afterwards();
   }
 
   function chat() {
@@ -655,13 +661,6 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       case 'chat.typing':
         typing(Boolean(frame.active));
         break;
-      case 'chat.call_offered':
-        offerCall(frame.operator && frame.operator.name);
-        break;
-      case 'chat.transcript':
-        mailForm.querySelector('input').placeholder = frame.status === 'failed'
-          ? t('transcript_failed') : t(frame.status === 'sent' ? 'transcript_sent' : 'transcript_sending');
-        break;
       case 'message.left':
         offlineForm.hidden = true;
         show('ended', t('left'));
@@ -681,7 +680,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         emit('error', { code: frame.code, message: frame.message });
         break;
       default:
-        if (/^(csat|callback|visitor_call)\./.test(frame.type)) afterwards((after) => after.frame(frame));
+        if (/^(csat|callback|visitor_call|chat)\./.test(frame.type)) afterwards((after) => after.frame(frame));
     }
   }
 
@@ -694,7 +693,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   function afterwards(fn) {
     after = after || new Promise((resolve, reject) => {
       window.__callbuttonAfter = (setup) => resolve(setup({ root, panel, offlineForm, t, el, socket, open, startCall,
-        show, on, emit, store, stored, visitorToken, base, siteKey, config: () => config }));
+        show, on, emit, store, stored, visitorToken, base, siteKey, config: () => config, peer, offer,
+        view: () => view, call: () => call, chat: () => chatState, addLine }));
       const tag = document.createElement('script');
       tag.src = `${base}/widget-after.js`;
       tag.onerror = () => { after = null; reject(); };
@@ -772,30 +772,10 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     if (ids.length) socket.send({ type: 'chat.read', up_to: Math.max(...ids) });
   }
 
-  function offerCall(name) {
-    const accept = el('button', 'call', t('call_offer', { name: name || t('us') }));
-    accept.dataset.testid = 'cb-accept-call';
-    accept.addEventListener('click', () => { accept.disabled = true; startCall(chatState && chatState.id); });
-    const item = el('li', 'system');
-    item.append(accept);
-    addLine(item);
-  }
-
-  // The operator sees what is being typed before it is sent, at most every 300 ms.
-  function sendTyping() {
-    clearTimeout(typingTimer);
-    const wait = 300 - (Date.now() - lastTyping);
-    if (wait > 0) { typingTimer = setTimeout(sendTyping, wait); return; }
-    lastTyping = Date.now();
-    if (chatState) socket.send({ type: 'chat.typing', text: chatInput.value });
-  }
-
-  chatInput.addEventListener('input', sendTyping);
   chatInput.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey) { event.preventDefault(); sayForm.requestSubmit(); }
   });
-  sayForm.addEventListener('submit', (event) => {
-    event.preventDefault();
+  sayForm.addEventListener('submit', () => {
     const text = chatInput.value.trim();
     if (!text) return;
     const id = String(++clientIds);
@@ -803,17 +783,11 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       statusLine.textContent = t('unreachable');
       return;
     }
-    clearTimeout(typingTimer);
     chatInput.value = '';
     const item = el('li', 'visitor', text);
     item.style.opacity = '.6';
     shown.set(`c${id}`, item);
     addLine(item);
-  });
-  mailForm.addEventListener('submit', (event) => {
-    event.preventDefault();
-    const email = mailForm.elements.email.value.trim();
-    if (email && socket.send({ type: 'chat.transcript', email })) mailForm.elements.email.value = '';
   });
 
   function showOffline(reason) {
@@ -822,8 +796,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     offlineForm.elements.message.focus();
   }
 
-  offlineForm.addEventListener('submit', (event) => {
-    event.preventDefault();
+  offlineForm.addEventListener('submit', () => {
     const f = offlineForm.elements;
     const contact = f.email.value.trim();
     const frame = { type: 'message.leave', message: f.message.value, context: callContext() };
@@ -834,6 +807,8 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     socket.whenReady(() => socket.send(frame));
   });
 
+  // No form of ours ever submits the shop's page, even before widget-after.js takes its own.
+  root.addEventListener('submit', (event) => event.preventDefault());
   launcher.addEventListener('click', () => (panel.hidden ? open() : close()));
   $('.close').addEventListener('click', close);
   callButton.addEventListener('click', () => startCall());
@@ -921,7 +896,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
       iceTransportPolicy: config.ice_transport_policy === 'relay' ? 'relay' : 'all' });
     pc.addEventListener('track', (event) => {
       remoteAudio.srcObject = event.streams[0] || new MediaStream([event.track]);
-      remoteAudio.play().catch(() => { /* autoplay: the click counted */ });
+      play();
     });
     const watch = () => {
       if (pc !== current.pc || current.done) return;
@@ -956,27 +931,9 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     });
   }
 
-  // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
-  async function reoffer(current) {
-    if (current.done || current.next || !current.token) return;
-    show(view, t('reconnecting'));
-    // Offline, an offer would only wait in a dead socket: `online` brings us back here.
-    if (!navigator.onLine) return;
-    const pc = current.next = peer(current);
-    try {
-      await offer(pc);
-      // No answer in 3 s: the socket went with the old network; a new one resumes and offers again.
-      if (!current.done && socket.send({ type: 'call.reoffer', call_id: current.callId, sdp: pc.localDescription.sdp })) return setTimeout(() => current.next === pc && socket.close(), 3000);
-    } catch (e) { /* the next trouble tries again */ }
-    pc.close();
-    current.next = null;
-  }
-
-  // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one.
-  const moved = () => { if (call && call.flowed) reoffer(call); };
-  window.addEventListener('online', moved);
-  window.addEventListener('offline', moved);
-  if (navigator.connection) navigator.connection.addEventListener('change', moved);
+  // Media lost, or a new network: a new peer connection offers our leg again (widget-after.js, loaded
+  // with the call's microphone check, as is the online/connection watch).
+  const reoffer = (current) => afterwards((a) => a.reoffer(current));
 
   // Only a call the server knows of is told anything (else it would answer no_call).
   function send(current, frame) {
@@ -1024,12 +981,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         if (!['connected', 'completed'].includes(current.pc.iceConnectionState)) reoffer(current);
         break;
       case 'call.reanswer':
-        if (current.next) {
-          const old = current.pc;
-          const pc = current.pc = current.next;
-          current.next = null;
-          pc.setRemoteDescription({ type: 'answer', sdp: frame.sdp }).then(() => old.close(), () => {});
-        }
+        afterwards((a) => a.reanswer(current, frame.sdp));
         break;
       case 'call.reconnecting':
         show(view, t('reconnecting'));

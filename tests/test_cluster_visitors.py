@@ -18,6 +18,8 @@ import aiohttp
 import redis.asyncio as redis
 
 from callserver import accounts
+from callserver.cluster.board import MISSING_ROUNDS
+from callserver.cluster.nodes import DEAD_AFTER, HEARTBEAT_EVERY
 from callserver.visitors.board import SHARE_EVERY
 from tests import cluster as clusters
 from tests.cluster import SHOP, Cluster, Node, add_operator, operators_online
@@ -298,3 +300,23 @@ async def test_a_burst_of_heartbeats_is_shared_a_bounded_number_of_times_and_a_c
             await listening
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
+
+
+async def test_a_killed_nodes_streams_stop_counting_once_the_registry_drops_it(
+    cluster: Cluster, cluster_sockets: tuple[Sockets, Sockets]
+) -> None:
+    on_a, _ = cluster_sockets
+    await add_operator(cluster, "anna@cluster.test")
+    anna = await on_a.softphone("anna@cluster.test", online=True)
+    async with aiohttp.ClientSession() as session:
+        await beacon(session, cluster.a, view("visitor-elm", "e1", "/products/elm"))
+        async with event_stream(session, cluster.b, "visitor-elm"):
+            await anna.receive("visitors", row_of("visitor-elm", {"reachable": True}))
+            anna.drain()  # the boards before the stream (not reachable yet) are not the news awaited
+            await asyncio.to_thread(cluster.b.kill)  # SIGKILL: no goodbye on the board's channel
+            # Dead after DEAD_AFTER s without a heartbeat, then a few checks: as when a stream ends.
+            within = DEAD_AFTER + (MISSING_ROUNDS + 2) * HEARTBEAT_EVERY + 10
+            await anna.receive("visitors", row_of("visitor-elm", {"reachable": False}), within=within)
+        # A still serves the visitor: a new stream there counts again.
+        async with event_stream(session, cluster.a, "visitor-elm"):
+            await anna.receive("visitors", row_of("visitor-elm", {"reachable": True}))

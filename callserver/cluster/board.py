@@ -12,9 +12,12 @@ most every 0.5 s, only when changed).
 Invitations: a node says on the same channel when a visitor's event stream opens or closes there, so
 every node knows whether a visitor is reachable; an event for the visitor (an invitation, an
 operator's ring) is published once and the node holding the stream delivers it. A node that starts
-asks the others to say again which streams they hold; one that stops says so. (A node killed
-outright leaves its streams counted until their visitors leave the board; their widgets reconnect to
-a live node within the stream's retry.)
+asks the others to say again which streams they hold; one that stops says so. A node killed
+outright cannot: once the node registry has dropped it (no heartbeat for `DEAD_AFTER` seconds, seen
+in `MISSING_ROUNDS` checks in a row, so that a Redis restart, after which every node registers again
+within a heartbeat, drops nobody), its streams are no longer counted, as when a stream ends on one
+node, and the others are asked to say again what they hold; its visitors' widgets reconnect to a
+live node within the stream's retry.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from redis.asyncio import Redis
 
 from callserver.background import BackgroundTasks
 from callserver.cluster.broadcast import Broadcast
+from callserver.cluster.nodes import HEARTBEAT_EVERY, node_key
 from callserver.visitors.board import LiveVisitor, PageViewLive, SharedFloor
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "callserver:board"
 BATCH = 200  # cards per published frame: a busy shop's flush stays a few hundred KB at most
 REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+MISSING_ROUNDS = 3  # checks in a row (a heartbeat apart) without a node's registry entry: it is gone
 
 Key = tuple[int, str]
 
@@ -69,12 +74,19 @@ class RedisBoardShare:
     """This node's end of the shared board; `start()` once the loop runs, `close()` is idempotent."""
 
     def __init__(
-        self, redis: Redis, node: str, forget_after: float = 1800.0, flush_every: float = 0.1
+        self,
+        redis: Redis,
+        node: str,
+        forget_after: float = 1800.0,
+        flush_every: float = 0.1,
+        check_every: float = HEARTBEAT_EVERY,
     ) -> None:
         self._redis = redis
         self.node = node
         self._forget_after = forget_after
         self._flush_every = flush_every
+        self._check_every = check_every
+        self._missing: dict[str, int] = {}  # nodes holding streams, by checks without their entry
         self._broadcast = Broadcast(redis, CHANNEL, node, self._heard)
         self._floor: SharedFloor | None = None
         self._dirty: dict[Key, LiveVisitor] = {}
@@ -82,6 +94,7 @@ class RedisBoardShare:
         self._elsewhere: dict[Key, set[str]] = {}  # … and the other nodes holding one
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
         self._background = BackgroundTasks("board share")
         self._failing = False
         self.cards_sent = 0
@@ -92,6 +105,7 @@ class RedisBoardShare:
         self._floor = floor
         await self._broadcast.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._checker = asyncio.get_running_loop().create_task(self._check_loop())
         await self._broadcast.publish({"hello": True})  # the others say again which streams they hold
 
     # What this node tells ---------------------------------------------------------------------
@@ -189,23 +203,70 @@ class RedisBoardShare:
             for start in range(0, len(entries), BATCH):
                 await self._broadcast.publish({"listening": entries[start : start + BATCH]})
         if body.get("bye"):
-            for key, nodes in list(self._elsewhere.items()):
-                if sender in nodes:
-                    nodes.discard(sender)
-                    if not nodes:
-                        del self._elsewhere[key]
-                    floor.reach_changed(key[0])
+            self._forget_streams_of(sender)
         tell = body.get("tell")
         if isinstance(tell, dict):
             event = tell.get("event")
             if isinstance(event, dict):
                 await floor.tell_here(int(tell["site_id"]), str(tell["token"]), event)
 
+    def _forget_streams_of(self, node: str) -> None:
+        """Node `node` holds no stream any more (it stopped, or died)."""
+        self._missing.pop(node, None)
+        for key, nodes in list(self._elsewhere.items()):
+            if node in nodes:
+                nodes.discard(node)
+                if not nodes:
+                    del self._elsewhere[key]
+                if self._floor is not None:
+                    self._floor.reach_changed(key[0])
+
+    async def check_nodes(self) -> list[str]:
+        """Forget the streams of nodes the registry dropped; returns those forgotten this time."""
+        holding = sorted({n for nodes in self._elsewhere.values() for n in nodes})
+        for node in set(self._missing) - set(holding):
+            del self._missing[node]
+        if not holding:
+            return []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for node in holding:
+                    pipe.exists(node_key(node))
+                registered = await pipe.execute()
+        except REDIS_ERRORS as e:  # Redis away: nobody is judged meanwhile
+            log.warning("could not check which nodes hold visitors' streams (%s)", e)
+            return []
+        gone = []
+        for node, present in zip(holding, registered, strict=True):
+            if present:
+                self._missing.pop(node, None)
+                continue
+            self._missing[node] = self._missing.get(node, 0) + 1
+            if self._missing[node] >= MISSING_ROUNDS:
+                log.warning("node %s is gone: its visitors' streams are no longer counted", node)
+                self._forget_streams_of(node)
+                gone.append(node)
+        if gone:  # a node dropped by mistake (alive, but late) says again what it holds
+            await self._broadcast.publish({"hello": True})
+        return gone
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_every)
+            try:
+                await self.check_nodes()
+            except Exception:
+                log.exception("checking the nodes that hold visitors' streams failed")
+
     async def close(self) -> None:
         """Send what is pending, say goodbye, stop listening; safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

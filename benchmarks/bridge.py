@@ -5,6 +5,8 @@
     .venv/bin/python -m benchmarks.bridge --mode delay     # added delay, without and with 3 % loss
     .venv/bin/python -m benchmarks.bridge --mode rss       # RSS across 1,000 consecutive short calls
     add --quick to any of them for a smoke run
+    add --baseline REV to measure each variant first with the server of git revision REV (before/after
+    in one run: "forwarding@REV", then "forwarding")
     add --server-cpus 0 --load-cpus 1 to pin the server (with its media workers) and the load
     generator to CPUs of their own (os.sched_setaffinity; on this 2-core host: 0 and 1)
 
@@ -125,8 +127,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def settings_of(variant: str) -> tuple[str, int]:
+    """(engine, media workers) of a variant; "forwarding@REV" is "forwarding" run from revision REV."""
+    return VARIANTS[variant.partition("@")[0]]
+
+
+def export_revision(revision: str, into: Path) -> Path:
+    """The `callserver` package as it was at `revision` (git archive), to run the server from."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "callserver"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def steps_for(variant: str, quick: bool) -> list[int]:
-    engine = VARIANTS[variant][0]
+    engine = settings_of(variant)[0]
     if quick:
         return QUICK_STEPS[engine]
     return STEPS.get(engine, FORWARDING_STEPS)
@@ -229,8 +246,10 @@ async def operator_sessions(var_dir: Path, count: int) -> list[str]:
 class Server:
     """`callserver serve` in its own process, with its own var directory."""
 
-    def __init__(self, variant: str, var_dir: Path, cpus: set[int] | None = None) -> None:
-        engine, workers = VARIANTS[variant]
+    def __init__(
+        self, variant: str, var_dir: Path, cpus: set[int] | None = None, source: Path | None = None
+    ) -> None:
+        engine, workers = settings_of(variant)
         self.cpus = cpus
         self.engine = engine
         self.port = free_port()
@@ -247,6 +266,8 @@ class Server:
             "CALLSERVER_TRUST_FORWARDED_FOR": "true",
             "CALLSERVER_MAX_CALLS_PER_WORKER": "100000",
         }
+        if source is not None:  # an earlier revision's package ahead of the installed one
+            self.env["PYTHONPATH"] = str(source)
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -427,6 +448,7 @@ class Bench:
         self, variant: str, work: Path, operators: int, record: bool, pins: Pins | None = None
     ) -> None:
         self.variant = variant
+        self.source = work / "baseline" if "@" in variant else None
         self.pins = pins or Pins()
         self.var_dir = work / variant
         self.operators = operators
@@ -437,7 +459,7 @@ class Bench:
 
     async def __aenter__(self) -> Bench:
         self.var_dir.mkdir(parents=True)
-        server = self.server = Server(self.variant, self.var_dir, self.pins.server)
+        server = self.server = Server(self.variant, self.var_dir, self.pins.server, self.source)
         record = ["--record-calls"] if self.record else []
         site = cli(server.env, "site", "add", "--name", "Bench shop", "--origin", ORIGIN, *record, "--json")
         cli(
@@ -656,6 +678,18 @@ def figures(report: dict[str, Any]) -> str:
         lines.append(
             f"- {engine['engine']}: largest N sustained = **{engine['max_sustained_calls']}** calls{per_core}"
         )
+    if report.get("before_after"):
+        lines += [
+            "",
+            "| variant | calls | µs/packet before | after | CPU/call before | after | after / before |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in report["before_after"]:
+            lines.append(
+                f"| {r['variant']} | {r['calls']} | {r['us_per_packet_before']} | {r['us_per_packet_after']} "
+                f"| {r['cpu_per_call_before']} % | {r['cpu_per_call_after']} % | {r['after_over_before']} |"
+            )
+        lines.append("")
     for name, label in (
         ("ratio", "forwarding / transcoding, calls sustained"),
         ("cpu_ratio", "server CPU per call, transcoding / forwarding (= calls per core)"),
@@ -714,11 +748,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import av
 
     variants = args.engines or MODES[args.mode]
+    if args.baseline:
+        variants = [name for v in variants for name in (f"{v}@{args.baseline}", v)]
     pins = Pins(args.server_cpus, args.load_cpus)
     if pins.load:
         os.sched_setaffinity(0, pins.load)  # this process probes and reads /proc: the load's side
     window = 4.0 if args.quick else 6.0
     work = Path(tempfile.mkdtemp(prefix="callserver-bench-"))
+    if args.baseline:
+        export_revision(args.baseline, work / "baseline")
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.bridge", *sys.argv[1:]]),
@@ -766,7 +804,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["workers_ratio"] = round(
             found["forwarding-2w"]["max_sustained_calls"] / found["forwarding-1w"]["max_sustained_calls"], 2
         )
+    if args.baseline:
+        report["before_after"] = before_after(report["engines"])
     return report
+
+
+def before_after(engines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant and step: server CPU per packet of the earlier revision and of this one."""
+    found = {e["engine"]: e for e in engines}
+    rows = []
+    for name, before in found.items():
+        after = found.get(name.partition("@")[0])
+        if "@" not in name or after is None or "steps" not in before:
+            continue
+        then = {r["calls"]: r for r in before["steps"] if "error" not in r}
+        for now in after["steps"]:
+            old = then.get(now.get("calls"))
+            if old is None or "error" in now or not old["us_per_packet"] or not now["us_per_packet"]:
+                continue
+            rows.append(
+                {
+                    "variant": name.partition("@")[0],
+                    "calls": now["calls"],
+                    "us_per_packet_before": old["us_per_packet"],
+                    "us_per_packet_after": now["us_per_packet"],
+                    "cpu_per_call_before": old["server_cpu_percent_per_call"],
+                    "cpu_per_call_after": now["server_cpu_percent_per_call"],
+                    "after_over_before": round(now["us_per_packet"] / old["us_per_packet"], 2),
+                }
+            )
+    return rows
 
 
 def main() -> None:
@@ -778,6 +845,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", choices=list(VARIANTS), help="variants (default: the mode's)")
     parser.add_argument("--steps", nargs="+", type=int, help="numbers of calls to try (all variants)")
     parser.add_argument("--no-record", action="store_true", help="the bench site does not record calls")
+    parser.add_argument("--baseline", metavar="REV", help="also run each server from git revision REV")
     parser.add_argument("--server-cpus", type=parse_cpus, help="pin the server and its media workers (0-1,3)")
     parser.add_argument("--load-cpus", type=parse_cpus, help="pin the load generator (and this process)")
     args = parser.parse_args()

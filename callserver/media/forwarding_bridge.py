@@ -86,6 +86,7 @@ class OutgoingStream:
 
     def __init__(self, tap: SrtpTap) -> None:
         self.tap = tap
+        self.ssrc = 0  # the tap's, once the leg is answered (`ForwardedLeg.answer`)
         self.payload_type = 111
         # Random starting points (RFC 3550 section 5.1), in the lower half for the sequence number so
         # that the SRTP rollover counter cannot be guessed wrong early on (as aiortc does).
@@ -130,9 +131,7 @@ class OutgoingStream:
         self.ts = (self.ts + step) & 0xFFFFFFFF
         payload = tone[self._tone_index % len(tone)]
         self._tone_index += 1
-        self._emit(
-            HEADER.pack(0x80, marker | self.payload_type, self.seq, self.ts, self.tap.ssrc) + payload, now
-        )
+        self._emit(HEADER.pack(0x80, marker | self.payload_type, self.seq, self.ts, self.ssrc) + payload, now)
 
     def forward(
         self, padding: int, marker: int, ssrc: int, seq: int, ts: int, payload: bytes, now: float
@@ -149,8 +148,9 @@ class OutgoingStream:
         out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
         if (out_seq - self.seq) & 0xFFFF < 0x8000:  # newer than anything sent (reordered ones pass as-is)
             self.seq, self.ts = out_seq, out_ts
-        header = HEADER.pack(0x80 | padding, marker | self.payload_type, out_seq, out_ts, self.tap.ssrc)
-        self._emit(header + payload, now)
+        self._emit(
+            HEADER.pack(0x80 | padding, marker | self.payload_type, out_seq, out_ts, self.ssrc) + payload, now
+        )
 
     def _emit(self, packet: bytes, now: float) -> None:
         if self.tap.send_rtp(packet):
@@ -193,6 +193,7 @@ class ForwardedLeg:
         self.pc.addTrack(SilentTrack())
         # Hooked before ICE can deliver anything: packets that reached aiortc's receiver would pile up.
         self.tap.install(transceiver)
+        self.out.ssrc = self.tap.ssrc
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         codec = transceiver._codecs[0] if transceiver._codecs else None
         if codec is None or codec.mimeType.lower() != "audio/opus" or codec.payloadType is None:

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from callserver import sites
 from callserver.app import create_app
 from callserver.demo import shop_app
+from callserver.media.media_watch import NO_MEDIA_AFTER
 from callserver.networks import DEFAULT_DENIED_NETWORKS
 from callserver.store.models import Call
 from callserver.web.keys import DATABASE
@@ -41,7 +42,7 @@ pytestmark = [
 ]
 
 RESUME_WINDOW = 8.0  # seconds: longer than the 5 s outage of the first test, short enough to wait out
-# Outages (and moves) per call: 1 in the suite; NETWORK_TRIES=5 for the README's figures.
+# Outages (and moves) per call, calls lost for good: 1 in the suite; NETWORK_TRIES=5 for the README's figures.
 TRIES = int(os.environ.get("NETWORK_TRIES", "1"))
 # Seconds from the link back (or the new address) to both hearing each other, from the link gone to ended.
 FIGURES: dict[str, list[float]] = {"link_back_to_audio": [], "new_address_to_audio": [], "lost_detected": []}
@@ -188,17 +189,56 @@ async def test_the_shopper_moves_to_a_new_address_both_hear_each_other_again(net
     await hang_up_one_call(net, shop, call_id, calls)
 
 
-async def test_the_shoppers_link_down_past_the_resume_window_ends_the_call_lost(network: Network) -> None:
+async def test_mute_and_hold_in_the_browsers_are_not_a_side_gone(network: Network) -> None:
+    """Chromium goes on sending while its microphone is muted (`track.enabled = false`) and while the
+    call is held: the no-media watchdog (callserver/media/media_watch.py) says nothing."""
     net = network
+    shop, call_id = await answered_call(net)
+    operator = net.operator
+    await shop.get_by_test_id("cb-mute").click()
+    await operator.get_by_test_id("op-mute").click()
+    await operator.get_by_test_id("op-hold").click()
+    await expect(operator.get_by_test_id("op-call-state")).to_have_text("held", timeout=10_000)
+    await asyncio.sleep(2 * NO_MEDIA_AFTER + 1)  # muted and held for twice the watchdog's threshold
+    await operator.get_by_test_id("op-hold").click()
+    await operator.get_by_test_id("op-mute").click()
+    await shop.get_by_test_id("cb-mute").click()
+    await expect(operator.get_by_test_id("op-call-state")).to_have_text("connected", timeout=10_000)
+    await asyncio.gather(hears(operator, 440), hears(shop, 1000))
+    assert "reconnecting" not in await seen(operator, "op-call-state")
+    assert "Reconnecting…" not in await seen(shop, "cb-status")
+    await operator.get_by_test_id("op-hangup").click()
+    record = await net.stack.ended_call(call_id)
+    assert record.end_reason == "completed"
+    assert record.quality["shopper"]["reconnects"] == record.quality["operator"]["reconnects"] == 0
+    names = [name for name, _ in await events_of(net.stack, call_id)]
+    assert "call.reconnecting" not in names, names
+    await shop.close()
+
+
+async def test_the_shoppers_link_down_past_the_resume_window_ends_the_call_lost(network: Network) -> None:
+    for _ in range(TRIES):
+        await one_call_lost(network)
+
+
+async def one_call_lost(net: Network) -> None:
     shop, call_id = await answered_call(net)
     net.space.link_down()
     gone_at = time.monotonic()
     try:
+        # The server notices the silence itself (no packet for NO_MEDIA_AFTER), long before ICE
+        # consent (RFC 7675, ~30 s) or the widget's socket heartbeat would: the operator is told.
+        await expect(net.operator.get_by_test_id("op-call-state")).to_have_text(
+            "reconnecting", timeout=int(4 * NO_MEDIA_AFTER * 1000)
+        )
         await expect(shop.get_by_test_id("cb-status")).to_have_text("Reconnecting…", timeout=15_000)
-        record = await net.stack.ended_call(call_id, within=90)
+        record = await net.stack.ended_call(call_id, within=RESUME_WINDOW + 4 * NO_MEDIA_AFTER)
         FIGURES["lost_detected"].append(time.monotonic() - gone_at)
         assert record.end_reason == "lost"
         assert time.monotonic() - gone_at >= RESUME_WINDOW
+        events = await events_of(net.stack, call_id)
+        first = next(detail for name, detail in events if name == "call.reconnecting")
+        assert (first["side"], first["cause"]) == ("shopper", "media"), events
         status = net.operator.locator("#active-status")
         await expect(status).to_contain_text("connection lost", timeout=10_000)
         await expect(net.operator.get_by_test_id("op-call-state")).to_be_hidden()

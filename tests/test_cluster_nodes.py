@@ -238,6 +238,16 @@ async def test_sigterm_drains_a_call_in_progress_to_its_end_then_the_node_exits(
     assert _call_row(env, call_id) == ("ended", "completed")
 
 
+async def test_sigterm_on_a_node_with_nothing_in_progress_exits_without_being_killed(
+    env: dict[str, str], cluster: tuple[SiteKey, AsyncExitStack]
+) -> None:
+    # The heartbeat the drain sends the moment it starts was still waiting on Redis when the node
+    # closed its registry: the cancel was lost (Python 3.11's wait_for) and the node never exited.
+    a = await started(env, cluster, "node-a")
+    a.signal(signal.SIGTERM)
+    assert await a.exited(within=10) == 0
+
+
 def _call_row(env: dict[str, str], call_id: str) -> tuple[str, str | None]:
     import sqlite3
 

@@ -23,7 +23,6 @@ live node within the stream's retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -32,7 +31,7 @@ from collections.abc import Mapping
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from callserver.background import BackgroundTasks
+from callserver.background import BackgroundTasks, stop_task
 from callserver.cluster.broadcast import Broadcast
 from callserver.cluster.nodes import HEARTBEAT_EVERY, node_key
 from callserver.visitors.board import LiveVisitor, PageViewLive, SharedFloor
@@ -264,13 +263,9 @@ class RedisBoardShare:
             return
         self._closed = True
         if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+            await stop_task(self._checker)
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await stop_task(self._flusher)
             await self.flush()
             await self._broadcast.publish({"bye": True})
         await self._background.close()

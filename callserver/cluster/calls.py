@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from callserver import events
+from callserver.background import stop_task
 from callserver.calls.records import CallRecords
 from callserver.calls.states import CallState, EndReason
 from callserver.calls.switchboard import Switchboard
@@ -237,6 +238,4 @@ class ClusterCalls:
         if self._switchboard.other_nodes is self:
             self._switchboard.other_nodes = None
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await stop_task(self._watch)

@@ -28,6 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from callserver.background import stop_task
 from callserver.chats.channels import ChatChannel
 from callserver.chats.desk import ChatDesk
 from callserver.chats.errors import UnknownChat
@@ -316,8 +317,6 @@ class ClusterChats:
         for unhandle in self._unhandle:
             unhandle()
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await stop_task(self._loop)
         with contextlib.suppress(Exception):
             await self._redis.delete(waiting_key(self.node))

@@ -10,10 +10,11 @@ end as `dropped`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
+
+from callserver.background import stop_task
 
 log = logging.getLogger(__name__)
 POLL_EVERY = 0.2  # seconds between looks at the calls still in progress
@@ -74,7 +75,5 @@ class Drain:
             listener()
 
     async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None:
+            await stop_task(self._task)

@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from callserver.background import stop_task
+
 log = logging.getLogger(__name__)
 
 Arrived = Callable[[dict[str, Any]], Awaitable[None]]
@@ -81,6 +83,4 @@ class ChannelListener:
             return
         self._closed = True
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await stop_task(self._reader)

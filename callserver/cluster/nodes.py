@@ -23,6 +23,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from callserver.background import stop_task
 from callserver.cluster.redis import RedisLink, RedisUnavailable
 from callserver.jsontypes import JsonObject
 
@@ -228,9 +229,7 @@ class NodeRegistry:
             return
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
         async def leave(r: Redis) -> list[object]:
             async with r.pipeline(transaction=True) as pipe:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from redis.asyncio import Redis
 
 from callserver.accounts import Account
-from callserver.background import BackgroundTasks
+from callserver.background import BackgroundTasks, stop_task
 from callserver.clock import Clock, LoopClock, Timer
 from callserver.cluster.relay import NodeUnreachable, Relay
 from callserver.operators.roster import OperatorChannel, Presence, Seat, Seats
@@ -445,10 +445,7 @@ class RedisRoster(Seats):
             timer.cancel()
         self._offline_timers.clear()
         for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)
         with contextlib.suppress(Exception):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for operator_id in self._local:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from callserver.accounts import Account
+from callserver.background import stop_task
 from callserver.visitors.journey import PageSeen, search_in_referrer, source_of
 from callserver.visitors.score import ScoreWeights, VisitFacts, value_score
 from callserver.wire.outbound import Frame, JsonObject, VisitorsBoard
@@ -439,9 +440,7 @@ class BoardPublisher:
         """Stop publishing; safe to call twice."""
         self._unlisten()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
 

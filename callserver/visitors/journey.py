@@ -12,7 +12,6 @@ one bad row never holds the others back; while the database is away the views wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callserver.background import stop_task
 from callserver.store.database import Database
 from callserver.store.models import PageView
 
@@ -236,9 +236,7 @@ class PageViewLog:
             return
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         await self.flush()
         if self.pending:
             log.warning("%d page views could not be written before the server stopped", self.pending)

@@ -6,6 +6,10 @@ from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
+MAIL_FROM = "calls@northwood.example"
+NOTIFY = "team@northwood.example"
+"""The site's address for new call-backs and left messages in the `mailing_stack` fixture (conftest.py)."""
+
 
 class Inbox:
     """An aiosmtpd handler that keeps every message it accepts."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,28 +17,21 @@ from callserver.store.models import CallbackRequest, Site
 from callserver.web.keys import SITES
 from tests.clocks import ManualClock
 from tests.dashboard_support import add_owner, csrf_token, signed_in
-from tests.inbox import Inbox, mail_text
+from tests.inbox import NOTIFY, Inbox, mail_text
 from tests.stack import PASSWORD, Stack, running_stack, settings_for
 from tests.test_outbound_webhooks import assert_signed, receiving, subscribe
 
-NOTIFY = "calls@northwood.example"
 TOKEN = "visitor-callback-01"
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, smtp: tuple[Inbox, int]) -> AsyncIterator[Stack]:
-    settings = settings_for(
-        tmp_path,
-        smtp_host="127.0.0.1",
-        smtp_port=smtp[1],
-        mail_from="calls@northwood.example",
-        webhook_retry_after=0.3,
-    )
-    async with running_stack(settings) as running:
-        async with running.database.session() as session:
-            await session.execute(update(Site).where(Site.id == running.site.id).values(notify_email=NOTIFY))
-        running.app[SITES].forget()
-        yield running
+def mailing_settings() -> dict[str, Any]:
+    return {"webhook_retry_after": 0.3}  # a failed delivery is tried again at once, not in 20 s
+
+
+@pytest.fixture
+def stack(mailing_stack: Stack) -> Stack:
+    return mailing_stack
 
 
 async def stored(stack: Stack) -> list[CallbackRequest]:

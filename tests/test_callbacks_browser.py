@@ -6,37 +6,23 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, Playwright, expect
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from callserver.store.models import Call, CallbackRequest, Site
-from callserver.web.keys import SITES
+from callserver.store.models import Call, CallbackRequest
 from tests.browsers import go_online, hears, launch, sign_in
 from tests.inbox import Inbox, mail_text
-from tests.stack import PASSWORD, Stack, running_stack, settings_for
+from tests.stack import PASSWORD, Stack
 
-NOTIFY = "calls@northwood.example"
 RING_TIMES: list[float] = []  # click → the visitor's incoming card, seconds (printed for the README)
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, smtp: tuple[Inbox, int]) -> AsyncIterator[Stack]:
-    settings = settings_for(
-        tmp_path,
-        smtp_host="127.0.0.1",
-        smtp_port=smtp[1],
-        mail_from="calls@northwood.example",
-        ring_timeout=30,
-    )
-    async with running_stack(settings) as running:
-        async with running.database.session() as session:
-            await session.execute(update(Site).where(Site.id == running.site.id).values(notify_email=NOTIFY))
-        running.app[SITES].forget()
-        yield running
+def stack(mailing_stack: Stack) -> Stack:
+    return mailing_stack
 
 
 async def ring_from(operator: Page, button: str, shop: Page) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from playwright.async_api import Playwright, expect
 from sqlalchemy import select, update
@@ -24,21 +22,8 @@ from callserver.store.database import Database
 from callserver.store.models import LeftMessage, Site
 from tests.browsers import launch, sign_in
 from tests.dashboard_support import add_owner, signed_in
-from tests.inbox import Inbox, mail_text
+from tests.inbox import NOTIFY, Inbox, mail_text
 from tests.stack import PASSWORD, Stack, free_port, running_stack, settings_for
-
-NOTIFY = "orders@northwood.example"
-
-
-@pytest.fixture
-async def mailing_stack(tmp_path: Path, smtp: tuple[Inbox, int]) -> AsyncIterator[Stack]:
-    settings = settings_for(
-        tmp_path, smtp_host="127.0.0.1", smtp_port=smtp[1], mail_from="calls@northwood.example"
-    )
-    async with running_stack(settings) as stack:
-        async with stack.database.session() as session:
-            await session.execute(update(Site).where(Site.id == stack.site.id).values(notify_email=NOTIFY))
-        yield stack
 
 
 async def left_messages(stack: Stack) -> list[LeftMessage]:

@@ -14,6 +14,7 @@ from tests.browsers import go_online, launch, sign_in
 from tests.stack import PASSWORD, Stack
 from tests.test_browser_call import place_call
 
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 PHONE: dict[str, Any] = {"device_scale_factor": 3, "is_mobile": True, "has_touch": True}
 PORTRAIT = {"width": 390, "height": 844}
 LANDSCAPE = {"width": 844, "height": 390}
@@ -88,6 +89,7 @@ async def test_on_a_phone_the_widgets_fields_are_16_px_and_its_panel_fits_the_sc
     stack: Stack, playwright: Playwright
 ) -> None:
     """Nobody online: the launcher opens onto the tallest panel there is, the message and call-back forms."""
+    ARTIFACTS.mkdir(exist_ok=True)
     browser = await launch(playwright, None)
     try:
         for viewport in (PORTRAIT, LANDSCAPE):
@@ -106,6 +108,8 @@ async def test_on_a_phone_the_widgets_fields_are_16_px_and_its_panel_fits_the_sc
                 send = shop.get_by_test_id("cb-callback-send")
                 await send.scroll_into_view_if_needed()
                 await expect(send).to_be_in_viewport()
+            size = f"{viewport['width']}x{viewport['height']}"
+            await shop.screenshot(path=ARTIFACTS / f"widget-phone-{size}.png")
             await shop.context.close()
         # The landscape panel is taller than the screen: the bound above was not met by luck.
         assert box["scrolls"]

@@ -24,7 +24,7 @@ from av import AudioFrame
 
 from callserver.errors import BadOffer
 from callserver.media.engine import LegBack, LegFailed
-from callserver.media.media_watch import WATCH_EVERY, MediaWatch
+from callserver.media.media_watch import NO_MEDIA_AFTER, WATCH_EVERY, MediaWatch
 from callserver.media.tones import FRAME_SAMPLES, HOLD, RINGBACK, SAMPLE_RATE, SILENCE, TonePattern
 from callserver.settings import IceServer
 
@@ -196,22 +196,23 @@ class TranscodingCall:
     async def _watch_media(self) -> None:
         """Once a second: a leg that sent nothing for a while is gone, one that sends again is back."""
         loop = asyncio.get_running_loop()
-        while not self._closed:
-            await asyncio.sleep(WATCH_EVERY)
-            for leg in (self.shopper, self.operator):
-                news = leg.watch.poll(await leg.packets_received(), loop.time())
-                current = leg is self.shopper or leg is self.operator  # not replaced while we waited
-                if news is False and current and not self._closed:
-                    log.info(
-                        "call %s: nothing from the %s for %.0f s",
-                        self.call_id,
-                        leg.name,
-                        leg.watch.quiet_after,
-                    )
-                    self._on_failed(leg.name)
-                elif news is True and current and not self._closed and self._on_back is not None:
-                    log.info("call %s: the %s's packets are back", self.call_id, leg.name)
-                    self._on_back(leg.name)
+        try:
+            while not self._closed:
+                await asyncio.sleep(WATCH_EVERY)
+                for leg in (self.shopper, self.operator):
+                    news = leg.watch.poll(await leg.packets_received(), loop.time())
+                    if self._closed or not (leg is self.shopper or leg is self.operator):
+                        continue  # closed, or replaced while we asked
+                    if news is False:
+                        log.info(
+                            "call %s: nothing from the %s for %.0f s", self.call_id, leg.name, NO_MEDIA_AFTER
+                        )
+                        self._on_failed(leg.name)
+                    elif news is True and self._on_back is not None:
+                        log.info("call %s: the %s's packets are back", self.call_id, leg.name)
+                        self._on_back(leg.name)
+        except Exception:
+            log.exception("call %s: the no-media watch stopped", self.call_id)
 
     async def answer_shopper(self, offer_sdp: str) -> str:
         return await self.shopper.answer(offer_sdp, self.operator)

@@ -27,7 +27,7 @@ import pytest
 from callserver import accounts, sites
 from callserver.store.database import Database
 from callserver.store.models import Call
-from tests.servers import postgres, redis_server
+from tests.servers import RedisServer, postgres, redis_server
 from tests.signing_in import PASSWORD
 from tests.sockets import Sockets
 from tests.stack import free_port
@@ -80,6 +80,7 @@ class Cluster:
     database_url: str = ""
     redis_url: str = ""
     nodes: list[Node] = field(default_factory=list)
+    redis: RedisServer | None = None  # to stop and start it under the running nodes
 
 
 def start_node(name: str, folder: Path, env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -164,7 +165,7 @@ async def running_cluster(
                 Node(n, url, site, p, log, shop_url=origins[0])
                 for n, (p, url, log) in zip(("a", "b"), started, strict=True)
             )
-            yield Cluster(database, site, a, b, database_url, redis.url, [a, b])
+            yield Cluster(database, site, a, b, database_url, redis.url, [a, b], redis)
         finally:
             await asyncio.to_thread(_stop, processes)
             await database.close()

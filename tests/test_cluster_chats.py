@@ -7,17 +7,29 @@ back as relay requests (DESIGN, Scale).
 
 from __future__ import annotations
 
-import aiohttp
-from sqlalchemy import select
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
+import aiohttp
+import pytest
+import redis.asyncio as redis
+from sqlalchemy import func, select
+
+from callserver.cluster.nodes import DEAD_AFTER, HEARTBEAT_EVERY
 from callserver.store.models import Chat, ChatMessage
 from tests import cluster as clusters
-from tests.cluster import Cluster, Node, add_operator, operators_online
-from tests.sockets import Sockets
+from tests.cluster import Cluster, Node, add_operator, operators_online, running_cluster
+from tests.sockets import Sockets, Widget
 
 # The fixtures (tests/cluster.py), bound here so pytest finds them.
 cluster = clusters.cluster
 cluster_sockets = clusters.cluster_sockets
+
+MAX_CHATS = 3
 
 
 async def _chats_in_progress(node: Node) -> float:
@@ -147,3 +159,122 @@ async def test_a_chat_queued_on_b_goes_to_the_operator_who_comes_online_on_a(
         chat = await session.get(Chat, queued_id)
         assert chat is not None and chat.operator_id == anna.account_id
     assert ben_chat != queued_id
+
+
+@pytest.fixture
+async def tight_cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Nodes A and B where an operator handles at most MAX_CHATS chats at once."""
+    async with running_cluster(tmp_path, env={"CALLSERVER_MAX_CHATS": str(MAX_CHATS)}) as running:
+        yield running
+
+
+class Shoppers:
+    """Widgets on both nodes, and what each was last told of its chat (`chat.history` / `chat.state`)."""
+
+    def __init__(self) -> None:
+        self.widgets: dict[str, Widget] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def told(self) -> dict[str, dict[str, Any]]:
+        for token, widget in self.widgets.items():
+            for frame in widget.drain():
+                if frame["type"] in ("chat.history", "chat.state"):
+                    self.last[token] = frame["chat"]
+        return self.last
+
+    async def settled(self, want: Callable[[dict[str, dict[str, Any]]], bool], within: float = 20) -> None:
+        """Wait until what the widgets were last told satisfies `want` (fails with what they were told)."""
+        deadline = time.monotonic() + within
+        while not want(self.told()):
+            assert time.monotonic() < deadline, f"the widgets were told {json.dumps(self.last, indent=1)}"
+            await asyncio.sleep(0.1)
+
+
+def places(told: dict[str, dict[str, Any]]) -> list[int]:
+    return sorted(c["position"] for c in told.values() if c["state"] == "waiting")
+
+
+def opened(told: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(t for t, c in told.items() if c["state"] == "open")
+
+
+async def assigned_to(cluster: Cluster, operator_id: int) -> int:
+    async with cluster.database.session() as session:
+        count = await session.scalar(
+            select(func.count()).where(Chat.operator_id == operator_id, Chat.state != "closed")
+        )
+        return int(count or 0)
+
+
+async def test_chats_started_at_once_on_two_nodes_fill_max_chats_exactly_and_queue_in_one_order(
+    tight_cluster: Cluster,
+) -> None:
+    cluster = tight_cluster
+    await add_operator(cluster, "ben@cluster.test")
+    async with Sockets(cluster.a) as on_a, Sockets(cluster.b) as on_b:
+        ben = await on_a.softphone("ben@cluster.test", online=True)
+        assert await operators_online(cluster.b, 1) == 1
+        shoppers = Shoppers()
+        for n in range(8):  # half the widgets on each node
+            token = f"visitor-rush-{n}"
+            shoppers.widgets[token] = await (on_a if n % 2 else on_b).shopper(token)
+        await asyncio.gather(*(w.send({"type": "chat.start"}) for w in shoppers.widgets.values()))
+
+        # Exactly MAX_CHATS go to Ben, whichever node gave them; the rest wait, their places
+        # counted over both nodes' queues: 1 … 5, each once.
+        waiting = 8 - MAX_CHATS
+        await shoppers.settled(lambda t: len(t) == 8 and places(t) == list(range(1, waiting + 1)))
+        assert len(opened(shoppers.last)) == MAX_CHATS
+        assert await assigned_to(cluster, ben.account_id) == MAX_CHATS
+        mine = [ben.frames_of("chat.assigned")[i]["chat"]["id"] for i in range(MAX_CHATS)]
+        assert len(set(mine)) == MAX_CHATS and len(ben.frames_of("chat.assigned")) == MAX_CHATS
+
+        # Ben closes one: one waiting chat takes its seat, and every place left moves up, on both nodes.
+        first_place = next(t for t, c in shoppers.last.items() if c.get("position") == 1)
+        await ben.send({"type": "chat.close", "chat_id": mine[0]})
+        await shoppers.settled(lambda t: places(t) == list(range(1, waiting)))
+        assert len(opened(shoppers.last)) == MAX_CHATS
+        assert await assigned_to(cluster, ben.account_id) == MAX_CHATS
+        print(f"the visitor first in the queue was served next: {first_place in opened(shoppers.last)}")
+
+
+async def test_max_chats_is_counted_again_after_redis_restarts_and_a_dead_nodes_seats_free_up(
+    tight_cluster: Cluster,
+) -> None:
+    cluster = tight_cluster
+    assert cluster.redis is not None
+    await add_operator(cluster, "ben@cluster.test")
+    async with Sockets(cluster.a) as on_a, Sockets(cluster.b) as on_b:
+        ben = await on_a.softphone("ben@cluster.test", online=True)
+        assert await operators_online(cluster.b, 1) == 1
+        shoppers = Shoppers()
+        for n in range(MAX_CHATS):  # Ben's seats, filled by chats B holds
+            token = f"visitor-seat-{n}"
+            shoppers.widgets[token] = widget = await on_b.shopper(token)
+            await widget.send({"type": "chat.start"})
+            await ben.receive("chat.assigned")
+        await shoppers.settled(lambda t: len(opened(t)) == MAX_CHATS)
+
+        # Redis restarts empty: the nodes count Ben's chats again, and the next chat waits.
+        await asyncio.to_thread(cluster.redis.stop)
+        await asyncio.to_thread(cluster.redis.start)
+        client = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+        try:
+            deadline = time.monotonic() + 20
+            key = f"callserver:seat_chats:{ben.account_id}"
+            while await client.zcard(key) != MAX_CHATS:  # the chats' node renews its claims each beat
+                assert time.monotonic() < deadline, "Ben's chats were not counted again in Redis"
+                await asyncio.sleep(0.2)
+        finally:
+            await client.aclose()
+        await ben.nothing("chat.assigned", within=0.1)
+        late = shoppers.widgets["visitor-late"] = await on_a.shopper("visitor-late")
+        await late.send({"type": "chat.start"})
+        await shoppers.settled(lambda t: t.get("visitor-late", {}).get("state") == "waiting")
+        assert await assigned_to(cluster, ben.account_id) == MAX_CHATS
+
+        # B dies with Ben's chats: their claims expire, and the chat waiting on A gets a seat.
+        await asyncio.to_thread(cluster.b.kill)
+        within = DEAD_AFTER + 4 * HEARTBEAT_EVERY + 10
+        await shoppers.settled(lambda t: t["visitor-late"]["state"] == "open", within=within)
+        assert (await ben.receive("chat.assigned", within=5))["chat"]["state"] == "open"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -74,6 +74,10 @@ class LiveChat:
     operator: Seat | None = None
     closing: asyncio.TimerHandle | None = None  # the visitor left every page: close unless they return
     preview: str = field(default="", repr=False)
+    # Since when it waits as Unix time: the queues of several nodes are ordered by it.
+    waiting_wall: float = field(default_factory=time.time)
+    told_place: int | None = None  # the place in the queue the visitor's sockets were last told
+    passing_to: Seat | None = None  # being transferred: not in the queue meanwhile
 
     @property
     def key(self) -> tuple[int, str]:
@@ -123,7 +127,7 @@ class ChatDesk:
     # Views ---------------------------------------------------------------------------------------
 
     def _waiting(self, site_id: int | None = None) -> list[LiveChat]:
-        chats = [c for c in self._chats.values() if c.operator is None]
+        chats = [c for c in self._chats.values() if c.operator is None and c.passing_to is None]
         if site_id is not None:
             chats = [c for c in chats if c.site.id == site_id]
         return sorted(chats, key=lambda c: c.waiting_since)
@@ -136,14 +140,34 @@ class ChatDesk:
             operator=wire.OperatorRef(seat.account.id, seat.account.display_name) if seat else None,
         )
 
-    def _visitor_view(self, chat: LiveChat, closed: bool = False) -> wire.VisitorChat:
+    def _visitor_view(
+        self, chat: LiveChat, closed: bool = False, elsewhere: Sequence[WaitingChat] = ()
+    ) -> wire.VisitorChat:
+        """The chat as the widget sees it; a waiting one's place counts `elsewhere` (other nodes' queues)."""
         if closed:
             return wire.VisitorChat(chat.id, ChatState.CLOSED)
         if chat.operator is not None:
             return wire.VisitorChat(chat.id, ChatState.OPEN, operator_name=chat.operator.account.display_name)
-        return wire.VisitorChat(
-            chat.id, ChatState.WAITING, position=self._waiting(chat.site.id).index(chat) + 1
-        )
+        return wire.VisitorChat(chat.id, ChatState.WAITING, position=self._place(chat, elsewhere))
+
+    def _place(self, chat: LiveChat, elsewhere: Sequence[WaitingChat]) -> int:
+        """The chat's place in its site's queue on every node: by when each started waiting."""
+        mine = (chat.waiting_wall, chat.id)
+        ahead = sum(1 for c in self._waiting(chat.site.id) if (c.waiting_wall, c.id) < mine)
+        ahead += sum(1 for w in elsewhere if w.site_id == chat.site.id and (w.since, w.chat_id) < mine)
+        return ahead + 1
+
+    async def _visitor_state(self, chat: LiveChat) -> wire.VisitorChat:
+        """The chat as its widget sees it now, other nodes' queues counted; remembered as told."""
+        elsewhere = await self._places.waiting_elsewhere() if chat.operator is None else []
+        view = self._visitor_view(chat, elsewhere=elsewhere)
+        chat.told_place = view.position
+        return view
+
+    async def _tell_place(self, chat: LiveChat, elsewhere: Sequence[WaitingChat]) -> None:
+        view = self._visitor_view(chat, elsewhere=elsewhere)
+        chat.told_place = view.position
+        await self._to_visitor(chat, wire.ChatStateChanged(view))
 
     def _operators(self, account: Account) -> tuple[wire.Colleague, ...]:
         return tuple(
@@ -166,18 +190,18 @@ class ChatDesk:
         if not elsewhere:
             return tuple(view for _, view in here)
         mine = [w for w in elsewhere if account.works_for(w.site_id)]
-        merged = [(self._wall(c.waiting_since), view) for c, view in here] + [
+        merged = [(c.waiting_wall, view) for c, view in here] + [
             (w.since, wire.OperatorChat(card=w.card, state=ChatState.WAITING, operator=None)) for w in mine
         ]
         return tuple(view for _, view in sorted(merged, key=lambda pair: pair[0]))
 
-    def _wall(self, at: float) -> float:
-        """A time of the desk's clock as Unix time (to order queues of several nodes)."""
-        return time.time() - (self._clock() - at)
-
     def waiting_here(self) -> list[WaitingChat]:
         """This node's queue, oldest first, as other nodes show it."""
-        return [WaitingChat(c.id, c.site.id, c.view, self._wall(c.waiting_since)) for c in self._waiting()]
+        return [WaitingChat(c.id, c.site.id, c.view, c.waiting_wall) for c in self._waiting()]
+
+    def assignments(self) -> list[tuple[int, str]]:
+        """(operator id, chat id) of every chat here that has an operator."""
+        return [(c.operator.account.id, c.id) for c in self._chats.values() if c.operator is not None]
 
     def holds(self, chat_id: str) -> bool:
         """Whether this desk holds the chat (in a cluster, another node may)."""
@@ -201,7 +225,7 @@ class ChatDesk:
             chat.closing = None
         seat, chat.operator = chat.operator, None
         if seat is not None:
-            self._seats.released_chat(seat.account.id, chat.id)
+            await self._release(seat, chat)
         else:
             await self._broadcast_queue()
         return True
@@ -254,10 +278,10 @@ class ChatDesk:
 
     async def _broadcast_queue(self) -> None:
         """Tell waiting shoppers their place and operators what waits (here and on other nodes)."""
-        for chat in self._waiting():
-            await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
         await self._places.waiting_here(self.waiting_here())
         elsewhere = await self._places.waiting_elsewhere()
+        for chat in self._waiting():
+            await self._tell_place(chat, elsewhere)
         for seat in self._seats.seats():
             if seat.channels:
                 await self._to_operator(seat, wire.ChatQueue(self._queue_for(seat.account, elsewhere)))
@@ -373,7 +397,8 @@ class ChatDesk:
         await self._places.holding(chat.id)
 
     async def _send_history(self, chat: LiveChat, channel: ChatChannel) -> None:
-        await self._send(channel, wire.ChatHistory(self._visitor_view(chat), await self._messages(chat)))
+        view = await self._visitor_state(chat)
+        await self._send(channel, wire.ChatHistory(view, await self._messages(chat)))
         ids = await self._records.delivered(chat.id, ("operator", "system"))
         if ids:
             await self._to_operator(
@@ -394,7 +419,7 @@ class ChatDesk:
         """
         chat = self._by_visitor.get((site.id, visitor.token)) or await self._revive(site, visitor.token)
         if chat is not None:
-            await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat)))
+            await self._to_visitor(chat, wire.ChatStateChanged(await self._visitor_state(chat)))
             return
         if not self._seats.operators_online(site.id):
             raise NobodyOnline("Nobody is online right now: leave a message and we will get back to you.")
@@ -549,7 +574,10 @@ class ChatDesk:
         if chat.operator is not None:
             raise NotYourChat("Another operator has taken this chat already.")
         self._check_can_take(seat, chat)
-        await self._give(chat, seat)
+        if not await self._give(chat, seat):
+            if chat.operator is not None:
+                raise NotYourChat("Another operator has taken this chat already.")
+            raise ChatLimitReached(f"{seat.account.display_name} already has {self.max_chats} chats.")
         await self._broadcast_queue()
 
     async def transfer(self, seat: Seat, chat_id: str, to_operator_id: int) -> None:
@@ -562,13 +590,22 @@ class ChatDesk:
         if target is None or target is seat:
             raise NotOnline("That operator is not online.")
         self._check_can_take(target, chat)
-        self._seats.released_chat(seat.account.id, chat.id)
-        chat.operator = None
-        await self._to_operator(seat, wire.ChatClosed(chat.id, ChatClosedReason.TRANSFERRED))
-        await self._note(
-            chat, f"{seat.account.display_name} passed the chat to {target.account.display_name}."
-        )
-        await self._give(chat, target)
+        if not await self._places.claim(target, chat.id, self.max_chats):  # full on another node's count
+            raise ChatLimitReached(f"{target.account.display_name} already has {self.max_chats} chats.")
+        if chat.operator is not seat:  # closed or moved while the claim was on its way
+            await self._places.unclaim(target.account.id, chat.id)
+            raise NotYourChat("This chat is not yours.")
+        chat.operator, chat.passing_to = None, target
+        try:
+            await self._release(seat, chat)
+            await self._to_operator(seat, wire.ChatClosed(chat.id, ChatClosedReason.TRANSFERRED))
+            await self._note(
+                chat, f"{seat.account.display_name} passed the chat to {target.account.display_name}."
+            )
+        finally:
+            chat.passing_to = None
+        if not await self._give(chat, target):  # claimed above: only if the chat closed meanwhile
+            await self._places.unclaim(target.account.id, chat.id)
         self._operators_changed()
 
     def _check_can_take(self, seat: Seat, chat: LiveChat) -> None:
@@ -588,24 +625,47 @@ class ChatDesk:
 
         `show_history`: a chat new to the visitor's sockets gets its whole history there first.
         """
-        seat = None
-        if prefer is not None and prefer.reachable and len(prefer.chats) < self.max_chats:
-            seat = prefer
-        seat = seat or self._router.least_loaded(chat.site.id, self._seats.seats(), self.max_chats)
-        if seat is None:
+        if not await self._give_to_someone(chat, prefer, show_history=show_history):
             if show_history:
                 await self._show_history(chat)
             await self._broadcast_queue()
             return False
-        await self._give(chat, seat, show_history=show_history)
         await self._broadcast_queue()
         return True
+
+    async def _give_to_someone(
+        self, chat: LiveChat, prefer: Seat | None = None, *, show_history: bool = False
+    ) -> bool:
+        """Give the chat to `prefer` if they can take it, else to the least-loaded operator whose claim
+        holds (the seats here may not know yet of chats another node gave them); False: nobody."""
+        full: set[int] = set()  # operators whose claim failed: full, whatever the seat here says
+        if prefer is not None and prefer.reachable and len(prefer.chats) < self.max_chats:
+            if await self._give(chat, prefer, show_history=show_history):
+                return True
+            full.add(prefer.account.id)
+        while chat.operator is None and self._chats.get(chat.id) is chat:
+            seats = [s for s in self._seats.seats() if s.account.id not in full]
+            seat = self._router.least_loaded(chat.site.id, seats, self.max_chats)
+            if seat is None:
+                return False
+            if await self._give(chat, seat, show_history=show_history):
+                return True
+            full.add(seat.account.id)
+        return False
 
     async def _show_history(self, chat: LiveChat) -> None:
         for channel in list(self._visitors.get(chat.key, [])):
             await self._send_history(chat, channel)
 
-    async def _give(self, chat: LiveChat, seat: Seat, *, show_history: bool = False) -> None:
+    async def _give(self, chat: LiveChat, seat: Seat, *, show_history: bool = False) -> bool:
+        """Give the chat to `seat` once their claim holds; False when they are full (or the chat was
+        taken or closed while the claim was on its way)."""
+        if not await self._places.claim(seat, chat.id, self.max_chats):
+            return False
+        if chat.operator is not None or self._chats.get(chat.id) is not chat:
+            if chat.operator is not seat:
+                await self._places.unclaim(seat.account.id, chat.id)
+            return False
         chat.operator = seat
         self._seats.took_chat(seat.account.id, chat.id)
         await self._records.assign(chat.id, seat.account.id)
@@ -620,6 +680,12 @@ class ChatDesk:
         )
         if seat.channels:
             await self._delivered(chat, "visitor")
+        return True
+
+    async def _release(self, seat: Seat, chat: LiveChat) -> None:
+        """`seat` no longer handles the chat: its seat here and its claim (every node's count)."""
+        self._seats.released_chat(seat.account.id, chat.id)
+        await self._places.unclaim(seat.account.id, chat.id)
 
     async def drain(self) -> None:
         """Give waiting chats to operators who have room (another node's operator freed up)."""
@@ -630,20 +696,29 @@ class ChatDesk:
         """Give waiting chats, oldest first, to operators who have room."""
         moved = False
         for chat in self._waiting():
-            seat = self._router.least_loaded(chat.site.id, self._seats.seats(), self.max_chats)
-            if seat is not None:
-                await self._give(chat, seat)
+            if chat.operator is None and await self._give_to_someone(chat):
                 moved = True
         if moved:
             await self._broadcast_queue()
+
+    async def queue_moved(self) -> None:
+        """The queue moved on another node: the visitors waiting here whose place changed are told."""
+        waiting = self._waiting()
+        if not waiting or self._closed:
+            return
+        elsewhere = await self._places.waiting_elsewhere()
+        for chat in waiting:
+            if chat.operator is None and self._place(chat, elsewhere) != chat.told_place:
+                await self._tell_place(chat, elsewhere)
 
     async def _seat_changed(self, seat: Seat) -> None:
         if seat.presence is Presence.OFFLINE and seat.chats:
             # Their shoppers should not wait for someone who left: back to the queue, oldest first.
             for chat_id in sorted(seat.chats):
                 chat = self._chats.get(chat_id)
-                if chat is not None:
+                if chat is not None and chat.operator is seat:
                     chat.operator = None
+                    await self._places.unclaim(seat.account.id, chat.id)
                     await self._records.assign(chat.id, None)
             self._seats.released_chats(seat.account.id)
             await self._broadcast_queue()
@@ -669,7 +744,7 @@ class ChatDesk:
             chat.closing.cancel()
         seat, chat.operator = chat.operator, None
         if seat is not None:
-            self._seats.released_chat(seat.account.id, chat.id)
+            await self._release(seat, chat)
         await self._records.close(chat.id)
         await self._to_visitor(chat, wire.ChatStateChanged(self._visitor_view(chat, closed=True)))
         await self._to_operator(seat, wire.ChatClosed(chat.id, by))

@@ -56,8 +56,16 @@ class ChatPlaces(Protocol):
         """The operator's other softphones, which see what `origin` sent."""
         ...
 
+    async def claim(self, seat: Seat, chat_id: str, limit: int) -> bool:
+        """Count the chat against the operator's `limit` (on every node at once); False when they are
+        full. Claiming a chat the operator already has is true."""
+        ...
+
+    async def unclaim(self, operator_id: int, chat_id: str) -> None:
+        """The operator no longer handles the chat (closed, passed on, back to the queue, moved)."""
+
     async def waiting_here(self, waiting: list[WaitingChat]) -> None:
-        """This node's queue now (other nodes' operators see it)."""
+        """This node's queue now (other nodes' operators see it, and its waiting visitors' places)."""
 
     async def waiting_elsewhere(self) -> list[WaitingChat]:
         """The chats waiting in the queues of the other nodes."""
@@ -87,6 +95,12 @@ class LocalPlaces:
 
     def echo_channels(self, seat: Seat, origin: ChatChannel) -> list[ChatChannel]:
         return [c for c in seat.channels if c is not origin]
+
+    async def claim(self, seat: Seat, chat_id: str, limit: int) -> bool:
+        return chat_id in seat.chats or len(seat.chats) < limit
+
+    async def unclaim(self, operator_id: int, chat_id: str) -> None:
+        return None
 
     async def waiting_here(self, waiting: list[WaitingChat]) -> None:
         return None

@@ -14,6 +14,17 @@ carries the domain error with its code.
 
 A chat waiting on one node is given to an operator who frees up on another: every beat, a node with
 waiting chats drains its queue against the roster (seats and chat counts are mirrored from Redis).
+
+An operator's chats are counted against `max_chats` in Redis, as an answer is claimed with `SET NX`:
+`callserver:seat_chats:ID` is a sorted set of their chats, each scored with the time its claim expires.
+A Lua script drops the expired claims and adds the chat only while fewer than the limit remain, so two
+nodes giving chats at the same moment cannot put an operator over it. The chat's node renews its claims
+every beat (and the claiming node adds back its own, so that after a Redis restart the count is
+rebuilt within a beat); the claims of a node that died expire `ttl` seconds after its last beat.
+
+A waiting visitor's place counts the waiting chats of their site on every node, by when each started
+waiting. A node whose queue changed says so on `callserver:queue`; the others tell their waiting
+visitors whose place moved (and check again every beat, for news lost or a node that died).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from callserver.chats.channels import ChatChannel
 from callserver.chats.desk import ChatDesk
 from callserver.chats.errors import UnknownChat
 from callserver.chats.places import WaitingChat
+from callserver.cluster.broadcast import Broadcast
 from callserver.cluster.nodes import DEAD_AFTER, HEARTBEAT_EVERY, NODES
 from callserver.cluster.redis_roster import RedisRoster, RelayedFrame, operator_key
 from callserver.cluster.relay import NodeUnreachable, Relay
@@ -46,6 +58,22 @@ ACTION = "chat.action"  # relay requests: an operator's action on a chat held by
 ENTRIES = "chat.entries"  # relay requests: an operator's chats held by the receiving node, for `hello`
 HAND_OVER = "chat.hand_over"  # relay requests: the receiving node lets a chat go to the asking node
 TO_ORIGIN = "chat.to_origin"  # relay tells: frames for the socket (or softphones) an action came from
+QUEUE = "callserver:queue"  # shared channel: a node's queue changed
+
+# KEYS[1]: the operator's claims; ARGV: the chat, now and the claim's expiry (Unix ms), the limit, the
+# key's TTL (ms), then the chats this node already holds for them (added back: Redis may have restarted).
+CLAIM = """
+local key, chat = KEYS[1], ARGV[1]
+local now, expires, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+for i = 6, #ARGV do redis.call('ZADD', key, expires, ARGV[i]) end
+if redis.call('ZSCORE', key, chat) or redis.call('ZCARD', key) < limit then
+  redis.call('ZADD', key, expires, chat)
+  redis.call('PEXPIRE', key, ARGV[5])
+  return 1
+end
+return 0
+"""
 
 
 def chat_key(chat_id: str) -> str:
@@ -54,6 +82,10 @@ def chat_key(chat_id: str) -> str:
 
 def waiting_key(node: str) -> str:
     return f"callserver:waiting:{node}"
+
+
+def claims_key(operator_id: int) -> str:
+    return f"callserver:seat_chats:{operator_id}"
 
 
 class ToAsker:
@@ -104,6 +136,8 @@ class ClusterChats:
         self._ttl_ms = int(ttl * 1000)
         self._beat = beat
         self._desk: ChatDesk | None = None
+        self._claim = redis.register_script(CLAIM)
+        self._queue = Broadcast(redis, QUEUE, self.node, self._queue_moved)
         self._unhandle = [
             relay.on(ACTION, self._act),
             relay.on(ENTRIES, self._entries),
@@ -118,6 +152,7 @@ class ClusterChats:
     async def start(self, desk: ChatDesk) -> None:
         """Serve `desk`'s chats to other nodes and renew them in Redis every beat."""
         self._desk = desk
+        await self._queue.start()
         self._loop = asyncio.get_running_loop().create_task(self._beats())
 
     @property
@@ -190,15 +225,61 @@ class ClusterChats:
             return [c for c in seat.channels if c is not origin.covers] + [origin.echo]
         return [c for c in seat.channels if c is not origin]
 
+    async def claim(self, seat: Seat, chat_id: str, limit: int) -> bool:
+        operator_id = seat.account.id
+        now = int(time.time() * 1000)
+        held = sorted(c for o, c in self.desk.assignments() if o == operator_id and c != chat_id)
+        args: list[str | int] = [chat_id, now, now + self._ttl_ms, limit, self._ttl_ms, *held]
+        try:
+            return bool(await self._claim(keys=[claims_key(operator_id)], args=args))
+        except Exception as e:  # Redis away: this node's count decides until it is back
+            log.warning(
+                "chat %s: could not claim a seat of operator %s in Redis: %s", chat_id, operator_id, e
+            )
+            return chat_id in seat.chats or len(seat.chats) < limit
+
+    async def unclaim(self, operator_id: int, chat_id: str) -> None:
+        try:
+            await self._redis.zrem(claims_key(operator_id), chat_id)
+        except Exception as e:  # it expires `ttl` seconds after this node last renewed it
+            log.warning("chat %s: could not free operator %s's seat in Redis: %s", chat_id, operator_id, e)
+
+    async def _renew_claims(self) -> None:
+        """Keep this node's claims alive (and add them back after a Redis restart)."""
+        held = self.desk.assignments()
+        if not held:
+            return
+        expires = (time.time() * 1000) + self._ttl_ms
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for operator_id, chat_id in held:
+                pipe.zadd(claims_key(operator_id), {chat_id: expires})
+                pipe.pexpire(claims_key(operator_id), self._ttl_ms)
+            await pipe.execute()
+        gone = set(held) - set(self.desk.assignments())  # released while the renewal was on its way
+        if gone:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for operator_id, chat_id in gone:
+                    pipe.zrem(claims_key(operator_id), chat_id)
+                await pipe.execute()
+
     async def waiting_here(self, waiting: list[WaitingChat]) -> None:
         try:
-            if waiting:
-                data = json.dumps([w.encode() for w in waiting])
-                await self._redis.set(waiting_key(self.node), data, px=self._ttl_ms)
-            else:
-                await self._redis.delete(waiting_key(self.node))
+            await self._keep_waiting(waiting)
         except Exception as e:
             log.warning("could not publish this node's chat queue: %s", e)
+            return
+        await self._queue.publish({"moved": True})
+
+    async def _keep_waiting(self, waiting: list[WaitingChat]) -> None:
+        if waiting:
+            data = json.dumps([w.encode() for w in waiting])
+            await self._redis.set(waiting_key(self.node), data, px=self._ttl_ms)
+        else:
+            await self._redis.delete(waiting_key(self.node))
+
+    async def _queue_moved(self, sender: str, body: dict[str, object]) -> None:
+        if sender != self.node and self._desk is not None:
+            await self._desk.queue_moved()
 
     async def waiting_elsewhere(self) -> list[WaitingChat]:
         try:
@@ -302,10 +383,12 @@ class ClusterChats:
                         for chat_id in chat_ids:
                             pipe.set(chat_key(chat_id), self.node, px=self._ttl_ms)
                         await pipe.execute()
+                await self._renew_claims()
                 waiting = desk.waiting_here()
                 if waiting:
-                    await self.waiting_here(waiting)
+                    await self._keep_waiting(waiting)
                     await desk.drain()
+                    await desk.queue_moved()  # news lost, or a node that died: places move up
             except Exception as e:  # Redis away for a moment: the next beat
                 log.warning("could not renew this node's chats: %s", e)
 
@@ -318,5 +401,6 @@ class ClusterChats:
             unhandle()
         if self._loop is not None:
             await stop_task(self._loop)
+        await self._queue.close()
         with contextlib.suppress(Exception):
             await self._redis.delete(waiting_key(self.node))

@@ -32,6 +32,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,8 +192,20 @@ class Call:
 
 
 class LoadGenerator:
-    def __init__(self, url: str, site: str, origin: str, operator_cookies: list[str]) -> None:
+    """Operators' softphones on `url`; shoppers' widgets on `url` too, or in turn on `shopper_urls` (the
+    nodes of a cluster), their visitors numbered from `first_visitor` (each has its token and address)."""
+
+    def __init__(
+        self,
+        url: str,
+        site: str,
+        origin: str,
+        operator_cookies: list[str],
+        shopper_urls: Sequence[str] = (),
+        first_visitor: int = 0,
+    ) -> None:
         self.url, self.site, self.origin = url, site, origin
+        self.shopper_urls = list(shopper_urls) or [url]
         self.cookies = operator_cookies
         self.tones = {"shopper": tone_packets(SHOPPER_HZ), "operator": tone_packets(OPERATOR_HZ)}
         self.calls: list[Call] = []
@@ -208,7 +221,7 @@ class LoadGenerator:
         self.lags: list[float] = []
         self._ticker: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
-        self.opened = 0  # calls opened so far: each has a visitor token of its own
+        self.opened = first_visitor  # the next call's visitor: each has a token of its own
         self.loss = 0.0
 
     async def start(self) -> None:
@@ -275,7 +288,8 @@ class LoadGenerator:
         self.opened += 1
         started = time.monotonic()
         ws = await self.session.ws_connect(
-            f"{self.url}/ws/widget?site={self.site}&visitor=bench-{number:05d}-{os.getpid()}",
+            f"{self.shopper_urls[number % len(self.shopper_urls)]}/ws/widget"
+            f"?site={self.site}&visitor=bench-{number:05d}-{os.getpid()}",
             # Each shopper from an address of its own (the server trusts X-Forwarded-For here): one
             # address would be held to a household's call attempts (callserver/limits.py).
             headers={"Origin": self.origin, "X-Forwarded-For": shopper_address(number)},

@@ -226,16 +226,23 @@ async def test_chats_started_at_once_on_two_nodes_fill_max_chats_exactly_and_que
         await shoppers.settled(lambda t: len(t) == 8 and places(t) == list(range(1, waiting + 1)))
         assert len(opened(shoppers.last)) == MAX_CHATS
         assert await assigned_to(cluster, ben.account_id) == MAX_CHATS
-        mine = [ben.frames_of("chat.assigned")[i]["chat"]["id"] for i in range(MAX_CHATS)]
-        assert len(set(mine)) == MAX_CHATS and len(ben.frames_of("chat.assigned")) == MAX_CHATS
+        mine = [(await ben.receive("chat.assigned"))["chat"]["id"] for _ in range(MAX_CHATS)]
+        assert len(set(mine)) == MAX_CHATS
+        await ben.nothing("chat.assigned", within=0.2)
+        closed: set[str] = set()
 
-        # Ben closes one: one waiting chat takes its seat, and every place left moves up, on both nodes.
-        first_place = next(t for t, c in shoppers.last.items() if c.get("position") == 1)
-        await ben.send({"type": "chat.close", "chat_id": mine[0]})
-        await shoppers.settled(lambda t: places(t) == list(range(1, waiting)))
-        assert len(opened(shoppers.last)) == MAX_CHATS
-        assert await assigned_to(cluster, ben.account_id) == MAX_CHATS
-        print(f"the visitor first in the queue was served next: {first_place in opened(shoppers.last)}")
+        # Ben closes his chats one by one: each time the visitor first in the queue, on either node,
+        # takes the seat, and every place left moves up, on both nodes.
+        for left in range(waiting - 1, -1, -1):
+            first = next(t for t, c in shoppers.last.items() if c.get("position") == 1)
+            closing = next(c for c in mine if c not in closed)
+            await ben.send({"type": "chat.close", "chat_id": closing})
+            closed.add(closing)
+            await shoppers.settled(lambda t, left=left: places(t) == list(range(1, left + 1)))
+            assert first in opened(shoppers.last), f"{first} was first in the queue, not served next"
+            assert len(opened(shoppers.last)) == MAX_CHATS
+            assert await assigned_to(cluster, ben.account_id) == MAX_CHATS
+            mine.append((await ben.receive("chat.assigned"))["chat"]["id"])
 
 
 async def test_max_chats_is_counted_again_after_redis_restarts_and_a_dead_nodes_seats_free_up(

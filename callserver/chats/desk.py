@@ -634,7 +634,12 @@ class ChatDesk:
         return True
 
     async def _give_to_someone(
-        self, chat: LiveChat, prefer: Seat | None = None, *, show_history: bool = False
+        self,
+        chat: LiveChat,
+        prefer: Seat | None = None,
+        *,
+        show_history: bool = False,
+        elsewhere: list[WaitingChat] | None = None,
     ) -> bool:
         """Give the chat to `prefer` if they can take it, else to the least-loaded operator whose claim
         holds (the seats here may not know yet of chats another node gave them); False: nobody."""
@@ -643,6 +648,8 @@ class ChatDesk:
             if await self._give(chat, prefer, show_history=show_history):
                 return True
             full.add(prefer.account.id)
+        if await self._others_first(chat, elsewhere):
+            return False
         while chat.operator is None and self._chats.get(chat.id) is chat:
             seats = [s for s in self._seats.seats() if s.account.id not in full]
             seat = self._router.least_loaded(chat.site.id, seats, self.max_chats)
@@ -692,11 +699,28 @@ class ChatDesk:
         if self._waiting() and not self._closed:
             await self._drain()
 
+    async def _others_first(self, chat: LiveChat, elsewhere: list[WaitingChat] | None = None) -> bool:
+        """Whether a chat of the same site has waited longer on another node: that one is served first
+        (its node is asked to give it now), so the queue moves in the order its places say.
+
+        `elsewhere`: the other nodes' queues, when the caller has read them already."""
+        if self._router.least_loaded(chat.site.id, self._seats.seats(), self.max_chats) is None:
+            return False  # nobody has room: nothing to ask
+        if elsewhere is None:
+            elsewhere = await self._places.waiting_elsewhere()
+        mine = (chat.waiting_wall, chat.id)
+        if any(w.site_id == chat.site.id and (w.since, w.chat_id) < mine for w in elsewhere):
+            await self._places.serve_older()
+            return True
+        return False
+
     async def _drain(self) -> None:
         """Give waiting chats, oldest first, to operators who have room."""
         moved = False
-        for chat in self._waiting():
-            if chat.operator is None and await self._give_to_someone(chat):
+        waiting = self._waiting()
+        elsewhere = await self._places.waiting_elsewhere() if waiting else []
+        for chat in waiting:
+            if chat.operator is None and await self._give_to_someone(chat, elsewhere=elsewhere):
                 moved = True
         if moved:
             await self._broadcast_queue()

@@ -67,6 +67,9 @@ class ChatPlaces(Protocol):
     async def waiting_here(self, waiting: list[WaitingChat]) -> None:
         """This node's queue now (other nodes' operators see it, and its waiting visitors' places)."""
 
+    async def serve_older(self) -> None:
+        """An operator has room and chats that waited longer are on other nodes: they drain now."""
+
     async def waiting_elsewhere(self) -> list[WaitingChat]:
         """The chats waiting in the queues of the other nodes."""
         ...
@@ -103,6 +106,9 @@ class LocalPlaces:
         return None
 
     async def waiting_here(self, waiting: list[WaitingChat]) -> None:
+        return None
+
+    async def serve_older(self) -> None:
         return None
 
     async def waiting_elsewhere(self) -> list[WaitingChat]:

@@ -277,8 +277,15 @@ class ClusterChats:
         else:
             await self._redis.delete(waiting_key(self.node))
 
+    async def serve_older(self) -> None:
+        await self._queue.publish({"drain": True})
+
     async def _queue_moved(self, sender: str, body: dict[str, object]) -> None:
-        if sender != self.node and self._desk is not None:
+        if sender == self.node or self._desk is None:
+            return
+        if body.get("drain"):
+            await self._desk.drain()
+        if body.get("moved"):
             await self._desk.queue_moved()
 
     async def waiting_elsewhere(self) -> list[WaitingChat]:

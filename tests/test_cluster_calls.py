@@ -8,17 +8,116 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import func, select, update
 
-from callserver.store.models import Site
+from callserver.store.models import Call, Site
 from tests import cluster as clusters
-from tests.cluster import Cluster, add_operator, call_record, operators_online
-from tests.sockets import Sockets, Softphone
+from tests.cluster import Cluster, add_operator, call_record, ended_call, operators_online
+from tests.sockets import Socket, Sockets, Softphone
 
 # The fixtures (tests/cluster.py), bound here so pytest finds them.
 cluster = clusters.cluster
 cluster_sockets = clusters.cluster_sockets
+
+WINDOW = 8  # seconds: the resume window of `short_window`
+
+
+@pytest.fixture
+async def short_window(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Nodes A and B whose calls wait WINDOW seconds for a side that went away."""
+    async with clusters.running_cluster(tmp_path, env={"CALLSERVER_RESUME_WINDOW": str(WINDOW)}) as running:
+        yield running
+
+
+async def refused(socket: Socket, frame: dict[str, Any]) -> str:
+    await socket.send(frame)
+    return str((await socket.receive("error"))["code"])
+
+
+async def reoffered(socket: Socket, call_id: str, hz: float, before: Socket) -> None:
+    """The new socket's peer connection offered for the call (`call.reoffer`), answered, and heard;
+    then the one `before` had goes, as the browser drops the old one."""
+    await socket.send({"type": "call.reoffer", "call_id": call_id, "sdp": await socket.offer(hz)})
+    reanswer = await socket.receive("call.reanswer", lambda f: f["call_id"] == call_id)
+    await socket.apply_answer(reanswer["sdp"])
+    await before.pc.close()
+    await socket.hears_audio()
+
+
+async def test_a_shopper_and_an_operator_whose_sockets_come_back_through_the_other_node_resume_the_call(
+    short_window: Cluster,
+) -> None:
+    cluster = short_window
+    await add_operator(cluster, "anna@cluster.test")
+    await add_operator(cluster, "ben@cluster.test")
+    async with Sockets(cluster.a) as on_a, Sockets(cluster.b) as on_b:
+        anna = await on_a.softphone("anna@cluster.test", online=True)
+        assert await operators_online(cluster.b, 1) == 1
+        shopper = await on_b.shopper("visitor-moves-1")  # the call's media lives on B
+        await shopper.send({"type": "call.offer", "sdp": await shopper.offer(440), "context": {}})
+        answer = await shopper.receive("call.answer")
+        await shopper.apply_answer(answer["sdp"])
+        call_id, shopper_token = answer["call_id"], answer["resume_token"]
+        await anna.receive("call.incoming", lambda f: f["call"]["id"] == call_id)
+        await anna.send({"type": "call.accept", "call_id": call_id, "sdp": await anna.offer(1000)})
+        accepted = await anna.receive("call.answer", lambda f: f["call_id"] == call_id)
+        operator_token = accepted["resume_token"]  # handed out by B, sent by A
+        assert len(operator_token) >= 24
+        await anna.apply_answer(accepted["sdp"])
+        await anna.receive("call.connected")
+        await shopper.receive("call.connected")
+
+        # The page's socket drops; the balancer sends the new one to A.
+        await shopper.ws.close()
+        assert (await anna.receive("call.reconnecting"))["side"] == "shopper"
+        page = await on_a.shopper("visitor-moves-1")
+        resume = {"type": "call.resume", "call_id": call_id, "resume_token": shopper_token}
+        assert await refused(page, {**resume, "resume_token": operator_token}) == "bad_resume_token"
+        assert await refused(page, {**resume, "call_id": "0" * 32}) == "no_call"
+        await page.send(resume)
+        resumed = await page.receive("call.resumed")
+        assert resumed == {
+            "type": "call.resumed",
+            "call_id": call_id,
+            "state": "answered",
+            "operator": {"name": "anna"},
+            "held": False,
+        }
+        assert (await anna.receive("call.reconnected"))["side"] == "shopper"
+        await reoffered(page, call_id, 880, shopper)  # offered through A, answered by B
+
+        # Anna's softphone drops too, and comes back on A with a new socket; Ben may not take her call.
+        await anna.ws.close()
+        assert (await page.receive("call.reconnecting"))["side"] == "operator"  # from B, through A
+        phone = await on_a.softphone("anna@cluster.test")
+        assert phone.hello["active_call"] == call_id
+        ben = await on_a.softphone("ben@cluster.test")
+        taking = {"type": "call.resume", "call_id": call_id, "resume_token": operator_token}
+        assert await refused(ben, taking) == "not_your_call"
+        await phone.send(taking)
+        resumed = await phone.receive("call.resumed")
+        assert (resumed["state"], resumed["call"]["id"]) == ("answered", call_id)
+        assert (await page.receive("call.reconnected"))["side"] == "operator"
+        await reoffered(phone, call_id, 1200, anna)
+        await page.hears_audio()
+
+        # The page's socket on A drops and does not come back: B ends the call `lost` after the window.
+        await page.ws.close()
+        assert (await phone.receive("call.reconnecting"))["side"] == "shopper"
+        ended = await phone.receive("call.ended", within=WINDOW + 10)
+        assert ended["reason"] == "lost"
+        record = await ended_call(cluster, call_id)
+        assert (record.end_reason, record.operator_id) == ("lost", phone.account_id)
+        assert record.quality is not None
+        # Each side: its socket came back once, its media once (a re-offer counts as a return).
+        assert (record.quality["shopper"]["reconnects"], record.quality["operator"]["reconnects"]) == (2, 2)
+        async with cluster.database.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Call)) == 1  # one call, one record
 
 
 async def test_a_call_on_one_node_rings_answers_and_talks_with_an_operator_on_the_other(

@@ -123,8 +123,35 @@ Tell = Callable[[OperatorChannel], Awaitable[None]]
 class OtherNodes(Protocol):
     """The calls held by the other nodes of a cluster (`callserver/cluster/calls.py`); none when alone."""
 
-    async def forward(self, action: str, operator_id: int, call_id: str, **args: object) -> dict[str, Any]:
-        """Run an operator's action on the node that holds the call; UnknownCall when none does."""
+    async def forward(
+        self,
+        action: str,
+        operator_id: int,
+        call_id: str,
+        channel: OperatorChannel | None = None,
+        **args: object,
+    ) -> dict[str, Any]:
+        """Run an operator's action on the node that holds the call; UnknownCall when none does.
+
+        `channel`: the softphone here that answers, resumes or re-offers (it carries the call from then on).
+        """
+
+    async def for_shopper(
+        self, action: str, call_id: str, channel: ShopperChannel | None, **args: object
+    ) -> dict[str, Any]:
+        """Run a widget socket's action (`reoffer`, `hangup`, `gone`) on the node that holds the call."""
+
+    async def resume_shopper(
+        self, site_id: int, call_id: str, token: str, channel: ShopperChannel
+    ) -> CallSnapshot: ...
+    async def resume_operator(
+        self, operator_id: int, call_id: str, token: str, channel: OperatorChannel
+    ) -> CallSnapshot: ...
+    def resume_token(self, call_id: str, side: CallSide) -> str | None:
+        """The token the call's node handed out with its answer to a socket here."""
+
+    async def softphone_left(self, operator_id: int, channel: OperatorChannel) -> None:
+        """A softphone here closed: the call's node hears of it if it carried a call held there."""
 
     async def claim_answer(self, call_id: str, operator_id: int) -> bool:
         """Whether this operator is the one who answers (the first claim wins, cluster-wide)."""
@@ -188,6 +215,8 @@ class Switchboard:
                 # The softphone that held the call's peer connection is gone: it may come back
                 # (`call.resume`) within the resume window, else the call ends `lost`.
                 self._background.spawn(self._went_away(call, CallSide.OPERATOR, socket=True))
+            elif call is None and self.other_nodes is not None:  # it may carry a call held elsewhere
+                self._background.spawn(self.other_nodes.softphone_left(account.id, channel))
             if not seat.channels:
                 self._stop_ringing(seat)
 
@@ -295,18 +324,24 @@ class Switchboard:
         return None
 
     async def shopper_hangup(self, call_id: str) -> None:
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.for_shopper("hangup", call_id, None)
+            return
         call = self._calls.get(call_id)
         if call is None:
             return
         reason = EndReason.ABANDONED if call.state is CallState.RINGING else EndReason.COMPLETED
         await self._end(call, reason, by="shopper")
 
-    async def shopper_gone(self, call_id: str) -> None:
+    async def shopper_gone(self, call_id: str, channel: ShopperChannel | None = None) -> None:
         """The shopper's socket closed without hanging up: the call waits for the resume window (a
         reloaded page or a new network resumes it); then a ringing call is abandoned, an answered one
-        `lost`."""
+        `lost`. With `channel`, only if that socket still carries the shopper's side."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            await nodes.for_shopper("gone", call_id, channel)
+            return
         call = self._calls.get(call_id)
-        if call is not None:
+        if call is not None and (channel is None or call.shopper is channel):
             await self._went_away(call, CallSide.SHOPPER, socket=True)
 
     # Resuming and renegotiating ----------------------------------------------------------------
@@ -314,6 +349,8 @@ class Switchboard:
     def resume_token(self, call_id: str, side: CallSide) -> str | None:
         """The secret that lets a new socket take over `side` of this call (sent with `call.answer`)."""
         call = self._calls.get(call_id)
+        if call is None and self.other_nodes is not None:
+            return self.other_nodes.resume_token(call_id, side)
         return call.resume_tokens.get(side) if call is not None else None
 
     def _resumable(self, call_id: str, side: CallSide, token: str) -> LiveCall:
@@ -329,6 +366,8 @@ class Switchboard:
         self, site_id: int, call_id: str, token: str, channel: ShopperChannel
     ) -> CallSnapshot:
         """A new widget socket takes the shopper's side of the call over; the old one is detached."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            return await nodes.resume_shopper(site_id, call_id, token, channel)
         call = self._resumable(call_id, CallSide.SHOPPER, token)
         if call.site.id != site_id:
             raise BadResumeToken("This resume token does not belong to that call.")
@@ -343,6 +382,8 @@ class Switchboard:
         self, operator_id: int, call_id: str, token: str, channel: OperatorChannel
     ) -> CallSnapshot:
         """A new softphone socket of the call's operator takes their side over; the old one is detached."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            return await nodes.resume_operator(operator_id, call_id, token, channel)
         call = self._resumable(call_id, CallSide.OPERATOR, token)
         if call.operator is None or call.operator.account.id != operator_id:
             raise NotYourCall("This call is not yours.")
@@ -353,12 +394,26 @@ class Switchboard:
         await self._came_back(call, CallSide.OPERATOR, socket=True)
         return self._snapshot(call)
 
+    async def softphone_gone(self, operator_id: int, call_id: str, channel: OperatorChannel) -> None:
+        """The softphone (on another node: `channel` relays to it) that carried the operator's side
+        closed: the call waits the resume window for it, as for one of this node's."""
+        call = self._calls.get(call_id)
+        if (
+            call is not None
+            and call.operator is not None
+            and call.operator.account.id == operator_id
+            and call.operator_channel is channel
+        ):
+            await self._went_away(call, CallSide.OPERATOR, socket=True)
+
     def _snapshot(self, call: LiveCall) -> CallSnapshot:
         name = call.operator.account.display_name if call.operator is not None else None
         return CallSnapshot(call.id, call.state, name, call.held, call.view)
 
     async def reoffer_shopper(self, call_id: str, offer_sdp: str, channel: ShopperChannel) -> str:
         """The shopper's fresh offer on a new peer connection replaces their leg; returns the answer."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            return str((await nodes.for_shopper("reoffer", call_id, channel, sdp=offer_sdp))["sdp"])
         call = self._calls.get(call_id)
         if call is None or call.shopper is not channel:
             raise NoCall("This page has no such call in progress.")
@@ -368,6 +423,8 @@ class Switchboard:
         self, operator_id: int, call_id: str, offer_sdp: str, channel: OperatorChannel
     ) -> str:
         """The operator's fresh offer replaces their leg (the softphone that sent it carries it now)."""
+        if (nodes := self._elsewhere(call_id)) is not None:
+            return str((await nodes.forward("reoffer", operator_id, call_id, channel, sdp=offer_sdp))["sdp"])
         call = self._own_call(operator_id, call_id)
         if call.state is not CallState.ANSWERED:
             raise CallNotRinging(f'Cannot renegotiate call {call_id} in state "{call.state}".')
@@ -480,7 +537,7 @@ class Switchboard:
     ) -> str:
         """The operator answers on `channel`: their leg is terminated and bridged; returns the answer SDP."""
         if (nodes := self._elsewhere(call_id)) is not None:
-            return str((await nodes.forward("accept", operator_id, call_id, sdp=offer_sdp))["sdp"])
+            return str((await nodes.forward("accept", operator_id, call_id, channel, sdp=offer_sdp))["sdp"])
         call = self._call_for(call_id)
         seat = self._roster.seat_of(operator_id)
         if seat is None or seat.presence is not Presence.ONLINE:

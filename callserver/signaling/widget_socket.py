@@ -236,6 +236,8 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
                 raise CallInProgress("This page already has another call in progress.")
             call = await switchboard.resume_shopper(site.id, message.call_id, message.resume_token, shopper)
             shopper.call_id = call.id
+            if call.operator_name is not None:  # "how was your call with NAME?" after it, on this socket too
+                shopper.operator_names[call.id] = call.operator_name
             name = Name(call.operator_name) if call.operator_name is not None else None
             await shopper.send(ShopperCallResumed(call.id, str(call.state), name, call.held).encode())
         elif isinstance(message, CallReoffer):
@@ -311,5 +313,5 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         leave_chat()
         # The socket went away without hanging up: the call waits `resume_window` for a `call.resume`.
         if shopper.call_id is not None:
-            await switchboard.shopper_gone(shopper.call_id)
+            await switchboard.shopper_gone(shopper.call_id, shopper)
     return ws

@@ -225,7 +225,8 @@ class ChatDesk:
             chat.closing = None
         seat, chat.operator = chat.operator, None
         if seat is not None:
-            await self._release(seat, chat)
+            # The claim stays: the node taking the chat gives it back to them under it (or it expires).
+            self._seats.released_chat(seat.account.id, chat.id)
         else:
             await self._broadcast_queue()
         return True

@@ -205,16 +205,25 @@ async def test_the_node_holding_a_call_is_killed_and_the_call_ends_dropped(
     anna = await on_a.softphone("anna@cluster.test", online=True)
     assert await operators_online(cluster.b, 1) == 1
     shopper = await on_b.shopper("visitor-cluster-3")
-    call_id = await shopper.call()
+    await shopper.send({"type": "call.offer", "sdp": await shopper.offer(440), "context": {}})
+    answer = await shopper.receive("call.answer")
+    await shopper.apply_answer(answer["sdp"])
+    call_id = answer["call_id"]
     await anna.receive("call.incoming", lambda f: f["call"]["id"] == call_id)
     await anna.answer(call_id)
     await anna.hears_audio()
+    # The page's socket has come back through A: the call's media is still on B.
+    await shopper.ws.close()
+    page = await on_a.shopper("visitor-cluster-3")
+    await page.send({"type": "call.resume", "call_id": call_id, "resume_token": answer["resume_token"]})
+    await page.receive("call.resumed")
 
     killed_at = time.monotonic()
     cluster.b.kill()
     ended = await anna.receive("call.ended", lambda f: f["call_id"] == call_id, within=20)
     told_after = time.monotonic() - killed_at
     assert ended["reason"] == "dropped"
+    assert (await page.receive("call.ended", within=10))["reason"] == "dropped"  # A tells the page
     record = await call_record(cluster, call_id)
     assert (record.state, record.end_reason) == ("ended", "dropped")
     assert told_after < 10, f"the softphone heard of the dropped call {told_after:.1f}s after the kill"

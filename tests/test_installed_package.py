@@ -2,8 +2,8 @@
 
 The suite itself runs from an editable install with every test dependency, which hides a runtime import
 that only a test extra brings (numpy once crashed `callserver demo` that way). This test builds the
-wheel, installs it alone into a new virtualenv (pip resolves the declared dependencies, from its cache
-when it has them), and starts `callserver demo` far enough to serve `/widget.js` and `/readyz`.
+wheel, installs it alone into a new virtualenv (pip resolves the declared dependencies for it, from its
+cache when it has them), and starts `callserver demo` far enough to serve `/widget.js` and `/readyz`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("installed")
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", folder / "dist", ".")
     (wheel,) = (folder / "dist").glob("callserver-*.whl")
-    venv.create(folder / "venv", with_pip=True)
+    # No pip of its own (ensurepip took ~10 s): this pip installs into the new interpreter and resolves
+    # the dependencies for it, as the environment's own pip would; nothing is byte-compiled ahead (a
+    # module compiles as it is first imported), which took most of the install's time.
+    venv.create(folder / "venv", with_pip=False)
     bin_dir = folder / "venv" / "bin"
-    run(bin_dir / "python", "-m", "pip", "install", "--quiet", wheel)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        bin_dir / "python",
+        "install",
+        "--quiet",
+        "--no-compile",
+        wheel,
+    )
     return bin_dir
 
 

@@ -288,6 +288,7 @@ class Server:
                         if response.status == 200:
                             return
                 await asyncio.sleep(0.1)
+        await self.stop()  # not left running behind the benchmark
         raise RuntimeError("the server did not start; see server.log")
 
     @property
@@ -478,9 +479,13 @@ class Bench:
         cookie_file = self.var_dir / "cookies.txt"
         cookie_file.write_text("\n".join(cookies))
         await server.start()
-        self.idle_rss = tree_rss(server.pid)
-        self.load = LoadProcess(server, site["key"], cookie_file, self.pins.load)
-        await self.load.start()
+        try:
+            self.idle_rss = tree_rss(server.pid)
+            self.load = LoadProcess(server, site["key"], cookie_file, self.pins.load)
+            await self.load.start()
+        except BaseException:
+            await self.__aexit__()  # `async with` runs no __aexit__ when __aenter__ fails
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

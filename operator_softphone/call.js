@@ -9,6 +9,7 @@ import { watchMicrophone, watchQuality } from './quality.js';
 const ICE_GATHERING_WAIT_MS = 2000;
 const ENDED_NOTICE_MS = 4000;
 const ICE_DISCONNECTED_MS = 2000; // ICE disconnected this long: a new peer connection
+const REANSWER_WAIT_MS = 3000; // a re-offer not answered this long: our socket went with the old network
 
 /** Resolves once the peer connection has gathered its candidates, or after `timeoutMs`. */
 function iceGathered(pc, timeoutMs) {
@@ -270,7 +271,12 @@ export function createCalls({ socket, alerts, rtcConfiguration, history }) {
     const pc = current.next = peer(current);
     try {
       await offer(pc);
-      if (active === current && send({ type: 'call.reoffer', call_id: current.id, sdp: pc.localDescription.sdp })) return;
+      if (active === current && send({ type: 'call.reoffer', call_id: current.id, sdp: pc.localDescription.sdp })) {
+        // No answer: the socket is left on an address we no longer have. A new one resumes the call
+        // and offers again (as the widget does).
+        setTimeout(() => { if (current.next === pc) socket.drop(); }, REANSWER_WAIT_MS);
+        return;
+      }
     } catch (error) { /* the next trouble, or the resume, tries again */ }
     pc.close();
     current.next = null;
@@ -418,6 +424,13 @@ export function createCalls({ socket, alerts, rtcConfiguration, history }) {
   // Our socket went: the server holds the call for resume_window; the next hello resumes it.
   socket.on('socket.closed', () => {
     if (!active || !active.token) return;
+    // A re-offer sent on it has no answer coming, and the server may have taken it in place of our
+    // leg: both peer connections go, and the resumed call offers again.
+    if (active.next) {
+      active.next.close();
+      active.pc.close();
+      active.next = null;
+    }
     active.trouble.add('socket');
     showState();
   });

@@ -9,13 +9,14 @@ and a leg whose counter stood still for `NO_MEDIA_AFTER` seconds is reported gon
 (ICE consent recovered before any re-offer), it is reported back (`LegBack`).
 
 Why 4 s is safe with mute and hold: both browsers keep sending RTP 50 times a second in both. Mute in
-the widget and the softphone is `track.enabled = false`, for which the browser sends encoded silence
-(WebRTC 1.0, section 5.2: a disabled track is sent as silence, not stopped), and Opus DTX — a packet
-only every 400 ms in silence — is not negotiated (aiortc's answer carries no `usedtx=1`); even with DTX,
-400 ms is far below 4 s. Hold is the server's doing (the hold tone towards the shopper, silence towards
-the operator): neither browser changes what it sends. Something that stops a sender on purpose
-(`replaceTrack(null)`, direction `inactive`) would leave only RTCP, which Chrome sends for audio every
-2.5–7.5 s (5 s × 0.5–1.5): whoever adds such a thing must raise this above 7.5 s.
+the widget and the softphone is `track.enabled = false`: a disabled track renders silence (Media Capture
+and Streams), which the browser goes on encoding and sending; Opus DTX — a packet only every 400 ms in
+silence — is not negotiated (aiortc's answer carries no `usedtx=1`), and even with it 400 ms is far
+below 4 s. Hold is the server's doing (the hold tone towards the shopper, silence towards the
+operator): neither browser changes what it sends. tests/test_network_browser.py holds and mutes both
+Chromiums for twice this long and checks that nobody was reported gone. Something that stops a
+sender on purpose (`replaceTrack(null)`, direction `inactive`) would leave only RTCP, which Chrome sends
+for audio every 2.5–7.5 s (5 s × 0.5–1.5): whoever adds such a thing must raise this above 7.5 s.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A browser whose network vanished (link down for good, a phone out of coverage) closes nothing: ICE
 consent freshness (RFC 7675) fails its peer connection only after ~30 s, and meanwhile the other side
 would hear silence without being told. So each engine polls, about once a second, a counter of what
-arrived on each leg (RTP and RTCP) that it keeps anyway — the packets themselves cost nothing more —
-and a leg whose counter stood still for `NO_MEDIA_AFTER` seconds is reported gone
+arrived on each leg (the RTP octets the forwarder counts anyway plus its RTCP packets, about one a
+second; the DTLS transport's datagram count in the transcoding engine) — nothing is added per RTP
+packet — and a leg whose counter stood still for `NO_MEDIA_AFTER` seconds is reported gone
 (`LegFailed`: the call waits `resume_window` for it); when the counter moves again on that same leg
 (ICE consent recovered before any re-offer), it is reported back (`LegBack`).
 

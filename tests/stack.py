@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from callserver import accounts, sites
 from callserver.app import create_app
@@ -81,12 +85,48 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(var_dir=tmp_path / "var", **overrides)
 
 
+_MIGRATED: dict[str, Path] = {}  # the store every migration made, once per test process (see below)
+
+
+async def _migrated_store() -> Path:
+    """A SQLite store with every migration applied, made on first use and copied for each new stack.
+
+    Migrating a new store cost each test that starts a server ~0.3 s; the migrations themselves are
+    tested in tests/test_migrations.py (and on PostgreSQL), and each app still runs `upgrade()`.
+    """
+    if "sqlite" not in _MIGRATED:
+        folder = Path(tempfile.mkdtemp(prefix="callserver-migrated-"))
+        atexit.register(shutil.rmtree, folder, True)
+        database = Database(f"sqlite+aiosqlite:///{folder / 'callserver.db'}")
+        try:
+            await database.upgrade()
+        finally:
+            await database.close()
+        _MIGRATED["sqlite"] = folder / "callserver.db"
+    return _MIGRATED["sqlite"]
+
+
+def _missing_store(settings: Settings) -> Path | None:
+    """The path of the SQLite store `settings` names when there is none there yet."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or Path(url.database).exists():
+        return None
+    return Path(url.database)
+
+
+def _copy(source: Path, to: Path) -> None:
+    to.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, to)
+
+
 @asynccontextmanager
 async def running_stack(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Stack]:
     """Server on one port, the demo shop (embedding the widget) on another: two origins.
 
     `clock` drives the server's ring timeouts and presence grace (tests/clocks.py: moved by hand).
     """
+    if (store := _missing_store(settings)) is not None:  # a new store starts as the migrated one
+        _copy(await _migrated_store(), store)
     app = create_app(settings, clock)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -73,7 +73,7 @@ MODES = {
     "delay": ["forwarding"],
     "rss": ["forwarding"],
 }
-FORWARDING_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
+FORWARDING_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350, 400]
 STEPS = {"transcoding": [2, 3, 4, 5, 6, 8, 10, 12]}
 QUICK_STEPS = {"transcoding": [2, 4, 6], "forwarding": [10, 30, 60]}
 DELAY_CALLS, QUICK_DELAY_CALLS = 50, 10

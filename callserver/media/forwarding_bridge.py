@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -455,6 +456,10 @@ class ForwardingEngine:
         self.tones = Tones()
         self._calls: dict[str, ForwardingCall] = {}
         self._mixing: set[asyncio.Task[None]] = set()
+        # One thread mixes the recordings, one after the other: mixes side by side in the default
+        # executor's threads held the GIL against the forwarding loop, and each thread's malloc arena
+        # kept its peak (see recording.give_back_free_memory).
+        self._mixer: ThreadPoolExecutor | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
         self._next_watch = 0.0
@@ -508,8 +513,10 @@ class ForwardingEngine:
         """Mix the playback file in a thread after the call, then tell the store where it is."""
 
         async def mix() -> None:
+            if self._mixer is None:
+                self._mixer = ThreadPoolExecutor(1, thread_name_prefix="recording-mix")
             try:
-                path = await asyncio.to_thread(mix_playback, legs, out)
+                path = await asyncio.get_running_loop().run_in_executor(self._mixer, mix_playback, legs, out)
             except Exception:
                 log.exception("call %s: mixing the recording failed", call_id)
                 return
@@ -540,3 +547,6 @@ class ForwardingEngine:
             self._ticker.cancel()
             self._ticker = None
         await self.recordings_done()
+        if self._mixer is not None:
+            self._mixer.shutdown()
+            self._mixer = None

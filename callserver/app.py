@@ -38,6 +38,7 @@ from callserver.cluster.redis import RedisLink
 from callserver.cluster.redis_roster import RedisRoster
 from callserver.cluster.relay import Relay
 from callserver.cluster.sessions import ClusterSessions
+from callserver.cluster.visitor_calls import ClusterVisitorCalls
 from callserver.conversations import Conversations
 from callserver.csat import Satisfaction
 from callserver.dashboard import views as dashboard
@@ -90,6 +91,7 @@ from callserver.webhooks.sender import Webhooks
 CLOCK = web.AppKey("clock", Clock)
 # A cluster member's chats on other nodes (cluster/chats.py): set by `_calls`, used by `_chat_desk`.
 CLUSTER_CHATS = web.AppKey("cluster_chats", ClusterChats)
+CLUSTER_RELAY = web.AppKey("cluster_relay", Relay)  # a cluster member's end of the signal relay
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,7 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
         )
         await cluster.start()
         app[CLUSTER_CHATS] = ClusterChats(app[REDIS].client, relay, shared)
+        app[CLUSTER_RELAY] = relay
     app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
     yield
@@ -248,6 +251,12 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
     visitor_calls = VisitorCalls(
         app[SITES], floor.board, floor.invitations, app[ROSTER], app.get(CLOCK) or LoopClock()
     )
+    # Several nodes: a visitor's answer to a ring may come through another node than the ring's.
+    rings = (
+        ClusterVisitorCalls(app[REDIS].client, app[CLUSTER_RELAY], visitor_calls)
+        if CLUSTER_RELAY in app
+        else None
+    )
     app[CONVERSATIONS] = Conversations(
         app[SWITCHBOARD],
         app[CHAT_DESK],
@@ -262,6 +271,8 @@ async def _conversations(app: web.Application) -> AsyncIterator[None]:
     app[SATISFACTION] = Satisfaction(app[DATABASE], app[WEBHOOKS])
     app[OUTCOMES] = Outcomes(app[DATABASE], app[WEBHOOKS])
     yield
+    if rings is not None:
+        rings.close()
     await visitor_calls.close()
     await callbacks.close()
 

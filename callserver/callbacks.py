@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import func, select, update
 
@@ -448,6 +448,21 @@ class VisitorCall:
     rang_at: float = field(default_factory=time.monotonic)
 
 
+class RingsElsewhere(Protocol):
+    """The rings of visitors held by the other nodes of a cluster (`cluster/visitor_calls.py`).
+
+    A ring lives on the node of the operator who rang; the visitor's answer or Decline may come to any
+    node, which hands it to the ring's node."""
+
+    async def ringing(self, ring_id: str, seconds: float) -> None:
+        """This node rings `ring_id` for up to `seconds`."""
+
+    async def answered(self, site_id: int, token: str, ring_id: str) -> int:
+        """The ring's node takes the visitor's answer; the operator who rang. NoVisitorCall if none."""
+
+    async def declined(self, site_id: int, token: str, ring_id: str) -> None: ...
+
+
 class VisitorCalls:
     """Operators ringing visitors who are on the site now; `close()` is safe to call twice."""
 
@@ -471,6 +486,7 @@ class VisitorCalls:
         self._per_operator = RateLimiter(RINGS_RATE, RINGS_BURST, rate_clock)
         self._per_visitor = RateLimiter(RINGS_PER_VISITOR_RATE, RINGS_PER_VISITOR_BURST, rate_clock)
         self._background = BackgroundTasks("visitor calls")
+        self.elsewhere: RingsElsewhere | None = None  # in a cluster: rings held by the other nodes
 
     async def ring(self, operator: Account, site_id: int, token: str, callback_id: str | None = None) -> str:
         """Ring a visitor's open page on behalf of an operator of their site; the ring's id."""
@@ -499,6 +515,8 @@ class VisitorCalls:
         )
         self._ringing[ring.id] = ring
         ring.timer = self._clock.call_later(self._ring_for, lambda: self._no_answer(ring))
+        if self.elsewhere is not None:  # the visitor's answer may come through another node
+            await self.elsewhere.ringing(ring.id, self._ring_for)
         await self._tell_operator(ring, "ringing")
         await self._invitations.tell(
             site_id,
@@ -513,8 +531,14 @@ class VisitorCalls:
         log.info("operator %d rings visitor %s of %s", operator.id, token[:8], site.name)
         return ring.id
 
-    def answered(self, site_id: int, token: str, ring_id: str) -> VisitorCall:
-        """The visitor answered (their `call.offer` names the ring): the operator who rang takes the call."""
+    async def answered(self, site_id: int, token: str, ring_id: str) -> int:
+        """The visitor answered (their `call.offer` names the ring); the operator who rang takes the call."""
+        if ring_id not in self._ringing and self.elsewhere is not None:
+            return await self.elsewhere.answered(site_id, token, ring_id)
+        return self.answered_here(site_id, token, ring_id).operator_id
+
+    def answered_here(self, site_id: int, token: str, ring_id: str) -> VisitorCall:
+        """`answered` for a ring of this node."""
         ring = self._ringing.get(ring_id)
         if ring is None or ring.site_id != site_id or ring.token != token:
             raise NoVisitorCall("That call is over: the operator stopped ringing.")
@@ -524,6 +548,13 @@ class VisitorCalls:
 
     async def declined(self, site_id: int, token: str, ring_id: str) -> None:
         """The visitor pressed Decline."""
+        if ring_id not in self._ringing and self.elsewhere is not None:
+            await self.elsewhere.declined(site_id, token, ring_id)
+            return
+        await self.declined_here(site_id, token, ring_id)
+
+    async def declined_here(self, site_id: int, token: str, ring_id: str) -> None:
+        """`declined` for a ring of this node."""
         ring = self._ringing.get(ring_id)
         if ring is None or ring.site_id != site_id or ring.token != token:
             raise NoVisitorCall("That call is over already.")

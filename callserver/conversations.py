@@ -96,7 +96,7 @@ class Conversations:
         if invitation is not None:
             if self.visitor_calls is None:
                 raise NoCall("Nobody is ringing this page.")
-            prefer = self.visitor_calls.answered(site.id, token, invitation).operator_id
+            prefer = await self.visitor_calls.answered(site.id, token, invitation)
         elif chat is not None and chat.id == chat_id and chat.operator is not None:
             prefer = chat.operator.account.id
         elif (inviter := self._invitations.inviter_of(site.id, token)) is not None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select, update
 
@@ -19,6 +20,7 @@ from callserver.store.models import Call, Site
 from tests import cluster as clusters
 from tests.cluster import Cluster, add_operator, call_record, ended_call, operators_online
 from tests.sockets import Socket, Sockets, Softphone
+from tests.test_cluster_visitors import beacon, event_stream, next_event, row_of, view
 
 # The fixtures (tests/cluster.py), bound here so pytest finds them.
 cluster = clusters.cluster
@@ -232,3 +234,48 @@ async def test_the_node_holding_a_call_is_killed_and_the_call_ends_dropped(
     shopper_a = await on_a.shopper("visitor-cluster-4")
     second = await shopper_a.call()
     await anna.receive("call.incoming", lambda f: f["call"]["id"] == second)
+
+
+async def test_a_visitor_on_b_declines_then_answers_the_ring_of_an_operator_on_a(
+    cluster: Cluster, cluster_sockets: tuple[Sockets, Sockets]
+) -> None:
+    on_a, on_b = cluster_sockets
+    await add_operator(cluster, "anna@cluster.test")
+    anna = await on_a.softphone("anna@cluster.test", online=True)
+    assert await operators_online(cluster.b, 1) == 1
+    token = "visitor-rung-1"
+    async with aiohttp.ClientSession() as session:
+        await beacon(session, cluster.b, view(token, "r1", "/products/rug"))
+        async with event_stream(session, cluster.b, token) as stream:  # the page's stream and socket: B
+            await anna.receive("visitors", row_of(token, {"reachable": True}))
+            shopper = await on_b.shopper(token)
+            ring = {"type": "visitor.call", "visitor_id": token, "site_id": cluster.site.id}
+            await anna.send(ring)  # the ring lives on A
+            ringing = await anna.receive("visitor_call.state")
+            rung = await next_event(stream, "visitor_call.ring")
+            assert (rung["id"], rung["operator"]) == (ringing["id"], {"name": "anna"})
+            await shopper.send({"type": "visitor_call.decline", "id": rung["id"]})
+            declined = await anna.receive("visitor_call.state", lambda f: f["state"] != "ringing")
+            assert (declined["id"], declined["state"]) == (rung["id"], "declined")
+            await shopper.send({"type": "visitor_call.decline", "id": rung["id"]})
+            assert (await shopper.receive("error"))["code"] == "no_visitor_call"
+
+            # Rung again, the visitor answers on B: the call lives on B and rings only Anna, on A.
+            await anna.send(ring)
+            second = await next_event(stream, "visitor_call.ring")
+            offer = {"type": "call.offer", "sdp": await shopper.offer(440), "invitation": second["id"]}
+            await shopper.send({**offer, "context": {"page": "/products/rug"}})
+            answer = await shopper.receive("call.answer")
+            await shopper.apply_answer(answer["sdp"])
+            incoming = (await anna.receive("call.incoming"))["call"]
+            assert (incoming["id"], incoming["invitation"]) == (answer["call_id"], second["id"])
+            await anna.receive(
+                "visitor_call.state", lambda f: (f["id"], f["state"]) == (second["id"], "answered")
+            )
+            await anna.answer(answer["call_id"])
+            await shopper.receive("call.connected")
+            await shopper.hears_audio()
+            await anna.hears_audio()
+            late = await on_a.shopper("visitor-rung-2")  # a ring that is over, named on the other node
+            await late.send({**offer, "sdp": await late.offer()})
+            assert (await late.receive("error"))["code"] == "no_visitor_call"

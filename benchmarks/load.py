@@ -179,6 +179,7 @@ class SyntheticPeer:
     async def close(self) -> None:
         self.tap.uninstall()
         await self.pc.close()
+        self.tap.release()
 
 
 @dataclass

@@ -165,6 +165,15 @@ async def test_srtp_comes_the_fast_way_and_srtcp_still_reaches_aiortc() -> None:
         tap_b.uninstall()
         tap_b.uninstall()  # safe twice
         assert not any("datagram_received" in vars(p) for p in protocols)
+
+        # Closed: the tap lets go of the DTLS connection and the SRTP sessions at once.
+        tap_a.uninstall()
+        await caller.close()
+        dtls = transceiver.receiver.transport
+        tap_a.release()
+        assert dtls._ssl is None and dtls._tx_srtp is None and dtls._rx_srtp is None
+        assert not tap_a.connected
+        assert not tap_a.send_rtp(sent[0])
     finally:
         tap_a.uninstall()
         tap_b.uninstall()

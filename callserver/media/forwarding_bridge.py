@@ -255,6 +255,7 @@ class ForwardedLeg:
         self.out.play(None, forwarding=False)
         self.tap.uninstall()  # before aiortc closes the transports under it
         await self.pc.close()
+        self.tap.release()
 
 
 class ForwardingCall:

@@ -290,9 +290,8 @@
     async function reoffer(current) {
       if (current.done || current.next || !current.token) return;
       show(view(), t('reconnecting'));
-      // Offline, an offer would only wait in a dead socket: let it go (the call's own give-up after
-      // resume_window starts), and `online` brings us back here.
-      if (!navigator.onLine) return socket.close();
+      // Offline, an offer would only wait in a dead socket: `online` brings us back here.
+      if (!navigator.onLine) return;
       const pc = current.next = peer(current);
       try {
         await offer(pc);

@@ -8,11 +8,11 @@ Each page lives with its subject (`calls.py`, `operators.py`, `messages.py`, `si
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from callserver.background import stop_task
 from callserver.dashboard import callbacks as callback_requests
 from callserver.dashboard import calls, chats, erase, exports, messages, operators, queries, recordings, sites
 from callserver.dashboard import webhooks as outbound_webhooks
@@ -46,9 +46,7 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(recordings.keep_expiring(app[DATABASE], app[SETTINGS].var_dir))
     app[RETENTION] = task
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
 
 
 def setup(app: web.Application) -> None:

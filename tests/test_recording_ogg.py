@@ -97,6 +97,20 @@ def test_a_leg_recording_keeps_the_timeline_through_loss_and_a_late_start(tmp_pa
     assert abs(dominant_hz(voice[-RATE // 2 :]) - 440) < 15
 
 
+def test_a_packet_reordered_behind_the_first_is_dropped_not_read_as_hours_ahead(tmp_path: Path) -> None:
+    """The second packet of a source arrives first: without modulo-2^32 care it would be ~12 h ahead."""
+    path = tmp_path / "call.shopper.ogg"
+    recording = LegRecording(path, started=0.0)
+    tone = opus_tone(440, 50)
+    recording.write(tone[1], 5, 2**32 - 100 + FRAME_SAMPLES, 0.02)  # the second, first
+    recording.write(tone[0], 5, 2**32 - 100, 0.021)  # the first, late: dropped
+    for i, payload in enumerate(tone[2:], start=2):  # and on across the timestamp's wrap
+        recording.write(payload, 5, (2**32 - 100 + i * FRAME_SAMPLES) & 0xFFFFFFFF, i * 0.02)
+    recording.close()
+    assert recording.packets == 49
+    assert len(decode_mono(path)) == 50 * FRAME_SAMPLES  # one second, not ten minutes
+
+
 def test_a_new_source_goes_on_where_the_last_one_stopped(tmp_path: Path) -> None:
     """A transferred call: the new leg's SSRC and timestamps start elsewhere; it is placed by arrival."""
     path = tmp_path / "call.operator.ogg"

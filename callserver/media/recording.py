@@ -97,8 +97,8 @@ class LegRecording:
         self._pending: list[bytes] = []
         self._next_pts = 0  # in samples since the call was bridged
         self._ssrc: int | None = None
-        self._first_ts = 0
-        self._anchor = 0
+        self._last_ts = 0  # RTP timestamp and place on the timeline of the newest packet of the source
+        self._last_pts = 0
         self._toc = FILL_TOC
         self.packets = 0
 
@@ -108,9 +108,15 @@ class LegRecording:
             return
         if ssrc != self._ssrc:
             # First packet, or a new source (a transferred call): place it by its arrival time.
-            self._ssrc, self._first_ts = ssrc, rtp_timestamp
-            self._anchor = max(self._next_pts, round((arrival - self._started) * SAMPLE_RATE))
-        pts = self._anchor + ((rtp_timestamp - self._first_ts) & 0xFFFFFFFF)
+            self._ssrc, self._last_ts = ssrc, rtp_timestamp
+            self._last_pts = max(self._next_pts, round((arrival - self._started) * SAMPLE_RATE))
+        step = (rtp_timestamp - self._last_ts) & 0xFFFFFFFF
+        if step >= 0x80000000:
+            # Earlier than a packet already placed (reordered): modulo 2^32 it would read as ~12 hours
+            # ahead, filled with ten minutes of silence (RFC 3550 section 5.1: timestamps wrap).
+            return
+        pts = self._last_pts + step
+        self._last_ts, self._last_pts = rtp_timestamp, pts
         if pts < self._next_pts:
             return  # late or repeated: Ogg cannot go back in time
         missing = (pts - self._next_pts) // FRAME_SAMPLES

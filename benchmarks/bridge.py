@@ -133,10 +133,12 @@ def settings_of(variant: str) -> tuple[str, int]:
 
 
 def export_revision(revision: str, into: Path) -> Path:
-    """The `callserver` package as it was at `revision` (git archive), to run the server from."""
+    """The `callserver` package and the assets it serves as they were at `revision` (git archive)."""
     into.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision, "callserver"], check=True, capture_output=True
+        ["git", "-C", str(ROOT), "archive", revision, "callserver", "web_button", "operator_softphone"],
+        check=True,
+        capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from callserver.accounts import Account
 from callserver.background import BackgroundTasks, stop_task
 from callserver.clock import Clock, LoopClock, Timer
+from callserver.cluster.listener import ChannelListener
 from callserver.cluster.relay import NodeUnreachable, Relay
 from callserver.operators.roster import OperatorChannel, Presence, Seat, Seats
 from callserver.wire.outbound import Frame, JsonObject
@@ -181,16 +182,15 @@ class RedisRoster(Seats):
         self._offline_timers: dict[int, Timer] = {}
         self._background = BackgroundTasks("redis roster")
         self._loops: list[asyncio.Task[None]] = []
+        self._announcements = ChannelListener(redis, ANNOUNCE, self._announced)
         self._unhandle = relay.on(TELL, self._told)
         self._closed = False
 
     async def start(self) -> None:
         """Load every seat, then listen for changes and renew this node's softphones."""
         await self.reload_all()
-        loop = asyncio.get_running_loop()
-        listening = asyncio.Event()
-        self._loops = [loop.create_task(self._listen(listening)), loop.create_task(self._heartbeat())]
-        await asyncio.wait_for(listening.wait(), 10)
+        await self._announcements.start()
+        self._loops = [asyncio.get_running_loop().create_task(self._heartbeat())]
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -358,22 +358,10 @@ class RedisRoster(Seats):
             except Exception as e:  # Redis away for a moment: try again on the next beat
                 log.warning("roster: could not renew or reload the seats: %s", e)
 
-    async def _listen(self, listening: asyncio.Event) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(ANNOUNCE)
-            listening.set()
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is None:
-                    continue
-                with contextlib.suppress(TypeError, ValueError, KeyError):
-                    news = json.loads(message["data"])
-                    if news["from"] != self.node:
-                        await self._reload([int(news["operator_id"])])
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _announced(self, news: dict[str, Any]) -> None:
+        """Another node changed an operator's seat: read it again (what was missed, the beat reloads)."""
+        if news.get("from") != self.node and isinstance(operator_id := news.get("operator_id"), int):
+            await self._reload([operator_id])
 
     async def reload_all(self) -> None:
         """Read every operator's seat from Redis into the mirror."""
@@ -444,6 +432,7 @@ class RedisRoster(Seats):
         for timer in self._offline_timers.values():
             timer.cancel()
         self._offline_timers.clear()
+        await self._announcements.close()
         for task in self._loops:
             await stop_task(task)
         with contextlib.suppress(Exception):

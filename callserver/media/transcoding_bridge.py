@@ -196,23 +196,24 @@ class TranscodingCall:
     async def _watch_media(self) -> None:
         """Once a second: a leg that sent nothing for a while is gone, one that sends again is back."""
         loop = asyncio.get_running_loop()
-        try:
-            while not self._closed:
-                await asyncio.sleep(WATCH_EVERY)
-                for leg in (self.shopper, self.operator):
+        while not self._closed:
+            await asyncio.sleep(WATCH_EVERY)
+            for leg in (self.shopper, self.operator):
+                try:
                     news = leg.watch.poll(await leg.packets_received(), loop.time())
-                    if self._closed or not (leg is self.shopper or leg is self.operator):
-                        continue  # closed, or replaced while we asked
-                    if news is False:
-                        log.info(
-                            "call %s: nothing from the %s for %.0f s", self.call_id, leg.name, NO_MEDIA_AFTER
-                        )
-                        self._on_failed(leg.name)
-                    elif news is True and self._on_back is not None:
-                        log.info("call %s: the %s's packets are back", self.call_id, leg.name)
-                        self._on_back(leg.name)
-        except Exception:
-            log.exception("call %s: the no-media watch stopped", self.call_id)
+                except Exception:  # e.g. a leg closed or replaced while asked: the next poll goes on
+                    log.exception("call %s: could not read the %s's packets", self.call_id, leg.name)
+                    continue
+                if self._closed or not (leg is self.shopper or leg is self.operator):
+                    continue  # closed, or replaced while we asked
+                if news is False:
+                    log.info(
+                        "call %s: nothing from the %s for %.0f s", self.call_id, leg.name, NO_MEDIA_AFTER
+                    )
+                    self._on_failed(leg.name)
+                elif news is True and self._on_back is not None:
+                    log.info("call %s: the %s's packets are back", self.call_id, leg.name)
+                    self._on_back(leg.name)
 
     async def answer_shopper(self, offer_sdp: str) -> str:
         return await self.shopper.answer(offer_sdp, self.operator)

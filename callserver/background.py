@@ -55,8 +55,8 @@ class BackgroundTasks:
         """Give running tasks `grace` seconds to finish, then cancel what is left and wait for it."""
         if self._tasks and grace > 0:
             await asyncio.wait(list(self._tasks), timeout=grace)
-        tasks = list(self._tasks)
-        while pending := [t for t in tasks if not t.done()]:  # failures were logged by _done
+        # Read the set each round: a task cancelled here may spawn another on its way out.
+        while pending := [t for t in self._tasks if not t.done()]:  # failures were logged by _done
             for task in pending:
                 task.cancel()
             await asyncio.wait(pending, timeout=RECANCEL_EVERY)

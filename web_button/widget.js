@@ -960,12 +960,12 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         if (problem) endCall(current, 'failed', t(problem), problem);
         else if (current.token && frame.code < 4000) {
           // The server holds the call for resume_window (from /widget/config; we give up 5 s after it
-          // would have): our socket comes back and resumes it. A
+          // would have; 30 s from an older server): our socket comes back and resumes it. A
           // reoffer sent on this one has no answer coming, and the server may have taken it in place
           // of our leg: both go, and the resumed call offers again.
           if (current.next) { current.next.close(); current.pc.close(); }
           current.next = null;
-          if (!current.away) current.away = setTimeout(() => lost(current), 1e3 * config.resume_window + 5e3);
+          if (!current.away) current.away = setTimeout(() => lost(current), 1e3 * (config.resume_window || 30) + 5e3);
           show(view, t('reconnecting'));
         } else lost(current);
         break;

@@ -179,6 +179,11 @@ class ClusterCalls:
         # call's node handed out with its answers.
         self._softphones: weakref.WeakKeyDictionary[OperatorChannel, str] = weakref.WeakKeyDictionary()
         self._tokens: dict[str, str] = {}
+        # Each softphone here has an id the call's node knows it by: one operator's softphones on a
+        # node all relay through one channel there, so "gone" must say which of them went.
+        self._softphone_ids: weakref.WeakKeyDictionary[OperatorChannel, str] = weakref.WeakKeyDictionary()
+        # Calls held here: the id of the softphone (on another node) that carries the operator's side.
+        self._carriers: dict[str, str] = {}
         # Widget sockets of other nodes carrying calls held here (kept alive by the calls themselves).
         self._relayed: weakref.WeakValueDictionary[tuple[str, str], RelayedShopper] = (
             weakref.WeakValueDictionary()
@@ -209,6 +214,7 @@ class ClusterCalls:
 
     async def released(self, call_id: str) -> None:
         """The call ended here."""
+        self._carriers.pop(call_id, None)
         with contextlib.suppress(Exception):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(call_key(call_id))
@@ -241,6 +247,8 @@ class ClusterCalls:
         if node is None:
             raise UnknownCall(f"There is no call {call_id!r} in progress.")
         body = {"action": action, "operator_id": operator_id, "call_id": call_id, **args}
+        if channel is not None:
+            body["softphone"] = self._softphone_id(channel)
         result = await self._relay.request(node, ACTION, body)
         if (token := result.pop("resume_token", None)) is not None:
             self._tokens[call_id] = str(token)
@@ -260,7 +268,13 @@ class ClusterCalls:
         node = await self._holder(call_id)
         if node is None:
             raise NoCall(f"There is no call {call_id!r} in progress to resume.")
-        body = {"action": "resume", "operator_id": operator_id, "call_id": call_id, "token": token}
+        body = {
+            "action": "resume",
+            "operator_id": operator_id,
+            "call_id": call_id,
+            "token": token,
+            "softphone": self._softphone_id(channel),
+        }
         snapshot = _snapshot_from(await self._relay.request(node, ACTION, body))
         # The call's node tells the node of the softphone it carried before; one here is told here.
         for other, carried in list(self._softphones.items()):
@@ -276,10 +290,18 @@ class ClusterCalls:
         if call_id is None or (node := await self._holder(call_id)) is None:
             return
         body = {"action": "gone", "operator_id": operator_id, "call_id": call_id}
+        if (softphone := self._softphone_ids.get(channel)) is not None:
+            body["softphone"] = softphone
         try:
             await self._relay.request(node, ACTION, body)
         except (NodeUnreachable, RemoteError) as e:
             log.warning("call %s: node %s did not hear that the softphone left: %s", call_id, node, e)
+
+    def _softphone_id(self, channel: OperatorChannel) -> str:
+        softphone = self._softphone_ids.get(channel)
+        if softphone is None:
+            softphone = self._softphone_ids[channel] = uuid.uuid4().hex
+        return softphone
 
     def _shopper_id(self, channel: ShopperChannel) -> str:
         socket = self._shopper_ids.get(channel)
@@ -341,23 +363,26 @@ class ClusterCalls:
                 raise NoCall(f"There is no call {call_id!r} in progress to resume.")
             raise UnknownCall(f"There is no call {call_id!r} in progress.")
         softphone = self._roster.relayed(operator_id, sender)
+        which = str(body["softphone"]) if body.get("softphone") is not None else None
         match action:
             case "accept":
                 sdp = await switchboard.accept(operator_id, call_id, str(body["sdp"]), softphone)
+                self._carried_by(call_id, which)
                 return {"sdp": sdp, "resume_token": switchboard.resume_token(call_id, CallSide.OPERATOR)}
             case "reoffer":
-                return {
-                    "sdp": await switchboard.reoffer_operator(
-                        operator_id, call_id, str(body["sdp"]), softphone
-                    )
-                }
+                sdp = await switchboard.reoffer_operator(operator_id, call_id, str(body["sdp"]), softphone)
+                self._carried_by(call_id, which)
+                return {"sdp": sdp}
             case "resume":
                 token = str(body["token"])
-                return _snapshot_body(
-                    await switchboard.resume_operator(operator_id, call_id, token, softphone)
-                )
+                snapshot = await switchboard.resume_operator(operator_id, call_id, token, softphone)
+                self._carried_by(call_id, which)
+                return _snapshot_body(snapshot)
             case "gone":
-                await switchboard.softphone_gone(operator_id, call_id, softphone)
+                # A softphone that no longer carries the call (another of that node's took it over,
+                # and its resume may have come first) going is not the operator's side going.
+                if which is None or self._carriers.get(call_id) in (None, which):
+                    await switchboard.softphone_gone(operator_id, call_id, softphone)
             case "connected":
                 await switchboard.operator_connected(operator_id, call_id)
             case "decline":
@@ -371,6 +396,10 @@ class ClusterCalls:
             case _:
                 raise UnknownCall(f"No action {action!r} on calls.")
         return None
+
+    def _carried_by(self, call_id: str, softphone: str | None) -> None:
+        if softphone is not None and self._switchboard.holds(call_id):
+            self._carriers[call_id] = softphone
 
     async def _shopper_acts(self, sender: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """A widget socket on node `sender` acts on a call held here."""

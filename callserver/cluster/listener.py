@@ -1,9 +1,10 @@
 """Listening on one Redis pub/sub channel for as long as a node runs, through Redis restarts.
 
 The relay (`relay.py`, a node's own channel), the broadcast (`broadcast.py`, a channel every node
-hears) and the roster's announcements (`redis_roster.py`) each keep one reader task on a channel: it subscribes, hands each frame (a JSON object) on in
-the order it came, and when the connection is lost (Redis restarted) subscribes again. Pub/sub is
-at-most-once: what is published while the reader is away is lost; each use says how it catches up.
+hears) and the roster's announcements (`redis_roster.py`) each keep one reader task on a channel:
+it subscribes, hands each frame (a JSON object) on in the order it came, and when the connection
+is lost (Redis restarted) subscribes again. Pub/sub is at-most-once: what is published while the
+reader is away is lost; each use says how it catches up.
 """
 
 from __future__ import annotations

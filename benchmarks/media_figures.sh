@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every media figure of the README in one go, ≈ 20 minutes on the 2-core host (run it when the
+# Every media figure of the README in one go, ≈ 30 minutes on the 2-core host (run it when the
 # machine is otherwise quiet: `uptime`, and the "other CPU" column of each table):
 #
 #     benchmarks/media_figures.sh                 # BASELINE=REV to compare with another revision

@@ -168,7 +168,6 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
     metered = MeteredEngine(media, app[METRICS])
     app[METERED_MEDIA] = metered
     drain = app[DRAIN]
-    drain.calls_in_progress = lambda: metered.in_progress
     app[ADMISSION] = Admission(settings.max_calls_per_worker, metered.worker_calls, lambda: drain.draining)
     policed = PolicedEngine(metered, settings.denied_networks)
     clock = app.get(CLOCK)
@@ -192,6 +191,8 @@ async def _calls(app: web.Application) -> AsyncIterator[None]:
         app[CLUSTER_RELAY] = relay
     app[ROSTER] = roster
     app[SWITCHBOARD] = switchboard
+    # A draining node stops once no call has media open and every ended call's sides were told.
+    drain.calls_in_progress = lambda: metered.in_progress + switchboard.ending
     yield
     # Calls first (they write their records), then the media they used, then presence.
     await switchboard.close()

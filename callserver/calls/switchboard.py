@@ -183,6 +183,7 @@ class Switchboard:
         self._clock = clock or LoopClock()
         self._calls: dict[str, LiveCall] = {}
         self._placing: set[tuple[int, str]] = set()  # (site, visitor token) whose offer is being recorded
+        self._ending: set[str] = set()  # calls whose end is being written and told (`ending`)
         self._background = BackgroundTasks("switchboard")
         self._unlisten = roster.on_change(self._presence_changed)
         self._closed = False
@@ -192,6 +193,15 @@ class Switchboard:
     @property
     def roster(self) -> Roster:
         return self._roster
+
+    @property
+    def ending(self) -> int:
+        """Calls that ended but whose record is still being written or whose sides are still being told.
+
+        Their media is already closed, so a draining node counts them too: it must not stop before
+        both sides heard `call.ended`.
+        """
+        return len(self._ending)
 
     # Operators ---------------------------------------------------------------------------------
 
@@ -771,6 +781,15 @@ class Switchboard:
         was_answered = call.state is CallState.ANSWERED
         call.state = CallState.ENDED
         self._calls.pop(call.id, None)
+        self._ending.add(call.id)
+        try:
+            await self._ended(call, reason, was_answered, detail)
+        finally:
+            self._ending.discard(call.id)
+
+    async def _ended(
+        self, call: LiveCall, reason: EndReason, was_answered: bool, detail: dict[str, str]
+    ) -> None:
         if self.other_nodes is not None:
             await self.other_nodes.released(call.id)
         current = asyncio.current_task()

@@ -12,6 +12,7 @@ export function createOutcome({ socket, alerts }) {
   let card = null; // built on first use, when the language pack is here
   let conversationId = null;
   let fields = null;
+  let touched = false; // the operator typed or saved since this conversation was shown
 
   function build() {
     const note = el('textarea', { id: 'outcome-note', 'data-testid': 'op-note', rows: '3', maxlength: '4000' });
@@ -27,9 +28,13 @@ export function createOutcome({ socket, alerts }) {
       el('label', { for: 'outcome-order' }, t('outcome_order')), order,
       el('div', { class: 'actions' }, el('button', { type: 'submit', 'data-testid': 'op-outcome-save' },
         t('outcome_save'))), status);
+    // What the operator typed wins over a stored outcome that arrives later (the `outcome` reply to
+    // `outcome.get` may come after they started, or after their save under load).
+    form.addEventListener('input', () => { touched = true; });
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       if (!conversationId) return;
+      touched = true;
       const frame = {
         type: 'outcome.save', conversation_id: conversationId, note: note.value,
         tags: tags.value.split(',').map((tag) => tag.trim()).filter(Boolean), order: order.value.trim(),
@@ -51,6 +56,7 @@ export function createOutcome({ socket, alerts }) {
     if (!card) build();
     if (id !== conversationId) {
       conversationId = id;
+      touched = false;
       fields.note.value = fields.tags.value = fields.order.value = fields.status.textContent = '';
       card.dataset.conversationId = id;
       $('outcome-of').textContent = channel === 'chat' ? t('outcome_of_chat') : t('outcome_of_call');
@@ -61,9 +67,11 @@ export function createOutcome({ socket, alerts }) {
 
   function fill(outcome, saved) {
     if (!outcome || String(outcome.conversation_id) !== conversationId) return;
-    fields.note.value = String(outcome.note || '');
-    fields.tags.value = (outcome.tags || []).join(', ');
-    fields.order.value = String(outcome.order || '');
+    if (saved || !touched) {
+      fields.note.value = String(outcome.note || '');
+      fields.tags.value = (outcome.tags || []).join(', ');
+      fields.order.value = String(outcome.order || '');
+    }
     fields.suggestions.replaceChildren(...(outcome.suggested_tags || []).map((tag) => el('option', { value: String(tag) })));
     if (saved) fields.status.textContent = t('outcome_saved');
   }

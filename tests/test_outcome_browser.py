@@ -4,11 +4,13 @@ it, attributing the order posted later and shown on the dashboard's call page.""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from playwright.async_api import Playwright, expect
+from playwright.async_api import Playwright, WebSocketRoute, expect
 from sqlalchemy import select
 
 from callserver.store.models import ConversationOutcome, ConversationTag, Order
@@ -95,6 +97,51 @@ async def api(stack: Stack, method: str, path: str, body: dict[str, Any] | None 
     ):
         assert response.status in (200, 201), await response.text()
         return await response.json()
+
+
+async def test_what_the_operator_typed_is_kept_when_the_stored_outcome_arrives_after_it(
+    stack: Stack, playwright: Playwright
+) -> None:
+    """Under load the reply to the card's `outcome.get` can come after the operator started typing
+    (CI saw the note, tags and order wiped that way, and saved empty): a late reply leaves the fields."""
+    await stack.add_user("anna@shop.example", name="Anna")
+    context = await launch(playwright, None)
+    held: list[tuple[WebSocketRoute, str]] = []  # the first stored outcome, with the page it goes to
+
+    async def hold_the_stored_outcome(page_side: WebSocketRoute) -> None:
+        server_side = page_side.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if not held and isinstance(message, str) and json.loads(message).get("type") == "outcome":
+                held.append((page_side, message))
+            else:
+                page_side.send(message)
+
+        server_side.on_message(to_page)
+        page_side.on_message(server_side.send)
+
+    try:
+        await context.route_web_socket(re.compile(r"/ws/operator"), hold_the_stored_outcome)
+        operator = await context.new_page()
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
+        await go_online(operator)
+        shopper = await stack.sockets.shopper("visitor-outcome-late")
+        await shopper.send({"type": "chat.start", "context": {"page": "https://shop.example/p/1"}})
+        await shopper.receive("chat.history")
+        await expect(operator.get_by_test_id("op-outcome")).to_be_visible(timeout=10_000)
+        await operator.get_by_test_id("op-note").fill("Wants it on Friday.")
+        await operator.get_by_test_id("op-order").fill("#3002")
+        assert len(held) == 1, "the card asked for its stored outcome"
+        page_side, late = held[0]
+        page_side.send(late)  # the stored (empty) outcome arrives now, then a message after it
+        await shopper.send({"type": "chat.send", "text": "Is it solid oak?", "client_id": "c1"})
+        await expect(operator.get_by_text("Is it solid oak?")).to_be_visible()  # frames come in order
+        await expect(operator.get_by_test_id("op-note")).to_have_value("Wants it on Friday.")
+        await operator.get_by_test_id("op-outcome-save").click()
+        await expect(operator.get_by_test_id("op-outcome-status")).to_have_text("Saved.")
+        await expect(operator.get_by_test_id("op-order")).to_have_value("3002")
+    finally:
+        await context.close()
 
 
 async def test_during_a_call_the_operator_notes_tags_and_takes_an_order_shown_on_the_call_page(

@@ -492,10 +492,14 @@ class ForwardingEngine:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for call in self._calls.values():
-            for leg in call.legs:
-                if not leg.tap.connected:
+            for leg in (call.shopper, call.operator):
+                out = leg.out
+                # A bridged leg hears the other's packets, not a tone: most ticks have nothing to do.
+                tone = out.filler if out.forwarding else out.tone
+                if (tone is None and now < leg.next_rtcp) or not leg.tap.connected:
                     continue
-                leg.out.send_tone(now)
+                if tone is not None:
+                    out.send_tone(now)
                 if now >= leg.next_rtcp:
                     leg.send_rtcp(now)
         if now >= self._next_watch:  # the no-media watchdog, once a second (media_watch)

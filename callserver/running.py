@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from aiohttp import web
 
 from callserver.cluster.drain import Drain
+from callserver.heap import freeze_start_up
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ async def serve_apps(
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, host, port, shutdown_timeout=5).start()
+        freeze_start_up()
         if ready is not None:
             await ready()
         await stop.wait()

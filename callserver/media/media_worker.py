@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from callserver.heap import freeze_start_up
 from callserver.media.forwarding_bridge import ForwardingCall, ForwardingEngine
 from callserver.media.worker_protocol import Event, Reply, Request, encode, read_frame
 from callserver.settings import IceServer
@@ -138,6 +139,7 @@ async def main(config: dict[str, Any]) -> None:
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     worker = MediaWorker(config, transport)
+    freeze_start_up()
     try:
         await worker.serve(reader)
     finally:

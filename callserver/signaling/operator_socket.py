@@ -77,10 +77,22 @@ class OperatorConnection:
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        # `hello` is the first frame (docs/signaling.md): what others send this softphone while its `hello` is
+        # being put together (it joined the roster first, so as to miss no ring) waits, in order.
+        self._before_hello: list[Mapping[str, object]] | None = []
 
     async def send(self, message: Mapping[str, object]) -> None:
-        if not self.ws.closed:
+        if self._before_hello is not None:
+            self._before_hello.append(message)
+        elif not self.ws.closed:
             await self.ws.send_json(message)
+
+    async def greet(self, hello: Mapping[str, object]) -> None:
+        """Send `hello`, then what came for this softphone while it was being put together."""
+        held, self._before_hello = self._before_hello or [], None
+        for message in (hello, *held):
+            if not self.ws.closed:
+                await self.ws.send_json(message)
 
     async def incoming(self, call: dict[str, object]) -> None:
         await self.send({"type": "call.incoming", "call": call})
@@ -141,7 +153,7 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
     leave = switchboard.operator_joined(account, softphone)
     stop_watching = None
     try:
-        await softphone.send(
+        await softphone.greet(
             {
                 "type": "hello",
                 "operator": {"id": account.id, "email": account.email, "name": account.display_name},

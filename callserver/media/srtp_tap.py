@@ -97,6 +97,7 @@ class SrtpTap:
         self._pair: Any = None
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._remote: Any = None
+        self._relayed: bool | None = None  # whether the pair last sent on goes through TURN
         self.packets_sent = 0
         self.bytes_sent = 0
         self.unprotect_failures = 0
@@ -242,6 +243,7 @@ class SrtpTap:
             if pair is None:
                 return False
             self._pair, self._sendto, self._remote = pair, pair.protocol.transport.sendto, pair.remote_addr
+            self._relayed = _through_turn(pair)
         # aioice's own `send_data` is a coroutine around exactly this call.
         self._sendto(data, self._remote)  # type: ignore[misc]
         self.packets_sent += 1
@@ -251,11 +253,15 @@ class SrtpTap:
     def relayed(self) -> bool | None:
         """Whether the selected ICE pair goes through TURN."""
         connection = self._connection
-        if connection is None:
-            return None
-        for pair in connection._nominated.values():
-            return "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
-        return None
+        if connection is not None:
+            for pair in connection._nominated.values():
+                return _through_turn(pair)
+        # The browser's hang-up may close ICE before the call's figures are read: the last pair sent on.
+        return self._relayed
+
+
+def _through_turn(pair: Any) -> bool:
+    return "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
 
 
 def _drop(*args: object) -> None:

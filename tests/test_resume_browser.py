@@ -4,11 +4,13 @@ by itself; the operator's softphone renegotiates its media on a new peer connect
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, Playwright, expect
+from playwright.async_api import Page, Playwright, WebSocketRoute, expect
 
 from callserver.web.keys import OPERATOR_SOCKETS, SOCKETS
 from tests.browsers import go_online, hears, launch, sign_in
@@ -172,3 +174,58 @@ async def test_a_call_refused_all_busy_falls_back_to_a_chat(
         assert assigned["chat"]["fallback"] == "all_busy"
     finally:
         await shopper_browser.browser.close()
+
+
+GIVE_UP_WINDOW = 3.0  # the server's resume_window in the next test: the widget gives up 5 s after it
+
+
+@pytest.fixture
+async def short_window(tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = settings_for(tmp_path, ring_timeout=30, resume_window=GIVE_UP_WINDOW)
+    async with running_stack(settings) as running:
+        yield running
+
+
+async def test_a_widget_that_cannot_come_back_gives_up_after_the_servers_resume_window(
+    short_window: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    """The widget's socket goes and every new one is refused (as behind a network that lets nothing
+    through): the widget gives up by itself `resume_window` + 5 s later, as /widget/config says, not
+    after an older server's 30 + 5 s, and the shopper is told; the server ends the call `lost`."""
+    stack = short_window
+    await stack.add_user("anna@shop.example", name="Anna")
+    operator_browser = await launch(playwright, tones["operator"])
+    shopper_browser = await launch(playwright, tones["shopper"])
+    tries: list[float] = []
+
+    async def refuse(ws: WebSocketRoute) -> None:
+        tries.append(time.monotonic())
+        await ws.close(code=1011, reason="refused by the test")
+
+    try:
+        operator = await operator_browser.new_page()
+        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
+        await go_online(operator)
+        shop = await shopper_browser.new_page()
+        call_id = await answered_call(stack, shop, operator)
+        await shop.evaluate(WATCH, "cb-status")
+        await shop.context.route_web_socket(re.compile(r"/ws/widget"), refuse)
+        for ws in [ws for ws in stack.app[SOCKETS] if ws not in stack.app[OPERATOR_SOCKETS]]:
+            await ws.close()
+        cut = time.monotonic()
+
+        record = await stack.ended_call(call_id, within=GIVE_UP_WINDOW + 10)
+        assert record.end_reason == "lost"
+        await expect(shop.get_by_test_id("cb-status")).to_contain_text(
+            "interrupted", timeout=int((GIVE_UP_WINDOW + 5 + 10) * 1000)
+        )
+        gave_up = time.monotonic() - cut
+        assert tries, "the widget tried to come back"
+        texts = await seen(shop, "cb-status")
+        assert texts.index("Reconnecting…") < texts.index("The call was interrupted."), texts
+        # It waited out the server's window (it would have resumed meanwhile), and not the default 35 s.
+        assert GIVE_UP_WINDOW + 5 <= gave_up < 30, gave_up
+        await expect(shop.get_by_test_id("cb-hangup")).to_be_hidden()
+    finally:
+        await shopper_browser.browser.close()
+        await operator_browser.browser.close()

@@ -290,9 +290,8 @@
     async function reoffer(current) {
       if (current.done || current.next || !current.token) return;
       show(view(), t('reconnecting'));
-      // Offline, an offer would only wait in a dead socket: let it go (the call's give-up starts, as
-      // when the server's end of it went); `online` brings a new socket and us back here.
-      if (!navigator.onLine) { socket.close(); return; }
+      // Offline, an offer would only wait in a dead socket: `online` brings us back here.
+      if (!navigator.onLine) return;
       const pc = current.next = peer(current);
       try {
         await offer(pc);
@@ -308,12 +307,7 @@
 
     // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one. Watched from the
     // first call on (this file comes with its microphone check).
-    const moved = () => {
-      const current = call();
-      if (!current || !current.flowed) return;
-      if (navigator.onLine) socket.connect(); // at once, not after the socket's backoff
-      reoffer(current);
-    };
+    const moved = () => { const current = call(); if (current && current.flowed) reoffer(current); };
     window.addEventListener('online', moved);
     window.addEventListener('offline', moved);
     if (navigator.connection) navigator.connection.addEventListener('change', moved);

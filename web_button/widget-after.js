@@ -284,14 +284,18 @@
   // ---- a call's recovery: its media went (ICE disconnected for 2 s, failed) or the network changed
 
   function recovery(api) {
-    const { t, socket, show, view, peer, offer, call } = api;
+    const { t, socket, show, view, peer, offer, call, config, lost } = api;
 
     // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
     async function reoffer(current) {
       if (current.done || current.next || !current.token) return;
       show(view(), t('reconnecting'));
-      // Offline, an offer would only wait in a dead socket: `online` brings us back here.
-      if (!navigator.onLine) return;
+      // Offline, an offer would only wait in a dead socket: `online` brings us back here. The socket
+      // may not close for minutes, so the give-up the server's window sets starts now.
+      if (!navigator.onLine) {
+        if (!current.offline) current.offline = setTimeout(() => current.done || lost(current), 1e3 * (config().resume_window || 30) + 5e3);
+        return;
+      }
       const pc = current.next = peer(current);
       try {
         await offer(pc);
@@ -307,7 +311,12 @@
 
     // A new network (Wi-Fi to mobile data): our media path is gone, offer a new one. Watched from the
     // first call on (this file comes with its microphone check).
-    const moved = () => { const current = call(); if (current && current.flowed) reoffer(current); };
+    const moved = () => {
+      const current = call();
+      if (!current || !current.flowed) return;
+      if (navigator.onLine) { clearTimeout(current.offline); current.offline = 0; }
+      reoffer(current);
+    };
     window.addEventListener('online', moved);
     window.addEventListener('offline', moved);
     if (navigator.connection) navigator.connection.addEventListener('change', moved);

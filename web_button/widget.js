@@ -694,7 +694,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     after = after || new Promise((resolve, reject) => {
       window.__callbuttonAfter = (setup) => resolve(setup({ root, panel, offlineForm, t, el, socket, open, startCall,
         show, on, emit, store, stored, visitorToken, base, siteKey, config: () => config, peer, offer,
-        view: () => view, call: () => call, chat: () => chatState, addLine }));
+        view: () => view, call: () => call, chat: () => chatState, addLine, lost }));
       const tag = document.createElement('script');
       tag.src = `${base}/widget-after.js`;
       tag.onerror = () => { after = null; reject(); };

@@ -24,7 +24,7 @@ from av import AudioFrame
 from callserver.media.media_watch import NO_MEDIA_AFTER
 from tests.sockets import SAMPLES, Softphone, Widget
 from tests.stack import Stack, running_stack, settings_for
-from tests.test_call_reoffer import events_of, hears
+from tests.test_call_reoffer import events_of
 from tests.test_media_forwarding import Listener
 
 # Waits for what the watchdog does: a few times its threshold, well short of ICE consent's ~30 s
@@ -94,7 +94,7 @@ async def bridged(stack: Stack) -> tuple[Widget, Softphone, str, Listener]:
     await operator.answer(call_id, hz=1000)
     await shopper.receive("call.connected")
     await asyncio.sleep(1.0)
-    hears(heard_by_operator, 440)
+    await heard_by_operator.hears(440)
     return shopper, operator, call_id, heard_by_operator
 
 
@@ -134,7 +134,7 @@ async def test_a_shopper_whose_packets_flow_again_on_the_same_leg_is_back(engine
     outage.end()  # consent never failed: the same leg carries on, no re-offer
     await operator.receive("call.reconnected", shopper_side, within=NOTICED_WITHIN)
     await asyncio.sleep(1.0)
-    hears(heard_by_operator, 440)
+    await heard_by_operator.hears(440)
     assert shopper.pc is leg and shopper.frames_of("call.ended") == []
 
     await operator.send({"type": "call.hangup", "call_id": call_id})

@@ -4,6 +4,7 @@ it, attributing the order posted later and shown on the dashboard's call page.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -131,6 +132,12 @@ async def test_what_the_operator_typed_is_kept_when_the_stored_outcome_arrives_a
         await expect(operator.get_by_test_id("op-outcome")).to_be_visible(timeout=10_000)
         await operator.get_by_test_id("op-note").fill("Wants it on Friday.")
         await operator.get_by_test_id("op-order").fill("#3002")
+        # The card asked for its stored outcome when it opened; under load the reply may still be on
+        # its way (it is held here whenever it comes, and let through only after the typing).
+        for _ in range(100):
+            if held:
+                break
+            await asyncio.sleep(0.1)
         assert len(held) == 1, "the card asked for its stored outcome"
         page_side, late = held[0]
         page_side.send(late)  # the stored (empty) outcome arrives now, then a message after it

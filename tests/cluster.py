@@ -143,7 +143,7 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
 async def running_cluster(
     folder: Path, origins: Sequence[str] = (SHOP,), env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Cluster]:
-    """PostgreSQL, Redis and nodes A and B (started one after the other), one site allowing `origins`.
+    """PostgreSQL, Redis and nodes A and B (started together), one site allowing `origins`.
 
     `env` adds settings (CALLSERVER_*) to both nodes. Nodes are stopped (SIGTERM, then SIGKILL after
     5 s), then the servers, on every path.
@@ -153,12 +153,11 @@ async def running_cluster(
         processes: list[subprocess.Popen[bytes]] = []
         database = Database(database_url)
         try:
-            started = []
-            for name in ("node-a", "node-b"):  # one after the other: both would migrate the schema at once
-                process, url, log = start_node(name, folder, node_env)
-                processes.append(process)
-                await node_ready(url, process, log)
-                started.append((process, url, log))
+            # Both at once, as an install starts its nodes: one migrates the new database, the other
+            # waits for it (Database.upgrade holds an advisory lock) and finds nothing left to do.
+            started = [start_node(name, folder, node_env) for name in ("node-a", "node-b")]
+            processes.extend(process for process, _, _ in started)
+            await asyncio.gather(*(node_ready(url, process, log) for process, url, log in started))
             async with database.session() as session:
                 site = await sites.create_site(session, "Cluster shop", list(origins))
             a, b = (

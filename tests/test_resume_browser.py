@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -46,20 +47,12 @@ async def seen(page: Page, test_id: str) -> list[str]:
     return texts
 
 
-async def answered_call(stack: Stack, shop: Page, operator: Page) -> str:
-    await shop.goto(f"{stack.shop_url}/products/oak-table")
-    call_id = await place_call(shop, operator)
-    await operator.get_by_test_id("op-incoming").get_by_test_id("op-answer").click()
-    await expect(shop.get_by_test_id("cb-status")).to_contain_text("Anna", timeout=15_000)
-    await expect(operator.get_by_test_id("op-call-state")).to_have_text("connected", timeout=15_000)
-    await hears(operator, 440)
-    await hears(shop, 1000)
-    return call_id
-
-
-async def test_the_widgets_socket_cut_mid_call_comes_back_and_the_call_goes_on(
+@asynccontextmanager
+async def in_a_call(
     stack: Stack, playwright: Playwright, tones: dict[str, Path]
-) -> None:
+) -> AsyncIterator[tuple[Page, Page, str]]:
+    """Anna online in her softphone, a shopper's call answered and heard both ways: (shop, operator,
+    call id). Both browsers are closed after."""
     await stack.add_user("anna@shop.example", name="Anna")
     operator_browser = await launch(playwright, tones["operator"])
     shopper_browser = await launch(playwright, tones["shopper"])
@@ -68,7 +61,23 @@ async def test_the_widgets_socket_cut_mid_call_comes_back_and_the_call_goes_on(
         await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
         await go_online(operator)
         shop = await shopper_browser.new_page()
-        call_id = await answered_call(stack, shop, operator)
+        await shop.goto(f"{stack.shop_url}/products/oak-table")
+        call_id = await place_call(shop, operator)
+        await operator.get_by_test_id("op-incoming").get_by_test_id("op-answer").click()
+        await expect(shop.get_by_test_id("cb-status")).to_contain_text("Anna", timeout=15_000)
+        await expect(operator.get_by_test_id("op-call-state")).to_have_text("connected", timeout=15_000)
+        await hears(operator, 440)
+        await hears(shop, 1000)
+        yield shop, operator, call_id
+    finally:
+        await shopper_browser.browser.close()
+        await operator_browser.browser.close()
+
+
+async def test_the_widgets_socket_cut_mid_call_comes_back_and_the_call_goes_on(
+    stack: Stack, playwright: Playwright, tones: dict[str, Path]
+) -> None:
+    async with in_a_call(stack, playwright, tones) as (shop, operator, call_id):
         await shop.evaluate(WATCH, "cb-status")
         await operator.evaluate(WATCH, "op-call-state")
 
@@ -98,24 +107,13 @@ async def test_the_widgets_socket_cut_mid_call_comes_back_and_the_call_goes_on(
         record = await stack.ended_call(call_id)
         assert record.end_reason == "completed"
         assert record.quality["shopper"]["reconnects"] == 1
-    finally:
-        await shopper_browser.browser.close()
-        await operator_browser.browser.close()
 
 
 @pytest.mark.parametrize("side", ["operator", "shopper"])
 async def test_a_side_on_a_new_network_renegotiates_while_the_other_talks(
     stack: Stack, playwright: Playwright, tones: dict[str, Path], side: str
 ) -> None:
-    await stack.add_user("anna@shop.example", name="Anna")
-    operator_browser = await launch(playwright, tones["operator"])
-    shopper_browser = await launch(playwright, tones["shopper"])
-    try:
-        operator = await operator_browser.new_page()
-        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
-        await go_online(operator)
-        shop = await shopper_browser.new_page()
-        call_id = await answered_call(stack, shop, operator)
+    async with in_a_call(stack, playwright, tones) as (shop, operator, call_id):
         await operator.evaluate(WATCH, "op-call-state")
         moving = operator if side == "operator" else shop
         assert await moving.evaluate("window.__tracks.length") == 1
@@ -145,9 +143,6 @@ async def test_a_side_on_a_new_network_renegotiates_while_the_other_talks(
             if name == "call.reconnecting"
         ]
         assert causes == ["reoffer"], causes
-    finally:
-        await shopper_browser.browser.close()
-        await operator_browser.browser.close()
 
 
 @pytest.fixture
@@ -193,21 +188,13 @@ async def test_a_widget_that_cannot_come_back_gives_up_after_the_servers_resume_
     through): the widget gives up by itself `resume_window` + 5 s later, as /widget/config says, not
     after an older server's 30 + 5 s, and the shopper is told; the server ends the call `lost`."""
     stack = short_window
-    await stack.add_user("anna@shop.example", name="Anna")
-    operator_browser = await launch(playwright, tones["operator"])
-    shopper_browser = await launch(playwright, tones["shopper"])
     tries: list[float] = []
 
     async def refuse(ws: WebSocketRoute) -> None:
         tries.append(time.monotonic())
         await ws.close(code=1011, reason="refused by the test")
 
-    try:
-        operator = await operator_browser.new_page()
-        await sign_in(operator, stack.url, "operator", "anna@shop.example", PASSWORD)
-        await go_online(operator)
-        shop = await shopper_browser.new_page()
-        call_id = await answered_call(stack, shop, operator)
+    async with in_a_call(stack, playwright, tones) as (shop, _, call_id):
         await shop.evaluate(WATCH, "cb-status")
         await shop.context.route_web_socket(re.compile(r"/ws/widget"), refuse)
         for ws in [ws for ws in stack.app[SOCKETS] if ws not in stack.app[OPERATOR_SOCKETS]]:
@@ -226,6 +213,3 @@ async def test_a_widget_that_cannot_come_back_gives_up_after_the_servers_resume_
         # It waited out the server's window (it would have resumed meanwhile), and not the default 35 s.
         assert GIVE_UP_WINDOW + 5 <= gave_up < 30, gave_up
         await expect(shop.get_by_test_id("cb-hangup")).to_be_hidden()
-    finally:
-        await shopper_browser.browser.close()
-        await operator_browser.browser.close()

@@ -284,7 +284,7 @@
   // ---- a call's recovery: its media went (ICE disconnected for 2 s, failed) or the network changed
 
   function recovery(api) {
-    const { t, socket, show, view, peer, offer, call, config, lost } = api;
+    const { t, socket, show, view, peer, offer, call, lost, giveUpAfter } = api;
 
     // The server has no ICE restart (aiortc): a new peer connection replaces our leg (call.reanswer).
     async function reoffer(current) {
@@ -293,7 +293,7 @@
       // Offline, an offer would only wait in a dead socket: `online` brings us back here. The socket
       // may not close for minutes, so the give-up the server's window sets starts now.
       if (!navigator.onLine) {
-        if (!current.offline) current.offline = setTimeout(() => current.done || lost(current), 1e3 * (config().resume_window || 30) + 5e3);
+        if (!current.offline) current.offline = setTimeout(() => current.done || lost(current), giveUpAfter());
         return;
       }
       const pc = current.next = peer(current);

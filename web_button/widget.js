@@ -694,7 +694,7 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
     after = after || new Promise((resolve, reject) => {
       window.__callbuttonAfter = (setup) => resolve(setup({ root, panel, offlineForm, t, el, socket, open, startCall,
         show, on, emit, store, stored, visitorToken, base, siteKey, config: () => config, peer, offer,
-        view: () => view, call: () => call, chat: () => chatState, addLine, lost }));
+        view: () => view, call: () => call, chat: () => chatState, addLine, lost, giveUpAfter }));
       const tag = document.createElement('script');
       tag.src = `${base}/widget-after.js`;
       tag.onerror = () => { after = null; reject(); };
@@ -959,13 +959,12 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
         const problem = { 4403: 'origin_not_allowed', 4404: 'unknown_site' }[frame.code] || (!current.offered && 'unreachable');
         if (problem) endCall(current, 'failed', t(problem), problem);
         else if (current.token && frame.code < 4000) {
-          // The server holds the call for resume_window (from /widget/config; we give up 5 s after it
-          // would have; 30 s from an older server): our socket comes back and resumes it. A
+          // The server holds the call for resume_window: our socket comes back and resumes it. A
           // reoffer sent on this one has no answer coming, and the server may have taken it in place
           // of our leg: both go, and the resumed call offers again.
           if (current.next) { current.next.close(); current.pc.close(); }
           current.next = null;
-          if (!current.away) current.away = setTimeout(() => lost(current), 1e3 * (config.resume_window || 30) + 5e3);
+          if (!current.away) current.away = setTimeout(() => lost(current), giveUpAfter());
           show(view, t('reconnecting'));
         } else lost(current);
         break;
@@ -1047,6 +1046,12 @@ data-a="launcher" aria-expanded="false">${PHONE_ICON}</button>
   // Back from Reconnecting…: the call's own line again.
   function back(current) {
     if (!current.away) show(view, current.connected ? t('in_call', { name: current.name }) : t('waiting'));
+  }
+
+  // How long a call away from the server is waited for: its resume_window (from /widget/config; 30 s
+  // from an older server), and 5 s more so that we give up after it would have.
+  function giveUpAfter() {
+    return 1e3 * (config.resume_window || 30) + 5e3;
   }
 
   function lost(current) {

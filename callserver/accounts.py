@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -20,8 +21,13 @@ from callserver.store.models import AuthSession, Site, User
 
 ROLES = ("operator", "owner")
 _hasher = PasswordHasher()
-# Verifying against this keeps a login for an unknown e-mail as slow as one with a wrong password.
-_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps a login for an unknown e-mail as slow as one with a wrong password.
+    Made on first use, not on import: every command and process that imports this module paid for it."""
+    return _hasher.hash("not a real password")
 
 
 def check_password(password_hash: str, password: str) -> bool:
@@ -101,7 +107,7 @@ async def authenticate(database: Database, email: str, password: str) -> Account
         found = (
             await session.execute(select(User.id, User.password_hash).where(User.email == email))
         ).first()
-    stored = found.password_hash if found else _DUMMY_HASH
+    stored = found.password_hash if found else await asyncio.to_thread(_dummy_hash)
     if not await asyncio.to_thread(check_password, stored, password) or found is None:
         return None
     async with database.session() as session:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -71,6 +72,13 @@ class Tones:
         self.ringback = opus_packets(TonePattern(RINGBACK).frames)
         self.hold = opus_packets(TonePattern(HOLD).frames)
         self.silence = opus_packets([SILENCE] * 3)[-1:]
+
+    @staticmethod
+    @functools.cache
+    def shared() -> Tones:
+        """One set per process: making it takes half a CPU-second, which every engine started in
+        the process (a media worker's, a test's) paid again; the packets are never changed."""
+        return Tones()
 
 
 class SilentTrack(MediaStreamTrack):
@@ -454,7 +462,7 @@ class ForwardingEngine:
         self.ice_servers = ice_servers
         self.recordings = recordings
         self.keep_leg_recordings = keep_leg_recordings
-        self.tones = Tones()
+        self.tones = Tones.shared()
         self._calls: dict[str, ForwardingCall] = {}
         self._mixing: set[asyncio.Task[None]] = set()
         # One thread mixes the recordings, one after the other: mixes side by side in the default

@@ -192,6 +192,40 @@ def tree_rss(pid: int) -> int:
     return sum(rss_bytes(p) for p in process_tree(pid))
 
 
+# glibc gives each thread arena a heap of its own, aligned to HEAP_MAX_SIZE (64 MiB on 64-bit).
+THREAD_HEAP_ALIGN = 64 << 20
+
+
+def memory_by_kind(pid: int) -> dict[str, float]:
+    """The resident MB of one process by kind of mapping, from /proc/PID/smaps.
+
+    `heap`: glibc's main arena (what the main thread mallocs: aiortc, libsrtp, PyAV); `thread_arenas`:
+    the arenas of other threads (SQLite's page caches live in aiosqlite's connection threads, the mixer's
+    buffers in its thread); `anonymous`: the rest of the anonymous memory, mostly pymalloc's 1 MiB
+    arenas of Python objects; `files`: mapped libraries and files.
+    """
+    kinds = dict.fromkeys(("heap", "thread_arenas", "anonymous", "files"), 0)
+    kind = None
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == "Rss:":
+                if kind is not None:
+                    kinds[kind] += int(fields[1])
+            elif not fields[0].endswith(":") and "-" in fields[0]:  # a mapping's header line
+                start = int(fields[0].split("-")[0], 16)
+                name = fields[5] if len(fields) > 5 else ""
+                if name == "[heap]":
+                    kind = "heap"
+                elif name.startswith("["):
+                    kind = None  # the stack, vdso and the like
+                elif name:
+                    kind = "files"
+                else:
+                    kind = "thread_arenas" if start % THREAD_HEAP_ALIGN == 0 else "anonymous"
+    return {name: round(kib / 1024, 1) for name, kib in kinds.items()}
+
+
 def tree_cpu(pid: int) -> dict[int, float]:
     """CPU seconds so far of each process of the tree."""
     times: dict[int, float] = {}
@@ -558,7 +592,9 @@ async def bench_rss(
     """RSS of the server (and its workers) every `every` calls across `calls` consecutive short calls."""
     async with Bench(variant, work, churn["concurrency"], record, pins) as bench:
         assert bench.server is not None and bench.load is not None
-        samples = [{"calls": 0, "rss_mb": round(bench.idle_rss / 2**20, 1)}]
+        samples = [
+            {"calls": 0, "rss_mb": round(bench.idle_rss / 2**20, 1), **memory_by_kind(bench.server.pid)}
+        ]
         await bench.load.send(
             {
                 "churn": churn["calls"],
@@ -572,8 +608,9 @@ async def bench_rss(
             message = await bench.load.line()
             if "progress" in message:
                 rss = tree_rss(bench.server.pid)
-                samples.append({"calls": message["progress"], "rss_mb": round(rss / 2**20, 1)})
-                print(f"    after {message['progress']} calls: RSS {rss / 2**20:.1f} MB", flush=True)
+                kinds = memory_by_kind(bench.server.pid)
+                samples.append({"calls": message["progress"], "rss_mb": round(rss / 2**20, 1), **kinds})
+                print(f"    after {message['progress']} calls: RSS {rss / 2**20:.1f} MB {kinds}", flush=True)
             elif "result" in message:
                 result: dict[str, Any] = message["result"]
                 break
@@ -743,6 +780,11 @@ def markdown_rss(report: dict[str, Any]) -> str:
             f"{churn['hold']} s each, recorded: {report['recorded']}) in {churn.get('seconds')} s, "
             f"{churn.get('calls_without_audio')} without audio; PyAV {report['host']['av']}",
             f"- RSS in MB after N calls — {samples}",
+            *(
+                f"- {kind} (main process) in MB — "
+                + ", ".join(f"{s['calls']}: {s[kind]}" for s in engine["rss_samples"])
+                for kind in ("heap", "thread_arenas", "anonymous", "files")
+            ),
             f"- spread from the first sample on: **{engine['spread_percent']} %**; "
             f"from the second on: **{engine['spread_after_warmup_percent']} %**",
         ]

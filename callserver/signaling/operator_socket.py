@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import functools
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
 from callserver.accounts import Account
-from callserver.errors import CallserverError, InvalidInput
+from callserver.errors import InvalidInput
 from callserver.operators.roster import Presence
+from callserver.signaling.frames import answer_frame
 from callserver.visitors.history import Past, VisitorHistory
 from callserver.web.auth import current_account, watch_socket
 from callserver.web.keys import (
@@ -25,7 +25,6 @@ from callserver.web.keys import (
     SWITCHBOARD,
 )
 from callserver.wire.inbound import (
-    BadMessage,
     CallAccept,
     CallbackDone,
     CallDecline,
@@ -55,7 +54,6 @@ from callserver.wire.inbound import (
     VisitorInvite,
     decode_operator,
     error,
-    internal_error,
 )
 from callserver.wire.outbound import (
     CallReanswer,
@@ -67,7 +65,6 @@ from callserver.wire.outbound import (
 from callserver.wire.outbound import VisitorHistory as VisitorHistoryFrame
 from callserver.wire.vocabulary import CallSide
 
-log = logging.getLogger(__name__)
 CLOSE_LOGIN_REQUIRED = 4401
 CLOSE_FORBIDDEN = 4403
 
@@ -169,22 +166,10 @@ async def operator_socket(request: web.Request) -> web.WebSocketResponse:
         floor = request.app[SHOP_FLOOR]
         stop_watching = floor.publisher.watch(account, softphone)
         await floor.publisher.snapshot(account, softphone)
+        handle = functools.partial(_handle, request, account, softphone)
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
-                message: OperatorMessage | None = None
-                try:
-                    message = decode_operator(frame.data)
-                    await _handle(request, account, softphone, message)
-                except BadMessage as e:
-                    await softphone.send(error(e.code, e.message))
-                except CallserverError as e:
-                    await softphone.send(error(e.code, e.message, getattr(message, "client_id", None)))
-                except Exception as e:
-                    # A bug must not kill the operator's socket: one line in the log, an error frame.
-                    kind = message.type if message is not None else "?"
-                    log.error("operator message %s failed: %s: %s", kind, type(e).__name__, e)
-                    with contextlib.suppress(ConnectionError):
-                        await softphone.send(internal_error(getattr(message, "client_id", None)))
+                await answer_frame("operator", frame.data, decode_operator, handle, softphone.send)
             elif frame.type is WSMsgType.BINARY:
                 await softphone.send(error("bad_message", "Binary frames are not accepted."))
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -12,8 +11,9 @@ from aiohttp import WSMsgType, web
 from callserver.calls.records import VisitorContext
 from callserver.calls.states import EndReason
 from callserver.chats.errors import RateLimited
-from callserver.errors import CallInProgress, CallserverError, NoCall, OriginNotAllowed, UnknownSite
+from callserver.errors import CallInProgress, NoCall, OriginNotAllowed, UnknownSite
 from callserver.limits import TokenBucket
+from callserver.signaling.frames import answer_frame
 from callserver.sites import is_visitor_token
 from callserver.web.clients import client_address
 from callserver.web.keys import (
@@ -28,7 +28,6 @@ from callserver.web.keys import (
     SWITCHBOARD,
 )
 from callserver.wire.inbound import (
-    BadMessage,
     CallbackRequestFrame,
     CallContext,
     CallOffer,
@@ -49,7 +48,6 @@ from callserver.wire.inbound import (
     WidgetMessage,
     decode_widget,
     error,
-    internal_error,
 )
 from callserver.wire.outbound import (
     CallDetached,
@@ -213,6 +211,13 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
         }
     )
     bucket = TokenBucket(rate=SOCKET_RATE, burst=SOCKET_BURST)
+
+    def decode_limited(data: str) -> WidgetMessage:
+        """A frame counts against the socket's rate limit before it is read, garbage too."""
+        if not bucket.take():
+            raise RateLimited("Too many messages on this connection: slow down.")
+        return decode_widget(data)
+
     satisfaction = app[SATISFACTION]
     # A conversation ended on the last page and not rated yet: asked on this one (shown when the panel opens).
     pending = await satisfaction.pending(site.id, token)
@@ -291,22 +296,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, address: str) 
     try:
         async for frame in ws:
             if frame.type is WSMsgType.TEXT:
-                message: WidgetMessage | None = None
-                try:
-                    if not bucket.take():
-                        raise RateLimited("Too many messages on this connection: slow down.")
-                    message = decode_widget(frame.data)
-                    await handle(message)
-                except BadMessage as e:
-                    await shopper.send(error(e.code, e.message))
-                except CallserverError as e:
-                    await shopper.send(error(e.code, e.message, getattr(message, "client_id", None)))
-                except Exception as e:
-                    # A bug must not kill the shopper's socket: one line in the log, an error frame.
-                    kind = message.type if message is not None else "?"
-                    log.error("widget message %s failed: %s: %s", kind, type(e).__name__, e)
-                    with contextlib.suppress(ConnectionError):
-                        await shopper.send(internal_error(getattr(message, "client_id", None)))
+                await answer_frame("widget", frame.data, decode_limited, handle, shopper.send)
             elif frame.type is WSMsgType.BINARY:
                 await shopper.send(error("bad_message", "Binary frames are not accepted."))
     finally:

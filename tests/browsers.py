@@ -8,6 +8,7 @@ import shutil
 import struct
 import time
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,14 @@ def chromium_path() -> str:
 
 
 async def launch(
-    playwright: Playwright, microphone: Path | None, locale: str | None = None
+    playwright: Playwright,
+    microphone: Path | None,
+    locale: str | None = None,
+    flags: Sequence[str] = (),
 ) -> BrowserContext:
     """A browser process of its own: with a fake microphone playing `microphone`, or with it refused;
-    `locale` (e.g. "de-DE") is the language the browser asks pages for."""
-    args = list(CHROMIUM_FLAGS)
+    `locale` (e.g. "de-DE") is the language the browser asks pages for; `flags` go to Chromium too."""
+    args = [*CHROMIUM_FLAGS, *flags]
     if microphone is None:
         args.append("--deny-permission-prompts")
     else:

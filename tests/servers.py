@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import base64
+import datetime
+import hashlib
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -12,6 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.stack import free_port
 
@@ -100,11 +109,58 @@ def coturn(secret: str, relay_ip: str = "127.0.0.1") -> Iterator[str]:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files; `spki` pins it for Chromium
+    (`--ignore-certificate-errors-spki-list`: this key is trusted, every other check still holds)."""
+
+    cert: Path
+    key: Path
+    spki: str
+
+
+def self_signed_certificate(folder: Path, name: str) -> Certificate:
+    """An ECDSA P-256 certificate for `name` and 127.0.0.1, valid for a day, written into `folder`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return Certificate(cert_path, key_path, base64.b64encode(hashlib.sha256(spki).digest()).decode())
+
+
+@dataclass(frozen=True)
 class TurnServer:
-    """A running turnserver: its `turn:` URL (UDP; `?transport=tcp` on the same port) and process id."""
+    """A running turnserver: its `turn:` URL (UDP; `?transport=tcp` on the same port) and process id;
+    with TLS on, its `turns:` URL and the certificate it presents."""
 
     url: str
     pid: int
+    tls_url: str | None = None
+    certificate: Certificate | None = None
 
     @property
     def tcp_url(self) -> str:
@@ -121,14 +177,27 @@ _INSTALL_OPTIONS = {
 
 @contextmanager
 def hardened_coturn(
-    config: Path, secret: str, relay_ip: str = "127.0.0.1", allowed_peers: tuple[str, ...] = ()
+    config: Path,
+    secret: str,
+    relay_ip: str = "127.0.0.1",
+    allowed_peers: tuple[str, ...] = (),
+    tls: bool = False,
 ) -> Iterator[TurnServer]:
     """coturn run from the sample config `config` (docs/coturn.conf), on 127.0.0.1 with `secret`: a copy
     keeps its policy lines as they are and replaces only what names an install; `allowed_peers` are
-    `allowed-peer-ip` lines (callserver's own address where it is private)."""
+    `allowed-peer-ip` lines (callserver's own address where it is private). With `tls`, it also listens
+    for TURN over TLS with a self-signed certificate (the sample's TLS versions and ciphers hold)."""
     folder = Path(tempfile.mkdtemp(prefix="callserver-turn-"))
     port = free_port()
     relay_ports = free_port()
+    certificate, tls_port = (
+        (self_signed_certificate(folder, "turn.shop.example"), free_port()) if tls else (None, 0)
+    )
+    tls_options = (
+        [f"tls-listening-port={tls_port}", f"cert={certificate.cert}", f"pkey={certificate.key}"]
+        if certificate is not None
+        else ["no-tls"]
+    )
     kept = [
         line
         for line in config.read_text().splitlines()
@@ -137,23 +206,24 @@ def hardened_coturn(
     overrides = [
         f"static-auth-secret={secret}", "listening-ip=127.0.0.1", f"listening-port={port}",
         f"relay-ip={relay_ip}", f"min-port={relay_ports}", f"max-port={relay_ports + 20}",
-        "no-tls", "no-dtls", f"log-file={folder / 'log'}", f"pidfile={folder / 'pid'}",
+        *tls_options, "no-dtls", f"log-file={folder / 'log'}", f"pidfile={folder / 'pid'}",
         f"userdb={folder / 'users.db'}", *(f"allowed-peer-ip={peer}" for peer in allowed_peers),
     ]  # fmt: skip
     (folder / "turnserver.conf").write_text("\n".join([*kept, *overrides]) + "\n")
-    with _turnserver(["-c", str(folder / "turnserver.conf")], folder, port) as pid:
-        yield TurnServer(f"turn:127.0.0.1:{port}?transport=udp", pid)
+    with _turnserver(["-c", str(folder / "turnserver.conf")], folder, port, tls_port) as pid:
+        tls_url = f"turns:127.0.0.1:{tls_port}?transport=tcp" if certificate is not None else None
+        yield TurnServer(f"turn:127.0.0.1:{port}?transport=udp", pid, tls_url, certificate)
 
 
 @contextmanager
-def _turnserver(options: list[str], folder: Path, port: int) -> Iterator[int]:
+def _turnserver(options: list[str], folder: Path, port: int, tls_port: int = 0) -> Iterator[int]:
     binary = shutil.which("turnserver")
     if binary is None:
         raise RuntimeError("coturn's turnserver is missing: `make test` installs the coturn package")
     server = subprocess.Popen([binary, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not _listening_udp(port):
+        while not (_listening_udp(port) and (not tls_port or _listening_tcp(tls_port))):
             if server.poll() is not None or time.monotonic() > deadline:
                 log = folder / "log"
                 raise RuntimeError(
@@ -171,6 +241,12 @@ def _listening_udp(port: int) -> bool:
     wanted = f":{port:04X} "
     with open("/proc/net/udp") as table:
         return any(wanted in line.split("00000000:0000")[0] for line in table)
+
+
+def _listening_tcp(port: int) -> bool:
+    wanted = f":{port:04X} "
+    with open("/proc/net/tcp") as table:
+        return any(wanted in line.split("00000000:0000")[0] and line.split()[3] == "0A" for line in table)
 
 
 class RedisServer:

@@ -1,6 +1,7 @@
 """TURN through a real coturn run from the hardened sample config (docs/coturn.conf): browsers get
-short-lived credentials it accepts (TURN REST API), a relay-only call works both ways over TURN/UDP and
-TURN/TCP and is recorded as relayed, and an allocation cannot reach loopback or private addresses."""
+short-lived credentials it accepts (TURN REST API), a relay-only call works both ways over TURN/UDP,
+TURN/TCP and TURN/TLS and is recorded as relayed, and an allocation cannot reach loopback or private
+addresses."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def host() -> str:
 def turn(host: str) -> Iterator[TurnServer]:
     # Relays from this machine's own address, where the server's ICE agent listens; `allowed-peer-ip`
     # for it is what an install whose callserver has a private address adds (docs/coturn.conf).
-    with hardened_coturn(SAMPLE_CONFIG, SECRET, relay_ip=host, allowed_peers=(host,)) as server:
+    with hardened_coturn(SAMPLE_CONFIG, SECRET, relay_ip=host, allowed_peers=(host,), tls=True) as server:
         yield server
 
 
@@ -135,9 +136,14 @@ async def selected_pair(page: Page) -> dict[str, object]:
 
 
 @pytest.fixture
-async def one_browser(playwright: Playwright, tones: dict[str, Path]) -> AsyncIterator[tuple[Page, Page]]:
-    """The shopper's page (440 Hz fake microphone) and the operator's (1000 Hz) in one Chromium."""
-    shopper_context = await launch(playwright, tones["shopper"])
+async def one_browser(
+    playwright: Playwright, tones: dict[str, Path], turn: TurnServer
+) -> AsyncIterator[tuple[Page, Page]]:
+    """The shopper's page (440 Hz fake microphone) and the operator's (1000 Hz) in one Chromium, which
+    trusts the TURN server's self-signed certificate (by its key) and no other."""
+    assert turn.certificate is not None
+    pin = f"--ignore-certificate-errors-spki-list={turn.certificate.spki}"
+    shopper_context = await launch(playwright, tones["shopper"], flags=[pin])
     try:
         assert shopper_context.browser is not None
         operator_context: BrowserContext = await shopper_context.browser.new_context(
@@ -152,11 +158,12 @@ async def one_browser(playwright: Playwright, tones: dict[str, Path]) -> AsyncIt
         await shopper_context.browser.close()  # type: ignore[union-attr]
 
 
-async def test_a_relay_only_call_is_heard_both_ways_over_turn_udp_and_tcp(
+async def test_a_relay_only_call_is_heard_both_ways_over_turn_udp_tcp_and_tls(
     tmp_path: Path, turn: TurnServer, one_browser: tuple[Page, Page]
 ) -> None:
     shop, operator = one_browser
-    for protocol, url in (("udp", turn.url), ("tcp", turn.tcp_url)):
+    assert turn.tls_url is not None
+    for protocol, url in (("udp", turn.url), ("tcp", turn.tcp_url), ("tls", turn.tls_url)):
         settings = settings_for(
             tmp_path / protocol,
             turn_urls=[url],

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, Validati
 
 from callserver.jsontypes import JsonObject
 from callserver.sites.site import VISITOR_TOKEN
+from callserver.wire import outbound
 from callserver.wire.vocabulary import Fallback
 
 T = TypeVar("T")
@@ -529,16 +530,13 @@ def decode_operator(text: str) -> OperatorMessage:
 
 
 def error(code: str, message: str, client_id: str | None = None) -> JsonObject:
-    """An error frame; `client_id` names the chat message it refuses, when there is one."""
-    frame: JsonObject = {"type": "error", "code": code, "message": message}
-    if client_id is not None:
-        frame["client_id"] = client_id
-    return frame
+    """The answer to a message refused (`wire/outbound.py`'s `Error` frame, as JSON)."""
+    return outbound.Error(code, message, client_id).encode()
 
 
 def internal_error(client_id: str | None = None) -> JsonObject:
-    """The frame for a message that failed on the server's side (the socket stays open)."""
-    return error("internal_error", "Something went wrong on our side; please try again.", client_id)
+    """The answer to a message that failed on the server's side (the socket stays open)."""
+    return outbound.internal_error(client_id).encode()
 
 
 # Beacons (`POST /widget/beacon`): page views and heartbeats, sent without a socket ----------------

@@ -63,7 +63,8 @@ class ChannelListener:
                 await asyncio.sleep(RESUBSCRIBE_AFTER)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    # redis-py before 8.2 leaves aclose untyped
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _hand_on(self, data: object) -> None:
         try:
